@@ -1,0 +1,1 @@
+//! Hollow kubelet: many fake Nodes and their pods from one small process.

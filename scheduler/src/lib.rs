@@ -1,0 +1,1 @@
+//! kube-scheduler extender: spoofed namespaces to hollow nodes, everything else to real nodes.

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("mock-kind-scheduler: not implemented yet");
+    std::process::exit(2);
+}

@@ -1,0 +1,1 @@
+//! Mutating admission webhook: OpenShift-style UIDs for runAsNonRoot pods.
