@@ -1,1 +1,22 @@
-pub fn x() {}
+//! A real local Kubernetes control plane — etcd, kube-apiserver, kube-controller-manager and
+//! kube-scheduler on 127.0.0.1 — for mock-kind's end-to-end tests, benchmarks and sandbox.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), e2e::Error> {
+//! let cp = e2e::ControlPlane::start(e2e::Options::default()).await?;
+//! let client = cp.client();
+//! # let _ = client; Ok(()) }
+//! ```
+
+pub mod bins;
+pub mod config;
+pub mod control_plane;
+pub mod error;
+pub mod pki;
+pub mod process;
+pub mod wait;
+
+pub use bins::{bin_dir, workspace_root};
+pub use control_plane::{ControlPlane, Options};
+pub use error::Error;
+pub use wait::{free_port, wait_for};

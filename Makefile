@@ -1,0 +1,47 @@
+# mock-kind — the two commands a user needs are `make sandbox` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+# The real Kubernetes binaries: KUBE_BIN_DIR if set, else built once from Debian's source
+# package and cached (see e2e/scripts/kube-bins.sh).
+KUBE_BINS = KUBE_BIN_DIR="$$(bash e2e/scripts/kube-bins.sh)"
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: kube-bins
+kube-bins: ## Provide the Kubernetes control-plane binaries (cached; prints their directory)
+	@bash e2e/scripts/kube-bins.sh
+
+.PHONY: build
+build: ## Build every service (release)
+	$(CARGO) build --release --workspace --bins
+
+.PHONY: test
+test: ## Unit, integration and end-to-end tests on a real local control plane
+	@dir=$$(bash e2e/scripts/kube-bins.sh); echo "kube binaries: $$dir"; \
+	KUBE_BIN_DIR="$$dir" $(CARGO) test --workspace --no-fail-fast
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: bench
+bench: ## Benchmarks: print the numbers behind the README's table
+	@dir=$$(bash e2e/scripts/kube-bins.sh); \
+	for b in "scheduler extender" "webhook admission" "hollow-node scale"; do \
+	  set -- $$b; echo "== $$1 / $$2"; \
+	  KUBE_BIN_DIR="$$dir" $(CARGO) bench -p $$1 --bench $$2; \
+	done
+
+.PHONY: sandbox
+sandbox: ## The whole system on a real local control plane (no Docker); Ctrl-C stops it
+	@dir=$$(bash e2e/scripts/kube-bins.sh); \
+	$(CARGO) build --release -p scheduler -p webhook -p hollow-node -p e2e --bins; \
+	KUBE_BIN_DIR="$$dir" ./target/release/mock-kind-sandbox $(SANDBOX_ARGS)
+
+-include deploy/deploy.mk
