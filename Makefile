@@ -23,6 +23,7 @@ build: ## Build every service (release)
 .PHONY: test
 test: ## Unit, integration and end-to-end tests on a real local control plane
 	@dir=$$(bash e2e/scripts/kube-bins.sh); echo "kube binaries: $$dir"; \
+	$(CARGO) build --workspace --bins; \
 	KUBE_BIN_DIR="$$dir" $(CARGO) test --workspace --no-fail-fast
 
 .PHONY: lint

@@ -1,0 +1,748 @@
+//! `make sandbox`: the whole of mock-kind on a real local control plane, without Docker. The
+//! extender is wired into the real kube-scheduler; webhook, extender and hollow nodes run as local
+//! processes; a demonstration is applied and summarised.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+use crate::process::Component;
+use crate::wait::{free_port, http_ok, wait_for};
+use crate::{ControlPlane, Error, Options};
+
+/// The demonstration's names, shared by the code that applies it and the summary that checks it.
+pub const SPOOFED_NS: &str = "demo-operator";
+pub const PLAIN_NS: &str = "demo-plain";
+pub const DEPLOYMENT: &str = "example-operator";
+pub const EXCLUDED_POD: &str = "metrics-collector";
+pub const EXCLUDED_PATTERN: &str = "^metrics-";
+pub const PLAIN_POD: &str = "plain-web";
+pub const REAL_PREFIX: &str = "real";
+pub const HOLLOW_PREFIX: &str = "hollow";
+const WEBHOOK_NS: &str = "mock-kind";
+const WEBHOOK_CONFIG: &str = "mock-kind-webhook";
+
+#[derive(Clone, Debug)]
+pub struct SandboxOptions {
+    /// Hollow nodes (spoofed) to register.
+    pub nodes: usize,
+    /// Replicas of the demonstration's operator-style Deployment.
+    pub replicas: i32,
+    /// Where mock-kind-scheduler, mock-kind-webhook and hollow-node were built.
+    pub service_bin_dir: PathBuf,
+    /// How long to wait for the demonstration to settle.
+    pub timeout: Duration,
+}
+
+/// Everything the sandbox started; dropping it stops the services, then the control plane.
+pub struct Sandbox {
+    services: Vec<Component>,
+    pub control_plane: ControlPlane,
+    pub ports: BTreeMap<&'static str, u16>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for s in &self.services {
+                eprintln!("--- {} ---\n{}", s.name, s.tail(30));
+            }
+        }
+        while let Some(mut s) = self.services.pop() {
+            s.terminate(Duration::from_secs(5));
+        }
+    }
+}
+
+fn step(msg: &str) {
+    eprintln!("sandbox: {msg}");
+}
+
+impl Sandbox {
+    pub async fn start(opts: &SandboxOptions) -> Result<Self, Error> {
+        for bin in ["mock-kind-scheduler", "mock-kind-webhook", "hollow-node"] {
+            let path = opts.service_bin_dir.join(bin);
+            if !path.is_file() {
+                return Err(Error::Binaries(format!(
+                    "{} not built: run `cargo build --workspace --bins` (or `make sandbox`)",
+                    path.display()
+                )));
+            }
+        }
+        let extender_port = free_port();
+        step(
+            "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler (extender wired in)",
+        );
+        let cp = ControlPlane::start(Options {
+            extenders: vec![json!({
+                "urlPrefix": format!("http://127.0.0.1:{extender_port}/"),
+                "filterVerb": "filter",
+                "preemptVerb": "preempt",
+                "nodeCacheCapable": true,
+                "ignorable": false,
+                "weight": 1,
+            })],
+            client_qps: 200,
+            ..Options::default()
+        })
+        .await?;
+        let mut sandbox = Sandbox {
+            services: Vec::new(),
+            control_plane: cp,
+            ports: BTreeMap::from([("extender", extender_port)]),
+        };
+        sandbox.start_services(opts).await?;
+        Ok(sandbox)
+    }
+
+    async fn start_services(&mut self, opts: &SandboxOptions) -> Result<(), Error> {
+        let client = self.control_plane.client();
+        let kc = self.control_plane.kubeconfig();
+        let dir = self.control_plane.dir().to_path_buf();
+        let bin = |name: &str| opts.service_bin_dir.join(name);
+        let listen = |port: u16| format!("127.0.0.1:{port}");
+        let kc_arg = kc.display().to_string();
+
+        step("starting the scheduler extender");
+        let extender_port = self.ports["extender"];
+        self.spawn(
+            "mock-kind-scheduler",
+            &bin("mock-kind-scheduler"),
+            &[
+                "--listen".into(),
+                listen(extender_port),
+                "--kubeconfig".into(),
+                kc_arg.clone(),
+            ],
+            &dir,
+        )?;
+
+        step("starting the admission webhook (it bootstraps its own certificate)");
+        ensure_namespace(&client, WEBHOOK_NS, BTreeMap::new()).await?;
+        let webhook_port = free_port();
+        self.ports.insert("webhook", webhook_port);
+        create_webhook_config(&client, webhook_port).await?;
+        self.spawn(
+            "mock-kind-webhook",
+            &bin("mock-kind-webhook"),
+            &[
+                "--listen".into(),
+                listen(webhook_port),
+                "--kubeconfig".into(),
+                kc_arg.clone(),
+                "--namespace".into(),
+                WEBHOOK_NS.into(),
+                "--extra-sans".into(),
+                "127.0.0.1".into(),
+                "--config-name".into(),
+                WEBHOOK_CONFIG.into(),
+            ],
+            &dir,
+        )?;
+
+        step(&format!(
+            "starting hollow-node with {} spoofed nodes and 1 real-looking node",
+            opts.nodes
+        ));
+        let hollow_port = free_port();
+        self.ports.insert("hollow-node", hollow_port);
+        self.spawn(
+            "hollow-node",
+            &bin("hollow-node"),
+            &[
+                "--nodes".into(),
+                opts.nodes.to_string(),
+                "--node-prefix".into(),
+                HOLLOW_PREFIX.into(),
+                "--internal-ip".into(),
+                "127.0.0.2".into(),
+                "--listen".into(),
+                listen(hollow_port),
+                "--kubeconfig".into(),
+                kc_arg.clone(),
+                "--kube-api-qps".into(),
+                "200".into(),
+                "--kube-api-burst".into(),
+                "400".into(),
+            ],
+            &dir,
+        )?;
+        let real_port = free_port();
+        self.ports.insert("hollow-node-real", real_port);
+        self.spawn(
+            "hollow-node-real",
+            &bin("hollow-node"),
+            &[
+                "--nodes".into(),
+                "1".into(),
+                "--node-prefix".into(),
+                REAL_PREFIX.into(),
+                "--spoofed=false".into(),
+                "--replica-index".into(),
+                "200".into(),
+                "--internal-ip".into(),
+                "127.0.0.3".into(),
+                "--listen".into(),
+                listen(real_port),
+                "--kubeconfig".into(),
+                kc_arg,
+            ],
+            &dir,
+        )?;
+
+        for (name, port) in [
+            ("mock-kind-scheduler", extender_port),
+            ("mock-kind-webhook", webhook_port),
+            ("hollow-node", hollow_port),
+            ("hollow-node-real", real_port),
+        ] {
+            self.wait_healthy(name, port).await?;
+        }
+        let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        wait_for(Duration::from_secs(60), "the webhook's caBundle", || {
+            let configs = configs.clone();
+            async move {
+                let c = configs.get(WEBHOOK_CONFIG).await?;
+                let filled = c.webhooks.unwrap_or_default().iter().all(|w| {
+                    w.client_config
+                        .ca_bundle
+                        .as_ref()
+                        .is_some_and(|b| !b.0.is_empty())
+                });
+                Ok(filled.then_some(()))
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    fn spawn(&mut self, name: &str, bin: &Path, args: &[String], dir: &Path) -> Result<(), Error> {
+        let log = dir.join(format!("{name}.log"));
+        self.services.push(Component::spawn(name, bin, args, &log)?);
+        Ok(())
+    }
+
+    async fn wait_healthy(&mut self, name: &str, port: u16) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok();
+            // The webhook serves TLS only: a TCP connect tells it is up; the others answer HTTP.
+            if (name == "mock-kind-webhook" && tcp) || http_ok(port, "/healthz").await {
+                return Ok(());
+            }
+            let svc = self.services.iter_mut().find(|s| s.name == name);
+            if let Some(svc) = svc {
+                if let Some(status) = svc.exited() {
+                    return Err(Error::Start {
+                        component: name.into(),
+                        reason: format!("exited with {status}"),
+                        log: svc.log.clone(),
+                        tail: svc.tail(30),
+                    });
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Start {
+                        component: name.into(),
+                        reason: "no /healthz within 60s".into(),
+                        log: svc.log.clone(),
+                        tail: svc.tail(30),
+                    });
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Applies the demonstration and waits until it has settled (or the timeout passes).
+    pub async fn demonstrate(&self, opts: &SandboxOptions) -> Result<Summary, Error> {
+        let client = self.control_plane.client();
+        step("waiting for the nodes to be Ready and untainted");
+        let nodes: Api<Node> = Api::all(client.clone());
+        let want = opts.nodes + 1;
+        wait_for(opts.timeout, &format!("{want} Ready nodes"), || {
+            let nodes = nodes.clone();
+            async move {
+                let list = nodes.list(&ListParams::default()).await?;
+                let ready = list.items.iter().filter(|n| schedulable(n)).count();
+                Ok((ready >= want).then_some(()))
+            }
+        })
+        .await?;
+
+        step(&format!(
+            "applying the demonstration: namespace {SPOOFED_NS} (spoofed) with a {}-replica operator, an excluded pod, and namespace {PLAIN_NS}",
+            opts.replicas
+        ));
+        ensure_namespace(
+            &client,
+            SPOOFED_NS,
+            BTreeMap::from([
+                ("spoofed".to_string(), "true".to_string()),
+                (
+                    "spoofed_excluded_pods".to_string(),
+                    EXCLUDED_PATTERN.to_string(),
+                ),
+            ]),
+        )
+        .await?;
+        ensure_namespace(&client, PLAIN_NS, BTreeMap::new()).await?;
+        create_if_absent(
+            &Api::<Deployment>::namespaced(client.clone(), SPOOFED_NS),
+            demo_deployment(opts.replicas),
+        )
+        .await?;
+        create_if_absent(
+            &Api::<Pod>::namespaced(client.clone(), SPOOFED_NS),
+            demo_pod(EXCLUDED_POD),
+        )
+        .await?;
+        create_if_absent(
+            &Api::<Pod>::namespaced(client.clone(), PLAIN_NS),
+            demo_pod(PLAIN_POD),
+        )
+        .await?;
+
+        step("waiting for the pods to run");
+        let started = Instant::now();
+        let settled = wait_for(opts.timeout, "the demonstration to settle", || {
+            let client = client.clone();
+            let replicas = opts.replicas;
+            async move {
+                let s = Summary::collect(&client, replicas).await?;
+                Ok(s.problems().is_empty().then_some(s))
+            }
+        })
+        .await;
+        let mut summary = match settled {
+            Ok(s) => s,
+            // Show what was reached; the caller reports the problems.
+            Err(Error::Timeout { .. }) => Summary::collect(&client, opts.replicas).await?,
+            Err(e) => return Err(e),
+        };
+        summary.settle_seconds = started.elapsed().as_secs_f64();
+        Ok(summary)
+    }
+}
+
+fn schedulable(n: &Node) -> bool {
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let tainted = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == "node.kubernetes.io/not-ready"));
+    ready && !tainted
+}
+
+fn is_spoofed(n: &Node) -> bool {
+    n.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("spoofed"))
+        .is_some_and(|v| v == "true")
+}
+
+async fn ensure_namespace(
+    client: &kube::Client,
+    name: &str,
+    annotations: BTreeMap<String, String>,
+) -> Result<(), Error> {
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": { "name": name, "annotations": annotations }
+    }))
+    .map_err(|e| Error::Binaries(format!("namespace {name}: {e}")))?;
+    create_if_absent(&Api::all(client.clone()), ns).await
+}
+
+async fn create_if_absent<K>(api: &Api<K>, obj: K) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + fmt::Debug,
+{
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn create_webhook_config(client: &kube::Client, port: u16) -> Result<(), Error> {
+    // The deploy/ configuration points at the in-cluster Service; locally the apiserver calls
+    // the webhook process on loopback. caBundle is left empty for the webhook's bootstrap to fill.
+    let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": { "name": WEBHOOK_CONFIG },
+        "webhooks": [{
+            "name": "uids.mock-kind.io",
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": { "url": format!("https://127.0.0.1:{port}/mutate") },
+            "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                        "resources": ["pods"], "scope": "Namespaced" }],
+            "namespaceSelector": { "matchExpressions": [
+                { "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                  "values": ["kube-system", "kube-node-lease", WEBHOOK_NS] },
+                { "key": "mock-kind.io/webhook", "operator": "NotIn", "values": ["disabled"] }
+            ]},
+            "sideEffects": "NoneOnDryRun",
+            "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded",
+            "failurePolicy": "Ignore",
+        }]
+    }))
+    .map_err(|e| Error::Binaries(format!("webhook configuration: {e}")))?;
+    create_if_absent(&Api::all(client.clone()), cfg).await
+}
+
+fn pod_spec() -> serde_json::Value {
+    json!({
+        "automountServiceAccountToken": false,
+        "securityContext": { "runAsNonRoot": true },
+        "containers": [{
+            "name": "manager",
+            "image": "quay.io/example/operator:v1.0.0",
+            "resources": { "requests": { "cpu": "10m", "memory": "32Mi" } },
+        }],
+    })
+}
+
+fn demo_deployment(replicas: i32) -> Deployment {
+    serde_json::from_value(json!({
+        "metadata": { "name": DEPLOYMENT },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": DEPLOYMENT } },
+            "template": { "metadata": { "labels": { "app": DEPLOYMENT } }, "spec": pod_spec() },
+        }
+    }))
+    .unwrap_or_default()
+}
+
+fn demo_pod(name: &str) -> Pod {
+    serde_json::from_value(json!({ "metadata": { "name": name }, "spec": pod_spec() }))
+        .unwrap_or_default()
+}
+
+/// What the demonstration reached, in facts a person (and the sandbox test) can check.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub hollow_nodes_ready: usize,
+    pub hollow_nodes: usize,
+    pub real_nodes_ready: usize,
+    pub replicas: i32,
+    pub operator_pods_running: usize,
+    pub operator_pods_on_hollow: usize,
+    pub operator_pods_on_real: usize,
+    pub operator_nodes_used: usize,
+    pub operator_uids: BTreeSet<i64>,
+    pub uid_range: Option<String>,
+    pub excluded_pod_node: Option<String>,
+    pub excluded_pod_node_spoofed: Option<bool>,
+    pub excluded_pod_phase: Option<String>,
+    pub plain_pod_node: Option<String>,
+    pub plain_pod_node_spoofed: Option<bool>,
+    pub plain_pod_phase: Option<String>,
+    pub extender_rejections: Vec<String>,
+    pub settle_seconds: f64,
+}
+
+impl Summary {
+    pub async fn collect(client: &kube::Client, replicas: i32) -> Result<Self, Error> {
+        let nodes = Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let spoofed: BTreeMap<String, bool> = nodes
+            .iter()
+            .map(|n| (n.metadata.name.clone().unwrap_or_default(), is_spoofed(n)))
+            .collect();
+        let mut s = Summary {
+            replicas,
+            ..Summary::default()
+        };
+        for n in &nodes {
+            match (is_spoofed(n), schedulable(n)) {
+                (true, ready) => {
+                    s.hollow_nodes += 1;
+                    s.hollow_nodes_ready += usize::from(ready);
+                }
+                (false, true) => s.real_nodes_ready += 1,
+                (false, false) => {}
+            }
+        }
+        let pods = Api::<Pod>::namespaced(client.clone(), SPOOFED_NS)
+            .list(&ListParams::default())
+            .await?
+            .items;
+        let mut used = BTreeSet::new();
+        for p in &pods {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+            let on_spoofed = node.as_ref().and_then(|n| spoofed.get(n).copied());
+            if name == EXCLUDED_POD {
+                s.excluded_pod_node = node;
+                s.excluded_pod_node_spoofed = on_spoofed;
+                s.excluded_pod_phase = phase;
+                continue;
+            }
+            if phase.as_deref() == Some("Running") {
+                s.operator_pods_running += 1;
+            }
+            match on_spoofed {
+                Some(true) => s.operator_pods_on_hollow += 1,
+                Some(false) => s.operator_pods_on_real += 1,
+                None => {}
+            }
+            if let Some(n) = node {
+                used.insert(n);
+            }
+            if let Some(uid) = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.security_context.as_ref())
+                .and_then(|c| c.run_as_user)
+            {
+                s.operator_uids.insert(uid);
+            }
+        }
+        s.operator_nodes_used = used.len();
+        s.uid_range = Api::<Namespace>::all(client.clone())
+            .get(SPOOFED_NS)
+            .await?
+            .metadata
+            .annotations
+            .and_then(|a| a.get("openshift.io/sa.scc.uid-range").cloned());
+        if let Some(p) = Api::<Pod>::namespaced(client.clone(), PLAIN_NS)
+            .get_opt(PLAIN_POD)
+            .await?
+        {
+            s.plain_pod_node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            s.plain_pod_node_spoofed = s
+                .plain_pod_node
+                .as_ref()
+                .and_then(|n| spoofed.get(n).copied());
+            s.plain_pod_phase = p.status.and_then(|s| s.phase);
+        }
+        let events = Api::<Event>::namespaced(client.clone(), SPOOFED_NS)
+            .list(&ListParams::default().fields("reason=FailedScheduling"))
+            .await?
+            .items;
+        s.extender_rejections = events
+            .into_iter()
+            .filter_map(|e| e.message)
+            .take(3)
+            .collect();
+        Ok(s)
+    }
+
+    /// What is not (yet) as the demonstration promises; empty when all holds.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut need = |ok: bool, what: String| {
+            if !ok {
+                out.push(what);
+            }
+        };
+        need(
+            self.hollow_nodes > 0 && self.hollow_nodes_ready == self.hollow_nodes,
+            format!(
+                "{}/{} hollow nodes Ready",
+                self.hollow_nodes_ready, self.hollow_nodes
+            ),
+        );
+        need(self.real_nodes_ready >= 1, "no real node Ready".into());
+        need(
+            self.operator_pods_running == usize::try_from(self.replicas).unwrap_or(0),
+            format!(
+                "{}/{} operator pods Running",
+                self.operator_pods_running, self.replicas
+            ),
+        );
+        need(
+            self.operator_pods_on_real == 0,
+            format!(
+                "{} operator pods on a real node",
+                self.operator_pods_on_real
+            ),
+        );
+        need(
+            self.operator_uids.len() == 1,
+            format!("operator pods have UIDs {:?}, not one", self.operator_uids),
+        );
+        let range_start = self
+            .uid_range
+            .as_deref()
+            .and_then(|r| r.split('/').next())
+            .and_then(|s| s.parse::<i64>().ok());
+        need(
+            range_start.is_some() && self.operator_uids.iter().next().copied() == range_start,
+            format!(
+                "UIDs {:?} are not the namespace range {:?}",
+                self.operator_uids, self.uid_range
+            ),
+        );
+        need(
+            self.excluded_pod_node_spoofed == Some(false)
+                && self.excluded_pod_phase.as_deref() == Some("Running"),
+            format!(
+                "excluded pod on {:?} ({:?})",
+                self.excluded_pod_node, self.excluded_pod_phase
+            ),
+        );
+        need(
+            self.plain_pod_node_spoofed == Some(false)
+                && self.plain_pod_phase.as_deref() == Some("Running"),
+            format!(
+                "plain pod on {:?} ({:?})",
+                self.plain_pod_node, self.plain_pod_phase
+            ),
+        );
+        out
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let or_none = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
+        writeln!(f, "mock-kind sandbox summary")?;
+        writeln!(
+            f,
+            "  nodes      {}/{} hollow nodes Ready (annotated spoofed=\"true\"), {} real node Ready",
+            self.hollow_nodes_ready, self.hollow_nodes, self.real_nodes_ready
+        )?;
+        writeln!(
+            f,
+            "  pods       {}/{} pods of deployment {SPOOFED_NS}/{DEPLOYMENT} Running: {} on hollow nodes (spread over {}), {} on real nodes",
+            self.operator_pods_running,
+            self.replicas,
+            self.operator_pods_on_hollow,
+            self.operator_nodes_used,
+            self.operator_pods_on_real
+        )?;
+        writeln!(
+            f,
+            "  UIDs       namespace {SPOOFED_NS} got openshift.io/sa.scc.uid-range={}; its runAsNonRoot pods run as {:?}",
+            or_none(&self.uid_range),
+            self.operator_uids
+        )?;
+        writeln!(
+            f,
+            "  excluded   pod {SPOOFED_NS}/{EXCLUDED_POD} matches spoofed_excluded_pods \"{EXCLUDED_PATTERN}\": on node {} ({}), {}",
+            or_none(&self.excluded_pod_node),
+            match self.excluded_pod_node_spoofed {
+                Some(false) => "a real node",
+                Some(true) => "a HOLLOW node",
+                None => "unbound",
+            },
+            or_none(&self.excluded_pod_phase)
+        )?;
+        writeln!(
+            f,
+            "  plain      pod {PLAIN_NS}/{PLAIN_POD} (namespace not spoofed): on node {} ({}), {}",
+            or_none(&self.plain_pod_node),
+            match self.plain_pod_node_spoofed {
+                Some(false) => "a real node",
+                Some(true) => "a HOLLOW node",
+                None => "unbound",
+            },
+            or_none(&self.plain_pod_phase)
+        )?;
+        if let Some(r) = self.extender_rejections.first() {
+            writeln!(f, "  why        e.g. the scheduler's event: {r}")?;
+        }
+        writeln!(f, "  settled in {:.1}s", self.settle_seconds)?;
+        let problems = self.problems();
+        if problems.is_empty() {
+            write!(f, "  all as expected")
+        } else {
+            write!(f, "  NOT as expected: {}", problems.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Summary {
+        Summary {
+            hollow_nodes_ready: 3,
+            hollow_nodes: 3,
+            real_nodes_ready: 1,
+            replicas: 2,
+            operator_pods_running: 2,
+            operator_pods_on_hollow: 2,
+            operator_pods_on_real: 0,
+            operator_nodes_used: 2,
+            operator_uids: BTreeSet::from([1_000_020_000]),
+            uid_range: Some("1000020000/10000".into()),
+            excluded_pod_node: Some("real-0".into()),
+            excluded_pod_node_spoofed: Some(false),
+            excluded_pod_phase: Some("Running".into()),
+            plain_pod_node: Some("real-0".into()),
+            plain_pod_node_spoofed: Some(false),
+            plain_pod_phase: Some("Running".into()),
+            extender_rejections: vec![],
+            settle_seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn problems_name_each_broken_promise() {
+        type Case = (&'static str, fn(&mut Summary), &'static str);
+        let cases: [Case; 6] = [
+            (
+                "node not ready",
+                |s| s.hollow_nodes_ready = 2,
+                "2/3 hollow nodes",
+            ),
+            (
+                "pod on real",
+                |s| s.operator_pods_on_real = 1,
+                "on a real node",
+            ),
+            (
+                "two uids",
+                |s| {
+                    s.operator_uids.insert(5);
+                },
+                "not one",
+            ),
+            (
+                "uid outside range",
+                |s| s.uid_range = Some("2000/10000".into()),
+                "not the namespace range",
+            ),
+            (
+                "excluded on hollow",
+                |s| s.excluded_pod_node_spoofed = Some(true),
+                "excluded pod",
+            ),
+            (
+                "plain pending",
+                |s| s.plain_pod_phase = Some("Pending".into()),
+                "plain pod",
+            ),
+        ];
+        assert!(good().problems().is_empty(), "{:?}", good().problems());
+        for (name, breakit, needle) in cases {
+            let mut s = good();
+            breakit(&mut s);
+            let p = s.problems();
+            assert_eq!(p.len(), 1, "{name}: {p:?}");
+            assert!(p[0].contains(needle), "{name}: {p:?}");
+        }
+        assert!(good().to_string().contains("all as expected"));
+    }
+}

@@ -1,0 +1,1244 @@
+//! deploy/: the Kustomize overlays, the images and the kind configuration, checked against the real
+//! tools and the real control plane.
+//!
+//! - Every overlay renders with `kubectl kustomize` and passes `kubectl apply --dry-run=server`
+//!   on the harness's Kubernetes (1.20: see [`for_server`] for the PodDisruptionBudget).
+//! - Applied for real, the RBAC grants each service what it calls and nothing more, as the real
+//!   authorizer answers `kubectl auth can-i --as=<service account>`; applying twice changes nothing.
+//! - Rendered pods keep the restricted pod-security settings; only the extender uses hostNetwork.
+//! - Every environment variable the manifests set is a flag of the binary the container runs.
+//! - deploy/kind/cluster.yaml mounts a KubeSchedulerConfiguration whose extender is the address the
+//!   extender listens on, and the real kube-scheduler accepts that extender entry.
+//! - The Dockerfiles build the binaries the manifests run, as user 65532 on a minimal base.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use e2e::{ControlPlane, Options, workspace_root};
+use serde::Deserialize;
+use serde_json::Value;
+
+const OVERLAYS: [&str; 3] = ["kind", "dev", "scale"];
+const NAMESPACE: &str = "mock-kind";
+const REGISTRY_SECRET: &str = "mock-kind-registry";
+/// The node the kind overlays bind the extender to: `<cluster name>-control-plane`.
+const KIND_CONTROL_PLANE: &str = "mock-kind-control-plane";
+
+/// A workload of the base, its container and the binary that container's image runs.
+struct Service {
+    kind: &'static str,
+    workload: &'static str,
+    container: &'static str,
+    image: &'static str,
+    package: &'static str,
+    bin: &'static str,
+}
+
+const SERVICES: [Service; 3] = [
+    Service {
+        kind: "Deployment",
+        workload: "mock-kind-scheduler",
+        container: "scheduler",
+        image: "mock-kind/scheduler",
+        package: "scheduler",
+        bin: "mock-kind-scheduler",
+    },
+    Service {
+        kind: "Deployment",
+        workload: "mock-kind-webhook",
+        container: "webhook",
+        image: "mock-kind/webhook",
+        package: "webhook",
+        bin: "mock-kind-webhook",
+    },
+    Service {
+        kind: "StatefulSet",
+        workload: "hollow-node",
+        container: "hollow-node",
+        image: "mock-kind/hollow-node",
+        package: "hollow-node",
+        bin: "hollow-node",
+    },
+];
+
+/// Variables the manifests may set that no flag reads, and what reads them instead.
+const LIBRARY_ENV: [(&str, &str); 3] = [
+    ("RUST_LOG", "telemetry::init_logging (tracing's EnvFilter)"),
+    (
+        "KUBERNETES_SERVICE_HOST",
+        "kube-rs's in-cluster configuration",
+    ),
+    (
+        "KUBERNETES_SERVICE_PORT",
+        "kube-rs's in-cluster configuration",
+    ),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: processes, YAML, object lookup.
+
+fn repo(rel: &str) -> PathBuf {
+    workspace_root().join(rel)
+}
+
+/// Runs `cmd` (feeding `stdin` from a thread, so a large output never blocks the input).
+fn output(cmd: &mut Command, stdin: Option<&str>) -> Output {
+    let what = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let feeder = stdin.map(|text| {
+        let mut pipe = child.stdin.take().expect("child stdin");
+        let text = text.to_owned();
+        std::thread::spawn(move || pipe.write_all(text.as_bytes()))
+    });
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    if let Some(feeder) = feeder {
+        feeder
+            .join()
+            .expect("stdin thread")
+            .unwrap_or_else(|e| panic!("{what}: writing stdin: {e}"));
+    }
+    out
+}
+
+/// Runs `cmd` and returns its stdout; fails the test with both streams when it fails.
+fn succeed(cmd: &mut Command, stdin: Option<&str>) -> String {
+    let what = format!("{cmd:?}");
+    let out = output(cmd, stdin);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kubectl(kubeconfig: &Path) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig").arg(kubeconfig);
+    cmd
+}
+
+fn yaml_docs(text: &str, what: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{what}: not YAML: {e}")))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn yaml_file(rel: &str) -> Value {
+    let path = repo(rel);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut docs = yaml_docs(&text, rel);
+    assert_eq!(docs.len(), 1, "{rel}: want exactly one YAML document");
+    docs.remove(0)
+}
+
+/// `kubectl kustomize deploy/overlays/<overlay>`, parsed.
+fn render(overlay: &str) -> Vec<Value> {
+    let dir = repo(&format!("deploy/overlays/{overlay}"));
+    let text = succeed(Command::new("kubectl").arg("kustomize").arg(&dir), None);
+    let objs = yaml_docs(&text, &format!("kubectl kustomize {}", dir.display()));
+    assert!(!objs.is_empty(), "overlay {overlay} renders nothing");
+    objs
+}
+
+fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer).and_then(Value::as_str).unwrap_or("")
+}
+
+fn id(obj: &Value) -> String {
+    format!("{}/{}", text(obj, "/kind"), text(obj, "/metadata/name"))
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| text(o, "/kind") == kind && text(o, "/metadata/name") == name)
+        .unwrap_or_else(|| {
+            let have: Vec<String> = objs.iter().map(id).collect();
+            panic!("no {kind}/{name} among {have:?}")
+        })
+}
+
+fn service_container<'a>(objs: &'a [Value], s: &Service) -> (&'a Value, &'a Value) {
+    let workload = find(objs, s.kind, s.workload);
+    let pod = workload
+        .pointer("/spec/template/spec")
+        .unwrap_or_else(|| panic!("{} has no pod template", id(workload)));
+    let container = pod["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == s.container)
+        .unwrap_or_else(|| panic!("{} has no container {}", id(workload), s.container));
+    (pod, container)
+}
+
+/// Every pod template of the rendered objects, named by its workload.
+fn pod_specs(objs: &[Value]) -> Vec<(String, &Value)> {
+    objs.iter()
+        .filter_map(|o| {
+            let spec = match text(o, "/kind") {
+                "Pod" => o.pointer("/spec"),
+                "CronJob" => o.pointer("/spec/jobTemplate/spec/template/spec"),
+                _ => o.pointer("/spec/template/spec"),
+            }?;
+            Some((id(o), spec))
+        })
+        .collect()
+}
+
+fn all_containers(pod: &Value) -> impl Iterator<Item = &Value> {
+    ["containers", "initContainers", "ephemeralContainers"]
+        .into_iter()
+        .flat_map(move |k| pod[k].as_array().into_iter().flatten())
+}
+
+fn env_var<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+fn env_value(container: &Value, name: &str) -> Option<String> {
+    env_var(container, name)
+        .and_then(|e| e["value"].as_str())
+        .map(str::to_owned)
+}
+
+fn env_field_ref(container: &Value, name: &str) -> Option<String> {
+    env_var(container, name).map(|e| text(e, "/valueFrom/fieldRef/fieldPath").to_owned())
+}
+
+/// The workspace version: the tag the kind and scale overlays give the images.
+fn workspace_version() -> String {
+    let manifest = std::fs::read_to_string(repo("Cargo.toml")).expect("read Cargo.toml");
+    let mut in_package = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[workspace.package]";
+        } else if in_package && let Some(rest) = line.strip_prefix("version") {
+            return rest
+                .trim_start_matches([' ', '='])
+                .trim_matches('"')
+                .to_owned();
+        }
+    }
+    panic!("Cargo.toml: no version in [workspace.package]")
+}
+
+/// `<bin> --help`, built and run by cargo (`cargo run -q -p <package> --bin <bin> -- --help`),
+/// with no MOCK_KIND_* variable of ours leaking into clap's `[env: ...]` annotations.
+fn help(s: &Service) -> String {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).args([
+        "run",
+        "--quiet",
+        "--package",
+        s.package,
+        "--bin",
+        s.bin,
+        "--",
+        "--help",
+    ]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("MOCK_KIND_") {
+            cmd.env_remove(key);
+        }
+    }
+    let text = succeed(&mut cmd, None);
+    assert!(
+        text.contains("Usage:"),
+        "{} --help printed no usage:\n{text}",
+        s.bin
+    );
+    text
+}
+
+/// The help block of one flag: from `--<flag>` to the next flag.
+fn flag_help<'a>(help: &'a str, flag: &str) -> &'a str {
+    let start = help
+        .find(&format!("--{flag} "))
+        .or_else(|| help.find(&format!("--{flag}\n")))
+        .unwrap_or_else(|| panic!("no --{flag} in:\n{help}"));
+    let rest = &help[start..];
+    let end = rest[2..].find("\n  -").map(|i| i + 2).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn bracketed<'a>(block: &'a str, label: &str) -> Option<&'a str> {
+    let start = block.find(&format!("[{label}: "))? + label.len() + 3;
+    let len = block[start..].find(']')?;
+    Some(&block[start..start + len])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering: what each overlay promises.
+
+#[test]
+fn every_overlay_renders_what_it_promises() {
+    struct Want {
+        overlay: &'static str,
+        tag: String,
+        scheduler_replicas: i64,
+        webhook_replicas: i64,
+        hollow_replicas: i64,
+        nodes_per_replica: &'static str,
+    }
+    let version = workspace_version();
+    let cases = [
+        Want {
+            overlay: "kind",
+            tag: version.clone(),
+            scheduler_replicas: 1,
+            webhook_replicas: 2,
+            hollow_replicas: 1,
+            nodes_per_replica: "100",
+        },
+        Want {
+            overlay: "dev",
+            tag: "dev".into(),
+            scheduler_replicas: 1,
+            webhook_replicas: 1,
+            hollow_replicas: 1,
+            nodes_per_replica: "100",
+        },
+        Want {
+            overlay: "scale",
+            tag: version,
+            scheduler_replicas: 1,
+            webhook_replicas: 2,
+            hollow_replicas: 10,
+            nodes_per_replica: "100",
+        },
+    ];
+    for want in &cases {
+        let o = want.overlay;
+        let objs = render(o);
+        find(&objs, "Namespace", NAMESPACE);
+
+        // Images: the tags `make images` builds for this overlay, never pulled when present.
+        for s in &SERVICES {
+            let (pod, c) = service_container(&objs, s);
+            assert_eq!(
+                text(c, "/image"),
+                format!("{}:{}", s.image, want.tag),
+                "{o}: {} image",
+                s.workload
+            );
+            assert_eq!(
+                text(c, "/imagePullPolicy"),
+                "IfNotPresent",
+                "{o}: {} imagePullPolicy",
+                s.workload
+            );
+            let secrets: Vec<&str> = pod["imagePullSecrets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| text(r, "/name"))
+                .collect();
+            assert!(
+                secrets.contains(&REGISTRY_SECRET),
+                "{o}: {} lacks imagePullSecrets {REGISTRY_SECRET}",
+                s.workload
+            );
+        }
+
+        let replicas = |kind: &str, name: &str| {
+            find(&objs, kind, name)
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64)
+        };
+        assert_eq!(
+            replicas("Deployment", "mock-kind-scheduler"),
+            Some(want.scheduler_replicas),
+            "{o}: extender replicas"
+        );
+        assert_eq!(
+            replicas("Deployment", "mock-kind-webhook"),
+            Some(want.webhook_replicas),
+            "{o}: webhook replicas"
+        );
+        assert_eq!(
+            replicas("StatefulSet", "hollow-node"),
+            Some(want.hollow_replicas),
+            "{o}: hollow-node replicas"
+        );
+
+        // Hollow nodes: parallel replicas, N nodes each, named after the pod, at the pod's IP.
+        let sts = find(&objs, "StatefulSet", "hollow-node");
+        assert_eq!(
+            text(sts, "/spec/podManagementPolicy"),
+            "Parallel",
+            "{o}: hollow-node podManagementPolicy"
+        );
+        let governing = find(&objs, "Service", text(sts, "/spec/serviceName"));
+        assert_eq!(
+            text(governing, "/spec/clusterIP"),
+            "None",
+            "{o}: the StatefulSet's Service must be headless"
+        );
+        let (_, hollow) = service_container(&objs, &SERVICES[2]);
+        assert_eq!(
+            env_value(hollow, "MOCK_KIND_NODES").as_deref(),
+            Some(want.nodes_per_replica),
+            "{o}: nodes per replica"
+        );
+        assert_eq!(
+            env_field_ref(hollow, "POD_NAME").as_deref(),
+            Some("metadata.name"),
+            "{o}: POD_NAME from the downward API"
+        );
+        assert_eq!(
+            env_field_ref(hollow, "POD_IP").as_deref(),
+            Some("status.podIP"),
+            "{o}: POD_IP from the downward API"
+        );
+
+        // The extender: on the control-plane node's host network, bound there by name (the
+        // scheduler cannot place it), talking to the API server on its own node.
+        let ext = find(&objs, "Deployment", "mock-kind-scheduler");
+        let (pod, c) = service_container(&objs, &SERVICES[0]);
+        assert_eq!(pod["hostNetwork"], true, "{o}: extender hostNetwork");
+        assert_eq!(
+            text(pod, "/nodeName"),
+            KIND_CONTROL_PLANE,
+            "{o}: extender nodeName"
+        );
+        assert!(
+            pod.pointer("/nodeSelector/node-role.kubernetes.io~1control-plane")
+                .is_some(),
+            "{o}: extender nodeSelector"
+        );
+        let tolerated: Vec<&str> = pod["tolerations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| text(t, "/key"))
+            .collect();
+        assert!(
+            tolerated.contains(&"node-role.kubernetes.io/control-plane"),
+            "{o}: extender tolerations {tolerated:?}"
+        );
+        assert_eq!(
+            text(ext, "/spec/strategy/type"),
+            "Recreate",
+            "{o}: two extenders cannot share 127.0.0.1:8888"
+        );
+        assert_eq!(
+            env_field_ref(c, "KUBERNETES_SERVICE_HOST").as_deref(),
+            Some("status.hostIP"),
+            "{o}: extender API address"
+        );
+
+        // The webhook: Service, PDB and MutatingWebhookConfiguration all reach its pods.
+        let (pod, c) = service_container(&objs, &SERVICES[1]);
+        let labels = &find(&objs, "Deployment", "mock-kind-webhook")["spec"]["template"]["metadata"]
+            ["labels"];
+        let selects = |selector: &Value, what: &str| {
+            let map = selector
+                .as_object()
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| panic!("{o}: {what} has an empty selector"));
+            for (k, v) in map {
+                assert_eq!(
+                    &labels[k], v,
+                    "{o}: {what} selects {k}={v}, the webhook pods do not carry it"
+                );
+            }
+        };
+        let svc = find(&objs, "Service", "mock-kind-webhook");
+        selects(&svc["spec"]["selector"], "Service mock-kind-webhook");
+        let pdb = find(&objs, "PodDisruptionBudget", "mock-kind-webhook");
+        selects(
+            &pdb["spec"]["selector"]["matchLabels"],
+            "PodDisruptionBudget mock-kind-webhook",
+        );
+        let port_names: Vec<&str> = c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| text(p, "/name"))
+            .collect();
+        let svc_ports = svc["spec"]["ports"]
+            .as_array()
+            .expect("webhook Service ports");
+        for p in svc_ports {
+            let target = text(p, "/targetPort");
+            assert!(
+                port_names.contains(&target),
+                "{o}: Service targetPort {target} is no port of the webhook container {port_names:?}"
+            );
+        }
+        let mwc = find(&objs, "MutatingWebhookConfiguration", "mock-kind-webhook");
+        for hook in mwc["webhooks"].as_array().expect("webhooks") {
+            let svc_ref = &hook["clientConfig"]["service"];
+            assert_eq!(
+                text(svc_ref, "/name"),
+                "mock-kind-webhook",
+                "{o}: webhook {} service",
+                hook["name"]
+            );
+            assert_eq!(
+                text(svc_ref, "/namespace"),
+                NAMESPACE,
+                "{o}: webhook {} service namespace",
+                hook["name"]
+            );
+            let port = svc_ref["port"].as_i64().unwrap_or(443);
+            assert!(
+                svc_ports.iter().any(|p| p["port"].as_i64() == Some(port)),
+                "{o}: the Service has no port {port}"
+            );
+        }
+        assert!(
+            pod["serviceAccountName"] == "mock-kind-webhook",
+            "{o}: webhook service account"
+        );
+
+        // Every namespaced object says where it goes (there is no namespace transformer), every
+        // pod's ServiceAccount exists and is bound to a role.
+        for obj in &objs {
+            let kind = text(obj, "/kind");
+            let cluster_scoped = [
+                "Namespace",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "MutatingWebhookConfiguration",
+            ];
+            if !cluster_scoped.contains(&kind) {
+                let ns = text(obj, "/metadata/namespace");
+                let want_ns = if kind.starts_with("Role") && ns == "kube-node-lease" {
+                    "kube-node-lease"
+                } else {
+                    NAMESPACE
+                };
+                assert_eq!(ns, want_ns, "{o}: {} namespace", id(obj));
+            }
+        }
+        for (workload, pod) in pod_specs(&objs) {
+            let sa = text(pod, "/serviceAccountName");
+            find(&objs, "ServiceAccount", sa);
+            let bound = objs
+                .iter()
+                .filter(|b| text(b, "/kind").ends_with("RoleBinding"))
+                .any(|b| {
+                    b["subjects"].as_array().into_iter().flatten().any(|s| {
+                        s["kind"] == "ServiceAccount"
+                            && s["name"] == sa
+                            && s["namespace"] == NAMESPACE
+                    })
+                });
+            assert!(
+                bound,
+                "{o}: {workload}'s ServiceAccount {sa} is bound to no role"
+            );
+        }
+    }
+}
+
+#[test]
+fn rendered_pods_meet_the_restricted_profile() {
+    for o in OVERLAYS {
+        let objs = render(o);
+        let pods = pod_specs(&objs);
+        assert_eq!(
+            pods.len(),
+            SERVICES.len(),
+            "{o}: workloads {:?}",
+            pods.iter().map(|p| &p.0).collect::<Vec<_>>()
+        );
+        for (workload, pod) in pods {
+            let at = |path: &str| pod.pointer(path).cloned().unwrap_or(Value::Null);
+            let pod_checks: [(&str, bool); 7] = [
+                (
+                    "securityContext.runAsNonRoot true",
+                    at("/securityContext/runAsNonRoot") == true,
+                ),
+                (
+                    "securityContext.runAsUser 65532",
+                    at("/securityContext/runAsUser") == 65532,
+                ),
+                (
+                    "securityContext.seccompProfile RuntimeDefault",
+                    at("/securityContext/seccompProfile/type") == "RuntimeDefault",
+                ),
+                ("no hostPID", at("/hostPID") != true),
+                ("no hostIPC", at("/hostIPC") != true),
+                (
+                    "no hostPath volume",
+                    !pod["volumes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|v| v.get("hostPath").is_some()),
+                ),
+                // hostNetwork is the one exception, for the extender alone (see deploy/base/namespace.yaml).
+                (
+                    "hostNetwork only for the extender",
+                    at("/hostNetwork") != true || workload == "Deployment/mock-kind-scheduler",
+                ),
+            ];
+            for (check, ok) in pod_checks {
+                assert!(ok, "{o}: {workload}: {check}");
+            }
+            for c in all_containers(pod) {
+                let name = text(c, "/name");
+                let sc = |path: &str| {
+                    c.pointer(&format!("/securityContext{path}"))
+                        .cloned()
+                        .unwrap_or(Value::Null)
+                };
+                let dropped: Vec<&str> = c
+                    .pointer("/securityContext/capabilities/drop")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let probe_path =
+                    |probe: &str| text(c, &format!("/{probe}/httpGet/path")).to_owned();
+                let checks: [(&str, bool); 12] = [
+                    ("runAsNonRoot true", sc("/runAsNonRoot") == true),
+                    ("runAsUser 65532", sc("/runAsUser") == 65532),
+                    (
+                        "allowPrivilegeEscalation false",
+                        sc("/allowPrivilegeEscalation") == false,
+                    ),
+                    (
+                        "readOnlyRootFilesystem true",
+                        sc("/readOnlyRootFilesystem") == true,
+                    ),
+                    ("not privileged", sc("/privileged") != true),
+                    ("capabilities drop ALL", dropped.contains(&"ALL")),
+                    (
+                        "no capabilities added",
+                        sc("/capabilities/add")
+                            .as_array()
+                            .is_none_or(|a| a.is_empty()),
+                    ),
+                    (
+                        "seccompProfile RuntimeDefault",
+                        sc("/seccompProfile/type") == "RuntimeDefault",
+                    ),
+                    (
+                        "cpu and memory requests",
+                        c.pointer("/resources/requests/cpu").is_some()
+                            && c.pointer("/resources/requests/memory").is_some(),
+                    ),
+                    (
+                        "cpu and memory limits",
+                        c.pointer("/resources/limits/cpu").is_some()
+                            && c.pointer("/resources/limits/memory").is_some(),
+                    ),
+                    (
+                        "liveness probe on /healthz",
+                        probe_path("livenessProbe") == "/healthz",
+                    ),
+                    (
+                        "readiness probe on /readyz",
+                        probe_path("readinessProbe") == "/readyz",
+                    ),
+                ];
+                for (check, ok) in checks {
+                    assert!(ok, "{o}: {workload} container {name}: {check}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn manifests_set_only_variables_their_binaries_read() {
+    let rendered: Vec<(&str, Vec<Value>)> = OVERLAYS.iter().map(|o| (*o, render(o))).collect();
+    for s in &SERVICES {
+        let help = help(s);
+        for (o, objs) in &rendered {
+            let (_, c) = service_container(objs, s);
+            let names: BTreeSet<&str> = c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| text(e, "/name"))
+                .collect();
+            assert!(
+                names.iter().any(|n| n.starts_with("MOCK_KIND_")),
+                "{o}: {} sets no MOCK_KIND_* variable",
+                s.workload
+            );
+            for name in names {
+                if LIBRARY_ENV.iter().any(|(n, _)| *n == name) {
+                    continue;
+                }
+                // A flag's variable (`[env: NAME=...]`), or one its help names as a default
+                // (the hollow node's "Default: $POD_NAME").
+                let read =
+                    help.contains(&format!("[env: {name}=")) || help.contains(&format!("${name}"));
+                assert!(
+                    read,
+                    "{o}: {} sets {name}, which {} does not read (its --help has no `[env: {name}=...]` \
+                     nor `${name}`; variables read by libraries instead: {LIBRARY_ENV:?}):\n{help}",
+                    s.workload, s.bin
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn webhook_configuration_is_the_webhook_crates() {
+    // deploy/base holds a copy (Kustomize loads nothing outside its root); it may differ from
+    // webhook/config only by the caBundle, which the webhook fills in at start.
+    fn without_ca_bundle(mut mwc: Value) -> Value {
+        if let Some(hooks) = mwc.get_mut("webhooks").and_then(Value::as_array_mut) {
+            for hook in hooks {
+                if let Some(cc) = hook.get_mut("clientConfig").and_then(Value::as_object_mut) {
+                    cc.remove("caBundle");
+                }
+            }
+        }
+        mwc
+    }
+    let ours = without_ca_bundle(yaml_file(
+        "deploy/base/webhook-mutatingwebhookconfiguration.yaml",
+    ));
+    let theirs = without_ca_bundle(yaml_file(
+        "webhook/config/mutatingwebhookconfiguration.yaml",
+    ));
+    assert_eq!(
+        ours["metadata"]["name"], theirs["metadata"]["name"],
+        "MutatingWebhookConfiguration name"
+    );
+    assert_eq!(
+        ours["webhooks"], theirs["webhooks"],
+        "deploy/base's webhooks differ from webhook/config's"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// kind: the cluster's own kube-scheduler calls the extender.
+
+#[test]
+fn kind_cluster_mounts_a_scheduler_config_that_points_at_the_extender() {
+    let cluster = yaml_file("deploy/kind/cluster.yaml");
+    assert_eq!(cluster["kind"], "Cluster");
+    assert_eq!(cluster["apiVersion"], "kind.x-k8s.io/v1alpha4");
+    assert_eq!(
+        format!("{}-control-plane", text(&cluster, "/name")),
+        KIND_CONTROL_PLANE,
+        "the kind overlay binds the extender to <cluster name>-control-plane"
+    );
+    let nodes = cluster["nodes"].as_array().expect("nodes");
+    let cp = nodes
+        .iter()
+        .find(|n| n["role"] == "control-plane")
+        .expect("a control-plane node");
+
+    // The kubeadm patch (cluster- or node-level): kube-scheduler --config, and the volume it reads.
+    let patches: Vec<Value> = [
+        &cluster["kubeadmConfigPatches"],
+        &cp["kubeadmConfigPatches"],
+    ]
+    .into_iter()
+    .flat_map(|p| p.as_array().into_iter().flatten())
+    .map(|p| {
+        let text = p.as_str().expect("a kubeadm patch is a YAML string");
+        let mut docs = yaml_docs(text, "kubeadm patch");
+        assert_eq!(docs.len(), 1, "one object per kubeadm patch");
+        docs.remove(0)
+    })
+    .collect();
+    let cc = patches
+        .iter()
+        .find(|p| p["kind"] == "ClusterConfiguration")
+        .expect("a ClusterConfiguration patch");
+    assert!(
+        cc.get("apiVersion").is_none(),
+        "the ClusterConfiguration patch must carry no apiVersion, so kind applies it to v1beta3 and v1beta4 alike"
+    );
+    let config_path = text(cc, "/scheduler/extraArgs/config");
+    assert!(
+        config_path.starts_with('/'),
+        "scheduler.extraArgs.config: {config_path:?}"
+    );
+    let volume = cc["scheduler"]["extraVolumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| config_path.starts_with(&format!("{}/", text(v, "/mountPath"))))
+        .unwrap_or_else(|| panic!("no scheduler extraVolume holds {config_path}"));
+    assert_eq!(
+        volume["readOnly"], true,
+        "the scheduler's config volume is read-only"
+    );
+
+    // ... which comes from the repository through the node's extraMount.
+    let node_path = text(volume, "/hostPath");
+    let mount = cp["extraMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            node_path == text(m, "/containerPath")
+                || node_path.starts_with(&format!("{}/", text(m, "/containerPath")))
+        })
+        .unwrap_or_else(|| panic!("no extraMount of the control-plane node provides {node_path}"));
+    assert_eq!(mount["readOnly"], true, "the extraMount is read-only");
+    let host_rel = text(mount, "/hostPath");
+    assert!(
+        host_rel.starts_with("deploy/kind/"),
+        "extraMounts hostPath {host_rel:?}: `make kind` makes paths under deploy/kind/ absolute"
+    );
+    let in_node = Path::new(node_path)
+        .strip_prefix(text(mount, "/containerPath"))
+        .expect("under the mount");
+    let in_volume = Path::new(config_path)
+        .strip_prefix(text(volume, "/mountPath"))
+        .expect("under the volume");
+    let file = Path::new(host_rel).join(in_node).join(in_volume);
+    let sched = yaml_file(file.to_str().expect("utf-8 path"));
+
+    assert_eq!(
+        sched["apiVersion"],
+        "kubescheduler.config.k8s.io/v1",
+        "{}",
+        file.display()
+    );
+    assert_eq!(
+        sched["kind"],
+        "KubeSchedulerConfiguration",
+        "{}",
+        file.display()
+    );
+    assert_eq!(
+        text(&sched, "/clientConnection/kubeconfig"),
+        "/etc/kubernetes/scheduler.conf",
+        "kubeadm's scheduler kubeconfig (flags are not read for what --config sets)"
+    );
+    let reference = yaml_file("scheduler/config/scheduler-config.v1.yaml");
+    assert_eq!(
+        sched["extenders"],
+        reference["extenders"],
+        "{} drifted from scheduler/config/scheduler-config.v1.yaml",
+        file.display()
+    );
+    let extenders = sched["extenders"].as_array().expect("extenders");
+    assert_eq!(extenders.len(), 1, "one extender");
+    let ext = &extenders[0];
+    assert_eq!(
+        ext["ignorable"], false,
+        "ignorable: false (pods wait rather than land on the wrong nodes)"
+    );
+    assert_eq!(ext["filterVerb"], "filter");
+    assert_ne!(
+        ext["enableHTTPS"], true,
+        "the extender serves plain HTTP on loopback"
+    );
+    let url = text(ext, "/urlPrefix");
+    let addr = url
+        .strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .unwrap_or_else(|| panic!("urlPrefix {url:?} is not http://host:port/"));
+
+    // The address the extender listens on: its default, and what the kind overlay sets.
+    let block_help = help(&SERVICES[0]);
+    let listen = flag_help(&block_help, "listen");
+    let default = bracketed(listen, "default")
+        .unwrap_or_else(|| panic!("--listen has no default:\n{listen}"));
+    let env_name = bracketed(listen, "env")
+        .and_then(|e| e.split('=').next())
+        .expect("--listen reads a variable");
+    assert_eq!(
+        addr, default,
+        "urlPrefix {url} vs mock-kind-scheduler --listen default"
+    );
+    let objs = render("kind");
+    let (pod, c) = service_container(&objs, &SERVICES[0]);
+    assert_eq!(
+        env_value(c, env_name).as_deref().unwrap_or(default),
+        addr,
+        "the extender Deployment's {env_name}"
+    );
+    assert_eq!(
+        pod["hostNetwork"], true,
+        "kube-scheduler reaches 127.0.0.1 of its node only on the host network"
+    );
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "the extender listens on loopback: {addr}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images.
+
+#[test]
+fn dockerfiles_build_the_binaries_the_manifests_run() {
+    for s in &SERVICES {
+        let rel = format!(
+            "deploy/docker/{}.Dockerfile",
+            s.image.trim_start_matches("mock-kind/")
+        );
+        let text =
+            std::fs::read_to_string(repo(&rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"));
+        let instructions: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let froms: Vec<&&str> = instructions
+            .iter()
+            .filter(|l| l.starts_with("FROM "))
+            .collect();
+        assert!(froms.len() >= 2, "{rel}: multi-stage build");
+        assert!(
+            froms[0].contains("--platform=$BUILDPLATFORM"),
+            "{rel}: the build stage runs natively and cross-compiles"
+        );
+        assert!(
+            text.contains("ARG TARGETARCH")
+                && text.contains("aarch64-unknown-linux-musl")
+                && text.contains("x86_64-unknown-linux-musl"),
+            "{rel}: static musl builds for amd64 and arm64"
+        );
+        let last_from = froms.last().expect("a final stage");
+        assert!(
+            last_from.contains("gcr.io/distroless/static")
+                || last_from.trim_end() == "FROM scratch",
+            "{rel}: the final image is distroless/static or scratch, not {last_from}"
+        );
+        let final_stage = &text[text.rfind("\nFROM ").expect("final FROM")..];
+        assert!(
+            final_stage.contains("\nUSER 65532:65532"),
+            "{rel}: numeric non-root USER in the final stage"
+        );
+        assert!(
+            text.contains(&format!("--package {} --bin {}", s.package, s.bin)),
+            "{rel}: builds package {} binary {}",
+            s.package,
+            s.bin
+        );
+        assert!(
+            final_stage.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{}\"]", s.bin)),
+            "{rel}: runs /usr/local/bin/{}",
+            s.bin
+        );
+        assert!(
+            repo(&format!("{rel}.dockerignore")).is_file(),
+            "{rel}: a Dockerfile-specific .dockerignore keeps target/ out of the build context"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real control plane.
+
+/// `kubectl api-versions` of the server.
+fn api_versions(kubeconfig: &Path) -> BTreeSet<String> {
+    succeed(kubectl(kubeconfig).arg("api-versions"), None)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The objects as this server can take them. policy/v1 PodDisruptionBudget arrived in Kubernetes
+/// 1.21; the harness runs 1.20, which serves only policy/v1beta1. On such a server the PDB is
+/// applied as policy/v1beta1 with the same spec. The two versions differ only for an empty
+/// selector (v1beta1: no pod, v1: every pod), and ours is not empty (checked here). Kind node
+/// images are all newer than 1.21 and take the manifests as they are.
+fn for_server(objs: &[Value], versions: &BTreeSet<String>) -> Vec<Value> {
+    let mut objs = objs.to_vec();
+    if versions.contains("policy/v1") {
+        return objs;
+    }
+    assert!(
+        versions.contains("policy/v1beta1"),
+        "the server serves no PodDisruptionBudget API: {versions:?}"
+    );
+    for obj in &mut objs {
+        if obj["kind"] == "PodDisruptionBudget" && obj["apiVersion"] == "policy/v1" {
+            let selector = obj
+                .pointer("/spec/selector/matchLabels")
+                .and_then(Value::as_object);
+            assert!(
+                selector.is_some_and(|m| !m.is_empty()),
+                "{}: an empty selector means something else in v1beta1",
+                id(obj)
+            );
+            obj["apiVersion"] = "policy/v1beta1".into();
+        }
+    }
+    objs
+}
+
+fn yaml_stream(objs: &[Value]) -> String {
+    objs.iter()
+        .map(|o| serde_json::to_string(o).expect("JSON"))
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// `kubectl apply -f -` of `objs`; returns kubectl's one line per object.
+fn apply(kubeconfig: &Path, objs: &[Value], extra: &[&str]) -> Vec<String> {
+    let out = succeed(
+        kubectl(kubeconfig).args(["apply", "-f", "-"]).args(extra),
+        Some(&yaml_stream(objs)),
+    );
+    out.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_overlay_passes_a_server_side_dry_run() {
+    // The real kube-scheduler (1.20: config v1beta1, whose extender fields are v1's) runs with the
+    // kind configuration's extender entry: the harness fails to start if the scheduler rejects it.
+    let kind_sched = yaml_file("deploy/kind/scheduler/scheduler-config.yaml");
+    let extenders = kind_sched["extenders"]
+        .as_array()
+        .cloned()
+        .expect("extenders");
+    let cp = ControlPlane::start(Options {
+        extenders,
+        ..Options::default()
+    })
+    .await
+    .expect("control plane");
+    let kc = cp.kubeconfig();
+    let versions = api_versions(&kc);
+
+    // A server-side dry run persists nothing, so the namespace would be missing for every object
+    // in it: create it first, as `kubectl apply` of the Namespace does before them for real.
+    succeed(kubectl(&kc).args(["create", "namespace", NAMESPACE]), None);
+
+    for o in OVERLAYS {
+        let objs = render(o);
+        let lines = if versions.contains("policy/v1") {
+            // A server with policy/v1 takes the overlay exactly as `make deploy` applies it.
+            let dir = repo(&format!("deploy/overlays/{o}"));
+            let out = succeed(
+                kubectl(&kc)
+                    .args(["apply", "--dry-run=server", "-k"])
+                    .arg(&dir),
+                None,
+            );
+            out.lines().map(str::to_owned).collect()
+        } else {
+            apply(&kc, &for_server(&objs, &versions), &["--dry-run=server"])
+        };
+        assert_eq!(
+            lines.len(),
+            objs.len(),
+            "{o}: one line per object:\n{}",
+            lines.join("\n")
+        );
+        for obj in &objs {
+            let name = text(obj, "/metadata/name");
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains(&format!("/{name} ")) && l.ends_with("(server dry run)")),
+                "{o}: {} not accepted:\n{}",
+                id(obj),
+                lines.join("\n")
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
+    let cp = ControlPlane::start(Options {
+        scheduler: false,
+        ..Options::default()
+    })
+    .await
+    .expect("control plane");
+    let kc = cp.kubeconfig();
+    let objs = for_server(&render("kind"), &api_versions(&kc));
+
+    // `make deploy` twice: the second apply changes nothing.
+    let first = apply(&kc, &objs, &[]);
+    assert_eq!(
+        first.len(),
+        objs.len(),
+        "first apply:\n{}",
+        first.join("\n")
+    );
+    let second = apply(&kc, &objs, &[]);
+    assert!(
+        second.iter().all(|l| l.ends_with(" unchanged")),
+        "second apply changed something:\n{}",
+        second.join("\n")
+    );
+
+    const SCHED: &str = "system:serviceaccount:mock-kind:mock-kind-scheduler";
+    const HOOK: &str = "system:serviceaccount:mock-kind:mock-kind-webhook";
+    const HOLLOW: &str = "system:serviceaccount:mock-kind:hollow-node";
+    const MWC: &str = "mutatingwebhookconfigurations.admissionregistration.k8s.io";
+    const LEASES: &str = "leases.coordination.k8s.io";
+    // (who, verb, resource[/name], namespace: "" none, "*" all; subresource, allowed)
+    let cases: &[(&str, &str, &str, &str, &str, bool)] = &[
+        (SCHED, "list", "nodes", "", "", true),
+        (SCHED, "watch", "nodes", "", "", true),
+        (SCHED, "watch", "namespaces", "", "", true),
+        (SCHED, "create", "events", "default", "", true),
+        (SCHED, "patch", "events.events.k8s.io", "default", "", true),
+        (SCHED, "list", "pods", "*", "", false),
+        (SCHED, "patch", "nodes", "", "", false),
+        (SCHED, "update", "namespaces", "", "", false),
+        (SCHED, "get", "secrets", "mock-kind", "", false),
+        (SCHED, "*", "*", "*", "", false),
+        (HOOK, "watch", "namespaces", "", "", true),
+        (HOOK, "patch", "namespaces", "", "", true),
+        (HOOK, "delete", "namespaces", "", "", false),
+        (HOOK, "create", "secrets", "mock-kind", "", true),
+        (
+            HOOK,
+            "get",
+            "secrets/mock-kind-webhook-tls",
+            "mock-kind",
+            "",
+            true,
+        ),
+        (
+            HOOK,
+            "update",
+            "secrets/mock-kind-webhook-tls",
+            "mock-kind",
+            "",
+            true,
+        ),
+        (
+            HOOK,
+            "delete",
+            "secrets/mock-kind-webhook-tls",
+            "mock-kind",
+            "",
+            false,
+        ),
+        (HOOK, "get", "secrets/someone-elses", "mock-kind", "", false),
+        (HOOK, "list", "secrets", "mock-kind", "", false),
+        (
+            HOOK,
+            "get",
+            "secrets/mock-kind-webhook-tls",
+            "kube-system",
+            "",
+            false,
+        ),
+        (
+            HOOK,
+            "get",
+            &format!("{MWC}/mock-kind-webhook"),
+            "",
+            "",
+            true,
+        ),
+        (
+            HOOK,
+            "patch",
+            &format!("{MWC}/mock-kind-webhook"),
+            "",
+            "",
+            true,
+        ),
+        (
+            HOOK,
+            "update",
+            &format!("{MWC}/mock-kind-webhook"),
+            "",
+            "",
+            true,
+        ),
+        (
+            HOOK,
+            "patch",
+            &format!("{MWC}/someone-elses"),
+            "",
+            "",
+            false,
+        ),
+        (HOOK, "create", MWC, "", "", false),
+        (HOOK, "create", "pods", "default", "", false),
+        (HOOK, "*", "*", "*", "", false),
+        (HOLLOW, "create", "nodes", "", "", true),
+        (HOLLOW, "patch", "nodes", "", "", true),
+        (HOLLOW, "delete", "nodes", "", "", true),
+        (HOLLOW, "patch", "nodes", "", "status", true),
+        (HOLLOW, "update", "nodes", "", "status", true),
+        (HOLLOW, "create", LEASES, "kube-node-lease", "", true),
+        (HOLLOW, "update", LEASES, "kube-node-lease", "", true),
+        (HOLLOW, "create", LEASES, "default", "", false),
+        (HOLLOW, "watch", "pods", "*", "", true),
+        (HOLLOW, "delete", "pods", "default", "", true),
+        (HOLLOW, "patch", "pods", "default", "status", true),
+        (HOLLOW, "create", "pods", "default", "", false),
+        (HOLLOW, "update", "pods", "default", "", false),
+        (HOLLOW, "create", "events", "default", "", true),
+        (HOLLOW, "get", "secrets", "default", "", true),
+        (HOLLOW, "list", "configmaps", "*", "", true),
+        (HOLLOW, "get", "persistentvolumeclaims", "default", "", true),
+        (HOLLOW, "create", "secrets", "default", "", false),
+        (HOLLOW, "update", "configmaps", "default", "", false),
+        (HOLLOW, "delete", "namespaces", "", "", false),
+        (HOLLOW, "*", "*", "*", "", false),
+    ];
+    let mut wrong = Vec::new();
+    for (who, verb, resource, ns, sub, want) in cases {
+        let mut cmd = kubectl(&kc);
+        cmd.args(["auth", "can-i", verb, resource, "--as", who]);
+        match *ns {
+            "" => {}
+            "*" => {
+                cmd.arg("--all-namespaces");
+            }
+            ns => {
+                cmd.args(["--namespace", ns]);
+            }
+        }
+        if !sub.is_empty() {
+            cmd.args(["--subresource", sub]);
+        }
+        let out = output(&mut cmd, None);
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            answer == "yes" || answer == "no",
+            "kubectl auth can-i {verb} {resource} --as {who}: {answer:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if (answer == "yes") != *want {
+            let scope = if ns.is_empty() {
+                String::new()
+            } else {
+                format!(" in {ns}")
+            };
+            let sub = if sub.is_empty() {
+                String::new()
+            } else {
+                format!(" ({sub})")
+            };
+            wrong.push(format!(
+                "{who} {verb} {resource}{sub}{scope}: want {want}, the authorizer says {answer}"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "RBAC:\n{}", wrong.join("\n"));
+}

@@ -1,0 +1,54 @@
+//! `make sandbox` in its non-interactive mode: start everything, apply the demonstration, and
+//! check the facts of its summary.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+fn sandbox_demonstration_holds() {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_mock-kind-sandbox"));
+    let bin_dir = exe.parent().expect("bin dir").to_path_buf();
+    for svc in ["mock-kind-scheduler", "mock-kind-webhook", "hollow-node"] {
+        assert!(
+            bin_dir.join(svc).is_file(),
+            "{svc} is not built in {}: run `cargo build --workspace --bins` (make test does)",
+            bin_dir.display()
+        );
+    }
+    let out = Command::new(&exe)
+        .args([
+            "--once",
+            "--nodes",
+            "20",
+            "--replicas",
+            "60",
+            "--timeout",
+            "240",
+        ])
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .output()
+        .expect("run sandbox");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "sandbox failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let facts = [
+        "20/20 hollow nodes Ready",
+        "1 real node Ready",
+        "60/60 pods of deployment demo-operator/example-operator Running: 60 on hollow nodes",
+        "0 on real nodes",
+        "openshift.io/sa.scc.uid-range=",
+        "matches spoofed_excluded_pods \"^metrics-\": on node real-0 (a real node), Running",
+        "demo-plain/plain-web (namespace not spoofed): on node real-0 (a real node), Running",
+        "all as expected",
+    ];
+    for fact in facts {
+        assert!(
+            stdout.contains(fact),
+            "summary lacks {fact:?}:\n{stdout}\nstderr:\n{stderr}"
+        );
+    }
+}
