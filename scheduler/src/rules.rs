@@ -1,0 +1,732 @@
+//! The decision: which nodes a pod may use. Plain data in, plain data out; no I/O, no async.
+//!
+//! For a pod P in namespace NS and a candidate node N:
+//! 1. P has the annotation `nodeName`: only the node with that name passes.
+//! 2. Else NS has `spoofed: "true"` (exactly): a pod whose name matches an entry of NS's
+//!    `spoofed_excluded_pods` may use only real nodes; every other pod only spoofed nodes.
+//! 3. Else only real nodes pass.
+//!
+//! A node is spoofed when its annotation `spoofed` is exactly `"true"`; every other node is real.
+
+use std::fmt;
+use std::sync::Arc;
+
+use regex::Regex;
+
+/// Pod annotation that pins a pod to one node by name.
+pub const POD_NODE_NAME: &str = "nodeName";
+/// Namespace and node annotation; only the exact value `"true"` counts.
+pub const SPOOFED: &str = "spoofed";
+/// Namespace annotation: comma-separated pod names or unanchored regular expressions.
+pub const SPOOFED_EXCLUDED_PODS: &str = "spoofed_excluded_pods";
+
+/// The only value of `spoofed` that means yes (not `"True"`, not `"yes"`).
+pub fn is_spoofed_value(value: Option<&str>) -> bool {
+    value == Some("true")
+}
+
+/// What the extender knows about a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Real,
+    Spoofed,
+}
+
+impl NodeKind {
+    /// The kind from the value of the node's `spoofed` annotation.
+    pub fn from_annotation(value: Option<&str>) -> Self {
+        if is_spoofed_value(value) {
+            NodeKind::Spoofed
+        } else {
+            NodeKind::Real
+        }
+    }
+}
+
+/// One entry of `spoofed_excluded_pods`: it matches a pod name by equality or, when it compiles,
+/// as an unanchored regular expression (Go's `regexp.MatchString`).
+#[derive(Debug)]
+struct ExclusionEntry {
+    text: String,
+    regex: Option<Regex>,
+}
+
+/// An entry of `spoofed_excluded_pods` that is not a valid regular expression.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidEntry {
+    pub entry: String,
+    pub error: String,
+}
+
+/// The compiled value of a `spoofed_excluded_pods` annotation.
+#[derive(Debug, Default)]
+pub struct Exclusions {
+    entries: Vec<ExclusionEntry>,
+    invalid: Vec<InvalidEntry>,
+}
+
+/// Regexes come from users; cap what one may cost to compile.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+impl Exclusions {
+    /// Parses the annotation value: entries are comma-separated, trimmed, empty ones ignored.
+    /// An entry that is not a valid regex still matches by equality and is listed in `invalid()`.
+    pub fn parse(value: &str) -> Self {
+        let mut out = Exclusions::default();
+        for raw in value.split(',') {
+            let text = raw.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let regex = match regex::RegexBuilder::new(text)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+            {
+                Ok(regex) => Some(regex),
+                Err(e) => {
+                    out.invalid.push(InvalidEntry {
+                        entry: text.to_owned(),
+                        error: e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                    });
+                    None
+                }
+            };
+            out.entries.push(ExclusionEntry {
+                text: text.to_owned(),
+                regex,
+            });
+        }
+        out
+    }
+
+    /// The first entry that matches `pod_name`, if any.
+    pub fn matching(&self, pod_name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|e| e.text == pod_name || e.regex.as_ref().is_some_and(|r| r.is_match(pod_name)))
+            .map(|e| e.text.as_str())
+    }
+
+    /// Entries that did not compile (they match by equality only).
+    pub fn invalid(&self) -> &[InvalidEntry] {
+        &self.invalid
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// A namespace's annotations, compiled.
+#[derive(Debug, Default)]
+pub struct NamespacePolicy {
+    pub spoofed: bool,
+    pub exclusions: Arc<Exclusions>,
+}
+
+/// The facts about the pod being scheduled that the rules read.
+#[derive(Clone, Copy, Debug)]
+pub struct PodFacts<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// The value of the pod's `nodeName` annotation.
+    pub pinned_node: Option<&'a str>,
+}
+
+/// Which nodes the pod may use; computed once per request, then applied to every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement<'a> {
+    /// Rule 1: only this node.
+    Pinned(&'a str),
+    /// Rule 2: a spoofed namespace, pod not excluded.
+    SpoofedOnly,
+    /// Rule 2: a spoofed namespace, pod excluded by this entry of `spoofed_excluded_pods`.
+    RealOnlyExcluded(&'a str),
+    /// Rule 3: the namespace is not spoofed.
+    RealOnly,
+}
+
+/// Why no node can be decided for the pod yet (the caller answers with a retryable error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Undecidable {
+    #[error("namespace {0} of the pod is not in the extender's namespace cache yet; retry later")]
+    NamespaceUnknown(String),
+}
+
+/// Rule selection for a pod. The namespace is only needed when the pod is not pinned.
+pub fn placement<'a>(
+    pod: &PodFacts<'a>,
+    namespace: Option<&'a NamespacePolicy>,
+) -> Result<Placement<'a>, Undecidable> {
+    if let Some(node) = pod.pinned_node {
+        return Ok(Placement::Pinned(node));
+    }
+    let Some(ns) = namespace else {
+        return Err(Undecidable::NamespaceUnknown(pod.namespace.to_owned()));
+    };
+    if !ns.spoofed {
+        return Ok(Placement::RealOnly);
+    }
+    Ok(match ns.exclusions.matching(pod.name) {
+        Some(entry) => Placement::RealOnlyExcluded(entry),
+        None => Placement::SpoofedOnly,
+    })
+}
+
+/// Why a node is rejected. The variants are also the metric outcomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Rule 1: the pod is pinned to another node.
+    PinnedElsewhere,
+    /// Rule 2: spoofed namespace, real node.
+    RealNode,
+    /// Rule 2: spoofed namespace, excluded pod, spoofed node.
+    SpoofedNodeExcludedPod,
+    /// Rule 3: plain namespace, spoofed node.
+    SpoofedNode,
+    /// The node is not in the extender's cache, so its kind is unknown.
+    UnknownNode,
+}
+
+/// The verdict for one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Reject(Rejection),
+}
+
+/// Applies the pod's placement to one node. `kind` is `None` when the node is unknown.
+pub fn decide(placement: &Placement<'_>, node_name: &str, kind: Option<NodeKind>) -> Verdict {
+    let wanted = match placement {
+        Placement::Pinned(pinned) => {
+            return if *pinned == node_name {
+                Verdict::Pass
+            } else {
+                Verdict::Reject(Rejection::PinnedElsewhere)
+            };
+        }
+        Placement::SpoofedOnly => NodeKind::Spoofed,
+        Placement::RealOnlyExcluded(_) | Placement::RealOnly => NodeKind::Real,
+    };
+    match kind {
+        None => Verdict::Reject(Rejection::UnknownNode),
+        Some(kind) if kind == wanted => Verdict::Pass,
+        Some(_) => Verdict::Reject(match placement {
+            Placement::SpoofedOnly => Rejection::RealNode,
+            Placement::RealOnlyExcluded(_) => Rejection::SpoofedNodeExcludedPod,
+            _ => Rejection::SpoofedNode,
+        }),
+    }
+}
+
+/// The message a person reads in `kubectl describe pod`, rendered without allocating
+/// (it is written straight into the response).
+#[derive(Clone, Copy, Debug)]
+pub struct Reason<'a> {
+    pub pod: &'a PodFacts<'a>,
+    pub placement: &'a Placement<'a>,
+    pub node: &'a str,
+    pub rejection: Rejection,
+}
+
+impl fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (ns, pod, node) = (self.pod.namespace, self.pod.name, self.node);
+        match (self.rejection, self.placement) {
+            (Rejection::PinnedElsewhere, Placement::Pinned(pinned)) => write!(
+                f,
+                "pod {ns}/{pod} is pinned to node {pinned} by its nodeName annotation: node {node} is another node"
+            ),
+            (Rejection::RealNode, _) => {
+                write!(f, "namespace {ns} is spoofed: node {node} is a real node")
+            }
+            (Rejection::SpoofedNodeExcludedPod, Placement::RealOnlyExcluded(entry)) => write!(
+                f,
+                "namespace {ns} is spoofed but pod {pod} is excluded by spoofed_excluded_pods entry \"{entry}\": node {node} is a spoofed node"
+            ),
+            (Rejection::SpoofedNode, _) => {
+                write!(
+                    f,
+                    "namespace {ns} is not spoofed: node {node} is a spoofed node"
+                )
+            }
+            (Rejection::UnknownNode, _) => write!(
+                f,
+                "node {node} is not in the extender's node cache yet, so it is not known whether it is spoofed"
+            ),
+            // Unreachable combinations still render something a person understands.
+            (rejection, _) => write!(f, "node {node} rejected for pod {ns}/{pod}: {rejection:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ns(spoofed: Option<&str>, excluded: Option<&str>) -> NamespacePolicy {
+        NamespacePolicy {
+            spoofed: is_spoofed_value(spoofed),
+            exclusions: Arc::new(Exclusions::parse(excluded.unwrap_or(""))),
+        }
+    }
+
+    const REAL: Option<NodeKind> = Some(NodeKind::Real);
+    const SPOOFED_NODE: Option<NodeKind> = Some(NodeKind::Spoofed);
+
+    struct Case {
+        name: &'static str,
+        pod_name: &'static str,
+        pinned: Option<&'static str>,
+        /// `None`: the namespace is missing from the cache.
+        ns: Option<(Option<&'static str>, Option<&'static str>)>,
+        node: &'static str,
+        kind: Option<NodeKind>,
+        want: Result<Verdict, Undecidable>,
+    }
+
+    use Rejection::*;
+    use Verdict::*;
+
+    fn cases() -> Vec<Case> {
+        let c = |name, pod_name, pinned, ns, node, kind, want| Case {
+            name,
+            pod_name,
+            pinned,
+            ns,
+            node,
+            kind,
+            want,
+        };
+        vec![
+            // Rule 1: nodeName pins, whatever the namespace or node kind.
+            c(
+                "pinned, same node",
+                "p",
+                Some("n1"),
+                Some((Some("true"), None)),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "pinned, same spoofed node, plain ns",
+                "p",
+                Some("h1"),
+                Some((None, None)),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Pass),
+            ),
+            c(
+                "pinned, other node",
+                "p",
+                Some("n1"),
+                Some((None, None)),
+                "n2",
+                REAL,
+                Ok(Reject(PinnedElsewhere)),
+            ),
+            c(
+                "pinned, other node, spoofed ns",
+                "p",
+                Some("n1"),
+                Some((Some("true"), None)),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Reject(PinnedElsewhere)),
+            ),
+            c(
+                "pinned, unknown node kind passes by name",
+                "p",
+                Some("new"),
+                Some((None, None)),
+                "new",
+                None,
+                Ok(Pass),
+            ),
+            c(
+                "pinned, namespace missing from cache",
+                "p",
+                Some("n1"),
+                None,
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "pinned, empty value pins to nothing",
+                "p",
+                Some(""),
+                Some((None, None)),
+                "n1",
+                REAL,
+                Ok(Reject(PinnedElsewhere)),
+            ),
+            c(
+                "pinned beats exclusion",
+                "db-0",
+                Some("h1"),
+                Some((Some("true"), Some("db-0"))),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Pass),
+            ),
+            // Rule 2: spoofed namespace.
+            c(
+                "spoofed ns, spoofed node",
+                "p",
+                None,
+                Some((Some("true"), None)),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Pass),
+            ),
+            c(
+                "spoofed ns, real node",
+                "p",
+                None,
+                Some((Some("true"), None)),
+                "n1",
+                REAL,
+                Ok(Reject(RealNode)),
+            ),
+            c(
+                "spoofed ns, unknown node",
+                "p",
+                None,
+                Some((Some("true"), None)),
+                "x",
+                None,
+                Ok(Reject(UnknownNode)),
+            ),
+            c(
+                "excluded by equality, real node",
+                "db-0",
+                None,
+                Some((Some("true"), Some("db-0"))),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "excluded by equality, spoofed node",
+                "db-0",
+                None,
+                Some((Some("true"), Some("db-0"))),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Reject(SpoofedNodeExcludedPod)),
+            ),
+            c(
+                "excluded by regex",
+                "web-7f9c",
+                None,
+                Some((Some("true"), Some("^web-[0-9a-f]+$"))),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "regex unanchored matches inside",
+                "my-web-1",
+                None,
+                Some((Some("true"), Some("web"))),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "regex unanchored, spoofed node rejected",
+                "my-web-1",
+                None,
+                Some((Some("true"), Some("web"))),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Reject(SpoofedNodeExcludedPod)),
+            ),
+            c(
+                "regex anchored does not match inside",
+                "my-web-1",
+                None,
+                Some((Some("true"), Some("^web"))),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Pass),
+            ),
+            c(
+                "not excluded, spoofed node",
+                "api-1",
+                None,
+                Some((Some("true"), Some("db-0,web-.*"))),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Pass),
+            ),
+            c(
+                "not excluded, real node",
+                "api-1",
+                None,
+                Some((Some("true"), Some("db-0,web-.*"))),
+                "n1",
+                REAL,
+                Ok(Reject(RealNode)),
+            ),
+            c(
+                "second entry matches",
+                "web-1",
+                None,
+                Some((Some("true"), Some("db-0,web-.*"))),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "spaces around entries trimmed",
+                "web-1",
+                None,
+                Some((Some("true"), Some("  db-0 ,  web-1  "))),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "empty entries ignored (never match everything)",
+                "api",
+                None,
+                Some((Some("true"), Some(",, ,"))),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Pass),
+            ),
+            c(
+                "empty annotation excludes nobody",
+                "api",
+                None,
+                Some((Some("true"), Some(""))),
+                "n1",
+                REAL,
+                Ok(Reject(RealNode)),
+            ),
+            c(
+                "invalid regex matches by equality",
+                "a(b",
+                None,
+                Some((Some("true"), Some("a(b"))),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "invalid regex does not match otherwise",
+                "xa(by",
+                None,
+                Some((Some("true"), Some("a(b"))),
+                "n1",
+                REAL,
+                Ok(Reject(RealNode)),
+            ),
+            c(
+                "invalid regex leaves other entries working",
+                "web-2",
+                None,
+                Some((Some("true"), Some("a(b, web-\\d"))),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "exclusions ignored when ns not spoofed",
+                "db-0",
+                None,
+                Some((None, Some("db-0"))),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Reject(SpoofedNode)),
+            ),
+            // Rule 3 and values that are not "true".
+            c(
+                "plain ns, real node",
+                "p",
+                None,
+                Some((None, None)),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "plain ns, spoofed node",
+                "p",
+                None,
+                Some((None, None)),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Reject(SpoofedNode)),
+            ),
+            c(
+                "plain ns, unknown node",
+                "p",
+                None,
+                Some((None, None)),
+                "x",
+                None,
+                Ok(Reject(UnknownNode)),
+            ),
+            c(
+                "\"True\" is not spoofed",
+                "p",
+                None,
+                Some((Some("True"), None)),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Reject(SpoofedNode)),
+            ),
+            c(
+                "\"yes\" is not spoofed",
+                "p",
+                None,
+                Some((Some("yes"), None)),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            c(
+                "empty value is not spoofed",
+                "p",
+                None,
+                Some((Some(""), None)),
+                "h1",
+                SPOOFED_NODE,
+                Ok(Reject(SpoofedNode)),
+            ),
+            c(
+                "\" true\" is not spoofed",
+                "p",
+                None,
+                Some((Some(" true"), None)),
+                "n1",
+                REAL,
+                Ok(Pass),
+            ),
+            // The namespace is missing from the cache: undecidable, not guessed.
+            c(
+                "namespace missing",
+                "p",
+                None,
+                None,
+                "n1",
+                REAL,
+                Err(Undecidable::NamespaceUnknown("team-a".into())),
+            ),
+        ]
+    }
+
+    #[test]
+    fn decision_table() {
+        for case in cases() {
+            let policy = case.ns.map(|(s, e)| ns(s, e));
+            let pod = PodFacts {
+                namespace: "team-a",
+                name: case.pod_name,
+                pinned_node: case.pinned,
+            };
+            let got = placement(&pod, policy.as_ref()).map(|p| decide(&p, case.node, case.kind));
+            assert_eq!(got, case.want, "case {:?}", case.name);
+        }
+    }
+
+    #[test]
+    fn node_kind_from_annotation() {
+        let cases = [
+            (Some("true"), NodeKind::Spoofed),
+            (Some("True"), NodeKind::Real),
+            (Some("yes"), NodeKind::Real),
+            (Some(""), NodeKind::Real),
+            (Some("1"), NodeKind::Real),
+            (None, NodeKind::Real),
+        ];
+        for (value, want) in cases {
+            assert_eq!(NodeKind::from_annotation(value), want, "value {value:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_entries_are_reported() {
+        let cases: [(&str, &[&str]); 4] = [
+            ("db-0,web-.*", &[]),
+            ("a(b", &["a(b"]),
+            (" ok , [z-a] ,x(", &["[z-a]", "x("]),
+            ("", &[]),
+        ];
+        for (value, want) in cases {
+            let ex = Exclusions::parse(value);
+            let got: Vec<&str> = ex.invalid().iter().map(|i| i.entry.as_str()).collect();
+            assert_eq!(got, want, "value {value:?}");
+            assert!(
+                ex.invalid().iter().all(|i| !i.error.is_empty()),
+                "value {value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_read_like_sentences() {
+        let pod = PodFacts {
+            namespace: "team-a",
+            name: "web-1",
+            pinned_node: None,
+        };
+        let pinned_pod = PodFacts {
+            pinned_node: Some("kind-worker2"),
+            ..pod
+        };
+        let cases = [
+            (
+                &pod,
+                Placement::SpoofedOnly,
+                RealNode,
+                "namespace team-a is spoofed: node kind-worker is a real node",
+            ),
+            (
+                &pod,
+                Placement::RealOnly,
+                SpoofedNode,
+                "namespace team-a is not spoofed: node kind-worker is a spoofed node",
+            ),
+            (
+                &pod,
+                Placement::RealOnlyExcluded("web-.*"),
+                SpoofedNodeExcludedPod,
+                "namespace team-a is spoofed but pod web-1 is excluded by spoofed_excluded_pods entry \"web-.*\": node kind-worker is a spoofed node",
+            ),
+            (
+                &pinned_pod,
+                Placement::Pinned("kind-worker2"),
+                PinnedElsewhere,
+                "pod team-a/web-1 is pinned to node kind-worker2 by its nodeName annotation: node kind-worker is another node",
+            ),
+            (
+                &pod,
+                Placement::RealOnly,
+                UnknownNode,
+                "node kind-worker is not in the extender's node cache yet, so it is not known whether it is spoofed",
+            ),
+        ];
+        for (pod, placement, rejection, want) in cases {
+            let got = Reason {
+                pod,
+                placement: &placement,
+                node: "kind-worker",
+                rejection,
+            }
+            .to_string();
+            assert_eq!(got, want, "{rejection:?}");
+        }
+    }
+}
