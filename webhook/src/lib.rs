@@ -1,1 +1,179 @@
-//! Mutating admission webhook: OpenShift-style UIDs for runAsNonRoot pods.
+//! Mutating admission webhook: OpenShift-style UIDs for runAsNonRoot pods on any cluster.
+//!
+//! `mutation` decides (pod + UID → JSON patch), `strategy` picks UIDs, `namespaces` records
+//! OpenShift's ranges on namespaces, `server` speaks AdmissionReview, `tls` serves and reloads
+//! certificates, `cli` turns flags into a [`Config`].
+
+pub mod admission;
+pub mod cli;
+pub mod metrics;
+pub mod mutation;
+pub mod namespaces;
+pub mod server;
+pub mod strategy;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+pub use strategy::Strategy;
+pub use tls::{Bootstrap, CertSource, Clock};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Certs(#[from] certs::Error),
+    #[error("Kubernetes client: {0}")]
+    Kube(String),
+    #[error("serving on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the webhook needs, validated by [`cli::Args::into_config`] or built by tests.
+#[derive(Clone)]
+pub struct Config {
+    /// HTTPS address for `/mutate`, `/healthz`, `/readyz`, `/metrics`.
+    pub listen: SocketAddr,
+    pub strategy: Strategy,
+    /// Namespaces whose pods are never mutated, whatever the webhook configuration selects.
+    pub exclude_namespaces: Vec<String>,
+    /// `pod` strategy: UIDs drawn from `[pod_uid_min, pod_uid_max]`.
+    pub pod_uid_min: i64,
+    pub pod_uid_max: i64,
+    pub certs: CertSource,
+    /// How often the certificate files or Secret are re-checked.
+    pub cert_check_interval: Duration,
+    /// Kubeconfig to use; `None`: in-cluster or `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+    /// How long in-flight requests may finish after shutdown is requested.
+    pub shutdown_grace: Duration,
+    pub clock: Clock,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<()> {
+        if self.pod_uid_min < 0 || self.pod_uid_min > self.pod_uid_max {
+            return Err(Error::Config(format!(
+                "pod UID range [{}, {}] is empty or negative",
+                self.pod_uid_min, self.pod_uid_max
+            )));
+        }
+        if self.cert_check_interval.is_zero() {
+            return Err(Error::Config(
+                "certificate check interval must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn needs_client(&self) -> bool {
+        self.strategy == Strategy::Namespace || matches!(self.certs, CertSource::Bootstrap(_))
+    }
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| Error::Kube(format!("reading kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Kube(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::Kube(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| Error::Kube(e.to_string()))
+}
+
+/// Serves until `shutdown`, then stops accepting and lets in-flight requests finish.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    config.validate()?;
+    let mut registry = Registry::with_prefix("mock_kind_webhook");
+    let metrics = Arc::new(metrics::Metrics::register(&mut registry));
+    let registry = Arc::new(registry);
+    let ready = telemetry::Readiness::default();
+
+    let client = if config.needs_client() {
+        Some(client(config.kubeconfig.as_ref()).await?)
+    } else {
+        None
+    };
+    let tls = tls::Tls::load(
+        config.certs.clone(),
+        client.clone(),
+        config.clock.clone(),
+        metrics.clone(),
+    )
+    .await?;
+    let rustls = tls.rustls.clone();
+    tokio::spawn(tls.run(config.cert_check_interval, shutdown.child_token()));
+
+    let uids = match (config.strategy, client) {
+        (Strategy::Namespace, Some(client)) => {
+            let ranges =
+                namespaces::NamespaceRanges::start(client, metrics.clone(), shutdown.child_token());
+            let (ready, ranges2) = (ready.clone(), ranges.clone());
+            tokio::spawn(async move {
+                if ranges2.wait_until_ready().await {
+                    tracing::info!("namespace cache synced");
+                    ready.set(true);
+                }
+            });
+            server::UidSource::Namespace(ranges)
+        }
+        (Strategy::Namespace, None) => {
+            return Err(Error::Config("namespace strategy needs a client".into()));
+        }
+        (Strategy::Pod, _) => {
+            ready.set(true);
+            server::UidSource::Pod {
+                min: config.pod_uid_min,
+                max: config.pod_uid_max,
+            }
+        }
+    };
+    let state = server::AppState {
+        uids: Arc::new(uids),
+        metrics,
+        exclude_namespaces: config.exclude_namespaces.clone().into(),
+    };
+    let app = server::router(state, registry, ready.clone());
+
+    let handle = axum_server::Handle::new();
+    let grace = config.shutdown_grace;
+    {
+        let (handle, shutdown, ready) = (handle.clone(), shutdown.clone(), ready.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            ready.set(false);
+            handle.graceful_shutdown(Some(grace));
+        });
+    }
+    tracing::info!(addr = %config.listen, strategy = config.strategy.as_str(), "serving");
+    axum_server::bind_rustls(config.listen, rustls)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .map_err(|source| Error::Serve {
+            addr: config.listen,
+            source,
+        })?;
+    tracing::info!("stopped");
+    Ok(())
+}

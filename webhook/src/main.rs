@@ -1,4 +1,14 @@
-fn main() {
-    eprintln!("mock-kind-webhook: not implemented yet");
-    std::process::exit(2);
+//! `mock-kind-webhook`: flags → Config → telemetry → run.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::install_crypto_provider();
+    let args = webhook::cli::Args::parse();
+    telemetry::init_logging(args.log_json);
+    let config = args.into_config()?;
+    let shutdown = telemetry::shutdown_token();
+    webhook::run(config, shutdown).await?;
+    Ok(())
 }

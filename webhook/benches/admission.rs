@@ -1,0 +1,543 @@
+//! Admission benchmark (harness = false; `cargo bench -p webhook --bench admission`).
+//!
+//! 1. Latency p50/p99 over TLS at a fixed arrival rate (open loop; latency counted from the
+//!    scheduled send time, so a stall is not hidden by the client waiting).
+//! 2. Most admissions per second with the server on a single-thread runtime (one core).
+//! 3. Time to create N pods through the real kube-apiserver with vs without the webhook, in
+//!    one run (batches alternate so drift hits both sides alike).
+//!
+//! Env: MOCK_KIND_BENCH_RATE (1000), MOCK_KIND_BENCH_SECONDS (10), MOCK_KIND_BENCH_MAX_SECONDS (5),
+//! MOCK_KIND_BENCH_PODS (1000), MOCK_KIND_BENCH_CONCURRENCY (16), MOCK_KIND_BENCH_POD_RATE (unset:
+//! 0 = unthrottled, then 100/s), MOCK_KIND_BENCH_SKIP_APISERVER, MOCK_KIND_BENCH_ONLY_APISERVER.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::*;
+use futures::StreamExt;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use webhook::{CertSource, Config, Strategy};
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn opts() -> certs::CertOptions {
+    let mut o = certs::CertOptions::new("mock-kind-webhook", "mock-kind");
+    o.extra_sans = vec!["127.0.0.1".to_owned()];
+    o
+}
+
+fn file_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
+    Config {
+        listen: addr,
+        strategy: Strategy::Pod,
+        exclude_namespaces: vec!["kube-system".into()],
+        pod_uid_min: 1_000_000_000,
+        pod_uid_max: 1_999_999_999,
+        certs: CertSource::Files {
+            cert: dir.join(certs::TLS_CRT),
+            key: dir.join(certs::TLS_KEY),
+        },
+        cert_check_interval: Duration::from_secs(60),
+        kubeconfig: None,
+        shutdown_grace: Duration::from_secs(2),
+        clock: webhook::tls::system_clock(),
+    }
+}
+
+/// Runs the webhook on its own thread and runtime (`workers` = 0: current-thread runtime).
+fn serve_on_thread(
+    config: Config,
+    workers: usize,
+) -> (CancellationToken, std::thread::JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    let handle = std::thread::spawn(move || {
+        let rt = if workers == 0 {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+        }
+        .expect("server runtime");
+        if let Err(e) = rt.block_on(webhook::run(config, t)) {
+            eprintln!("webhook: {e}");
+        }
+    });
+    (token, handle)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Pool {
+    addr: SocketAddr,
+    ca: String,
+    idle: Mutex<Vec<Sender>>,
+}
+
+impl Pool {
+    async fn get(&self) -> Sender {
+        if let Some(s) = self.idle.lock().await.pop() {
+            return s;
+        }
+        http1(
+            connect(self.addr, &self.ca, "127.0.0.1")
+                .await
+                .expect("connect"),
+        )
+        .await
+    }
+    async fn put(&self, s: Sender) {
+        self.idle.lock().await.push(s);
+    }
+}
+
+/// Latencies, the p99 of how late the dispatcher fired, and the number of non-200 answers.
+async fn open_loop(
+    addr: SocketAddr,
+    ca: &str,
+    rate: u64,
+    seconds: u64,
+    body: Arc<Vec<u8>>,
+) -> (Vec<Duration>, Duration, u64) {
+    let pool = Arc::new(Pool {
+        addr,
+        ca: ca.to_owned(),
+        idle: Mutex::new(Vec::new()),
+    });
+    // Warm a few connections (handshakes are not what is measured).
+    for _ in 0..16 {
+        let s = pool.get().await;
+        pool.put(s).await;
+    }
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    let mut lags = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let scheduled = start + interval * i as u32;
+        tokio::time::sleep_until(scheduled).await;
+        // Tokio's timer fires up to ~1 ms late; that lag is the client's, not the server's, so
+        // latency runs from the actual dispatch (the dispatcher never waits for answers, so a
+        // slow server cannot hold sends back). The lag is reported separately.
+        let fired = tokio::time::Instant::now();
+        lags.push(fired - scheduled);
+        let (pool, body, errors) = (pool.clone(), body.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = pool.get().await;
+            let (status, _) = request(&mut s, "POST", "/mutate", body.to_vec()).await;
+            let latency = fired.elapsed();
+            if status != 200 {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            pool.put(s).await;
+            latency
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        if let Ok(d) = t.await {
+            lat.push(d);
+        }
+    }
+    lat.sort();
+    lags.sort();
+    (lat, percentile(&lags, 0.99), errors.load(Ordering::Relaxed))
+}
+
+async fn closed_loop(
+    addr: SocketAddr,
+    ca: &str,
+    conns: usize,
+    seconds: u64,
+    body: Arc<Vec<u8>>,
+) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let mut s = http1(connect(addr, ca, "127.0.0.1").await.expect("connect")).await;
+        let (done, body) = (done.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let (status, _) = request(&mut s, "POST", "/mutate", body.to_vec()).await;
+                if status == 200 {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    for t in tasks {
+        let _ = t.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true},
+            "containers": [{"name": "app", "image": "registry.example/app:1"}],
+        }
+    }))
+    .expect("pod")
+}
+
+/// Creates pods `from..from + n`, `concurrency` at a time; with `rate` > 0 also no faster than
+/// `rate` per second (as a QPS-limited controller would).
+async fn create_pods(
+    client: &kube::Client,
+    ns: &str,
+    from: usize,
+    n: usize,
+    concurrency: usize,
+    rate: u64,
+) -> Duration {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let started = tokio::time::Instant::now();
+    let results: Vec<_> = futures::stream::iter(from..from + n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                if rate > 0 {
+                    let due = started + Duration::from_secs_f64((i - from) as f64 / rate as f64);
+                    tokio::time::sleep_until(due).await;
+                }
+                api.create(&PostParams::default(), &pod(&format!("p{i}")))
+                    .await
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    for r in results {
+        r.unwrap_or_else(|e| panic!("create pod in {ns}: {e}"));
+    }
+    elapsed
+}
+
+async fn apiserver_ratio(pods: usize, concurrency: usize, rate: u64) -> (Duration, Duration, bool) {
+    let cp = e2e::ControlPlane::start(e2e::Options {
+        scheduler: false,
+        controller_manager: false,
+        ..Default::default()
+    })
+    .await
+    .expect("control plane");
+    let client = cp.client();
+    let nss: Api<Namespace> = Api::all(client.clone());
+    for (name, labels) in [
+        ("mock-kind", json!({})),
+        ("with-webhook", json!({})),
+        (
+            "without-webhook",
+            json!({"mock-kind.io/webhook": "disabled"}),
+        ),
+    ] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+                .expect("ns");
+        nss.create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace");
+        let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+        let default: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa");
+        sa.create(&PostParams::default(), &default)
+            .await
+            .expect("default SA");
+    }
+    let port = e2e::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mwc_path = format!(
+        "{}/config/mutatingwebhookconfiguration.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut mwc: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(mwc_path).expect("read config"))
+            .expect("yaml");
+    mwc["webhooks"][0]["clientConfig"] = json!({"url": format!("https://127.0.0.1:{port}/mutate")});
+    let mwc: MutatingWebhookConfiguration = serde_json::from_value(mwc).expect("mwc");
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &mwc)
+        .await
+        .expect("create webhook configuration");
+    let config = Config {
+        listen: addr,
+        strategy: Strategy::Namespace,
+        exclude_namespaces: vec!["kube-system".into(), "mock-kind".into()],
+        pod_uid_min: 1_000_000_000,
+        pod_uid_max: 1_999_999_999,
+        certs: CertSource::Bootstrap(webhook::Bootstrap {
+            namespace: "mock-kind".into(),
+            secret: "mock-kind-webhook-tls".into(),
+            webhook_config: Some("mock-kind-webhook".into()),
+            cert: opts(),
+            renew_margin: Duration::from_secs(30 * 24 * 3600),
+        }),
+        cert_check_interval: Duration::from_secs(1),
+        kubeconfig: Some(cp.kubeconfig().to_path_buf()),
+        shutdown_grace: Duration::from_secs(2),
+        clock: webhook::tls::system_clock(),
+    };
+    // Its own thread and runtime, as its own process would be (main.rs: one worker per core),
+    // not behind the client's work.
+    let (shutdown, thread) = serve_on_thread(config, 2);
+    // Ready once a runAsNonRoot pod comes back patched (caBundle set, cache synced).
+    let probe: Api<Pod> = Api::namespaced(client.clone(), "with-webhook");
+    e2e::wait_for(
+        Duration::from_secs(60),
+        "webhook reachable from the apiserver",
+        || {
+            let probe = probe.clone();
+            async move {
+                let dry = PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                };
+                let p = probe.create(&dry, &pod("probe")).await?;
+                let patched = p
+                    .spec
+                    .and_then(|s| s.security_context)
+                    .and_then(|s| s.run_as_user)
+                    .is_some();
+                Ok(patched.then_some(()))
+            }
+        },
+    )
+    .await
+    .expect("webhook in the path");
+
+    let warm = 50.min(pods);
+    create_pods(&client, "without-webhook", 1_000_000, warm, concurrency, 0).await;
+    create_pods(&client, "with-webhook", 1_000_000, warm, concurrency, 0).await;
+    let batch = (pods / 4).max(1);
+    let (mut without, mut with) = (Duration::ZERO, Duration::ZERO);
+    let mut done = 0;
+    while done < pods {
+        let n = batch.min(pods - done);
+        without += create_pods(&client, "without-webhook", done, n, concurrency, rate).await;
+        with += create_pods(&client, "with-webhook", done, n, concurrency, rate).await;
+        done += n;
+    }
+    // Check the webhook really was in the path for one side only.
+    let api: Api<Pod> = Api::namespaced(client.clone(), "with-webhook");
+    let patched = api
+        .get("p0")
+        .await
+        .ok()
+        .and_then(|p| p.spec)
+        .and_then(|s| s.security_context)
+        .and_then(|s| s.run_as_user)
+        .is_some();
+    let api: Api<Pod> = Api::namespaced(client.clone(), "without-webhook");
+    let untouched = api
+        .get("p0")
+        .await
+        .ok()
+        .and_then(|p| p.spec)
+        .and_then(|s| s.security_context)
+        .and_then(|s| s.run_as_user)
+        .is_none();
+    // The webhook's own view: admissions answered and their mean service time.
+    let ca = certs::cluster::from_secret(
+        &Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "mock-kind")
+            .get("mock-kind-webhook-tls")
+            .await
+            .expect("secret"),
+    )
+    .expect("bundle")
+    .ca_pem;
+    let mut s = http1(connect(addr, &ca, "127.0.0.1").await.expect("connect")).await;
+    let (_, metrics) = request(&mut s, "GET", "/metrics", Vec::new()).await;
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let count = value("mock_kind_webhook_admission_duration_seconds_count");
+    let sum = value("mock_kind_webhook_admission_duration_seconds_sum");
+    println!(
+        "(webhook served {count} admissions during the run, mean service time {:.3} ms)",
+        sum / count * 1e3
+    );
+    shutdown.cancel();
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    (without, with, patched && untouched)
+}
+
+fn main() {
+    telemetry::install_crypto_provider();
+    let rate: u64 = env("MOCK_KIND_BENCH_RATE", 1000);
+    let seconds: u64 = env("MOCK_KIND_BENCH_SECONDS", 10);
+    let max_seconds: u64 = env("MOCK_KIND_BENCH_MAX_SECONDS", 5);
+    let pods: usize = env("MOCK_KIND_BENCH_PODS", 1000);
+    let concurrency: usize = env("MOCK_KIND_BENCH_CONCURRENCY", 16);
+    // 0: as fast as the apiserver takes them; e.g. 100: a QPS-limited controller. Unset: both.
+    let pod_rates: Vec<u64> = match std::env::var("MOCK_KIND_BENCH_POD_RATE") {
+        Ok(v) => vec![v.parse().unwrap_or(0)],
+        Err(_) => vec![0, 100],
+    };
+    let skip_apiserver = std::env::var_os("MOCK_KIND_BENCH_SKIP_APISERVER").is_some();
+
+    let only_apiserver = std::env::var_os("MOCK_KIND_BENCH_ONLY_APISERVER").is_some();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = certs::generate(&opts(), SystemTime::now(), None).expect("certs");
+    certs::write_files(dir.path(), &bundle).expect("write certs");
+    let body = Arc::new(fixture("create_pod_runasnonroot.json"));
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("client runtime");
+
+    if only_apiserver {
+        for &rate in &pod_rates {
+            let (without, with, checked) =
+                client_rt.block_on(apiserver_ratio(pods, concurrency, rate));
+            print_ratio(pods, concurrency, rate, without, with, checked);
+        }
+        return;
+    }
+    // 1. Open-loop latency, server on a 1-worker runtime (the client has the other core).
+    let addr = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
+    let (stop, thread) = serve_on_thread(file_config(dir.path(), addr), 1);
+    let (lat, lag_p99, errors) = client_rt.block_on(async {
+        wait_ready(addr, &bundle.ca_pem).await;
+        open_loop(addr, &bundle.ca_pem, rate, seconds, body.clone()).await
+    });
+    stop.cancel();
+    let _ = thread.join();
+    let (p50, p99, max) = (
+        percentile(&lat, 0.50),
+        percentile(&lat, 0.99),
+        percentile(&lat, 1.0),
+    );
+
+    // 2. Throughput with the server on one current-thread runtime.
+    let addr = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
+    let (stop, thread) = serve_on_thread(file_config(dir.path(), addr), 0);
+    let rps = client_rt.block_on(async {
+        wait_ready(addr, &bundle.ca_pem).await;
+        closed_loop(addr, &bundle.ca_pem, 32, max_seconds, body.clone()).await
+    });
+    stop.cancel();
+    let _ = thread.join();
+
+    println!("webhook admission benchmark (TLS, pod CREATE with runAsNonRoot, patched)");
+    println!("{:<52} {:>12} {:>12}", "measure", "value", "target");
+    println!(
+        "{:<52} {:>12} {:>12}",
+        format!("requests at {rate}/s for {seconds}s (errors)"),
+        format!("{} ({errors})", lat.len()),
+        ""
+    );
+    println!(
+        "{:<52} {:>10.3}ms {:>12}",
+        "latency p50",
+        p50.as_secs_f64() * 1e3,
+        ""
+    );
+    println!(
+        "{:<52} {:>10.3}ms {:>12}",
+        "latency p99",
+        p99.as_secs_f64() * 1e3,
+        "<= 2 ms"
+    );
+    println!(
+        "{:<52} {:>10.3}ms {:>12}",
+        "latency max",
+        max.as_secs_f64() * 1e3,
+        ""
+    );
+    println!(
+        "{:<52} {:>10.3}ms {:>12}",
+        "client dispatch lag p99 (timer, not counted)",
+        lag_p99.as_secs_f64() * 1e3,
+        ""
+    );
+    println!(
+        "{:<52} {:>12.0} {:>12}",
+        "max admissions/s, server on one core", rps, ""
+    );
+
+    if skip_apiserver {
+        println!("(apiserver comparison skipped: MOCK_KIND_BENCH_SKIP_APISERVER)");
+        return;
+    }
+    for &rate in &pod_rates {
+        let (without, with, checked) = client_rt.block_on(apiserver_ratio(pods, concurrency, rate));
+        print_ratio(pods, concurrency, rate, without, with, checked);
+    }
+}
+
+fn print_ratio(
+    pods: usize,
+    concurrency: usize,
+    rate: u64,
+    without: Duration,
+    with: Duration,
+    checked: bool,
+) {
+    let how = if rate > 0 {
+        format!("{concurrency} at a time, {rate}/s")
+    } else {
+        format!("{concurrency} at a time, unthrottled")
+    };
+    let ratio = without.as_secs_f64() / with.as_secs_f64();
+    println!(
+        "{:<52} {:>11.2}s {:>12}",
+        format!("create {pods} pods without webhook ({how})"),
+        without.as_secs_f64(),
+        ""
+    );
+    println!(
+        "{:<52} {:>11.2}s {:>12}",
+        format!("create {pods} pods with webhook ({how})"),
+        with.as_secs_f64(),
+        ""
+    );
+    println!(
+        "{:<52} {:>12.3} {:>12}",
+        "ratio (without / with)", ratio, ">= 0.95"
+    );
+    println!(
+        "{:<52} {:>12} {:>12}",
+        "webhook in the path for one side only", checked, "true"
+    );
+}

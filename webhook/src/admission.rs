@@ -1,0 +1,184 @@
+//! Wire types of `admission.k8s.io/v1` AdmissionReview (only the fields we read or write), and
+//! the response builder. kube-core's own types pin json-patch 4; ours is 5, so we keep these.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionReview {
+    pub api_version: Option<String>,
+    pub kind: Option<String>,
+    pub request: Option<AdmissionRequest>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone, PartialEq, Eq)]
+pub struct GroupVersionResource {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub resource: String,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct AdmissionRequest {
+    pub uid: String,
+    #[serde(default)]
+    pub resource: GroupVersionResource,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: String,
+    #[serde(default)]
+    pub object: Option<Value>,
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+/// Parses a request body; the error is the message for the HTTP 400.
+pub fn parse(body: &[u8]) -> Result<AdmissionRequest, String> {
+    let review: AdmissionReview =
+        serde_json::from_slice(body).map_err(|e| format!("body is not an AdmissionReview: {e}"))?;
+    if review.kind.as_deref() != Some(KIND) {
+        return Err(format!(
+            "body is not an AdmissionReview: kind is {:?}",
+            review.kind.unwrap_or_default()
+        ));
+    }
+    if review.api_version.as_deref() != Some(API_VERSION) {
+        return Err(format!(
+            "AdmissionReview apiVersion {:?} is not supported, only {API_VERSION}",
+            review.api_version.unwrap_or_default()
+        ));
+    }
+    let request = review
+        .request
+        .ok_or_else(|| "AdmissionReview has no request".to_owned())?;
+    if request.uid.is_empty() {
+        return Err("AdmissionReview request has no uid".to_owned());
+    }
+    Ok(request)
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewResponse {
+    api_version: &'static str,
+    kind: &'static str,
+    response: Response,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    uid: String,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// base64 of the JSON patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+/// An allowed response for `uid`, with `patch` when it has operations and `warnings`.
+pub fn allow(
+    uid: &str,
+    patch: Option<&json_patch::Patch>,
+    warnings: Vec<String>,
+) -> ReviewResponse {
+    let patch = patch.filter(|p| !p.0.is_empty()).and_then(|p| {
+        serde_json::to_vec(p)
+            .ok()
+            .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
+    });
+    ReviewResponse {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: Response {
+            uid: uid.to_owned(),
+            allowed: true,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_table() {
+        let cases: &[(&str, &str, Result<&str, &str>)] = &[
+            ("not json", "{", Err("not an AdmissionReview")),
+            (
+                "a pod",
+                r#"{"kind":"Pod","apiVersion":"v1"}"#,
+                Err("kind is \"Pod\""),
+            ),
+            (
+                "v1beta1",
+                r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{"uid":"u","operation":"CREATE"}}"#,
+                Err("not supported"),
+            ),
+            (
+                "no request",
+                r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#,
+                Err("no request"),
+            ),
+            (
+                "empty uid",
+                r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"","operation":"CREATE"}}"#,
+                Err("no uid"),
+            ),
+            (
+                "minimal",
+                r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"u1","operation":"CREATE"}}"#,
+                Ok("u1"),
+            ),
+        ];
+        for (name, body, want) in cases {
+            match (parse(body.as_bytes()), want) {
+                (Ok(req), Ok(uid)) => assert_eq!(req.uid, *uid, "{name}"),
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
+                (got, _) => panic!("{name}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn allow_encodes_patch_only_when_non_empty() {
+        let empty = serde_json::to_value(allow("u", Some(&json_patch::Patch(vec![])), vec![]))
+            .expect("json");
+        assert_eq!(empty["response"]["uid"], "u");
+        assert_eq!(empty["response"]["allowed"], true);
+        assert!(empty["response"].get("patch").is_none());
+        assert!(empty["response"].get("patchType").is_none());
+
+        let p: json_patch::Patch =
+            serde_json::from_value(serde_json::json!([{"op":"add","path":"/a","value":1}]))
+                .expect("patch");
+        let full = serde_json::to_value(allow("u", Some(&p), vec!["w".into()])).expect("json");
+        assert_eq!(full["response"]["patchType"], "JSONPatch");
+        assert_eq!(full["response"]["warnings"][0], "w");
+        let b64 = full["response"]["patch"].as_str().expect("patch string");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64");
+        let back: json_patch::Patch = serde_json::from_slice(&raw).expect("patch json");
+        assert_eq!(back, p);
+    }
+}

@@ -1,0 +1,191 @@
+//! Flags of `mock-kind-webhook`; every flag also reads `MOCK_KIND_WEBHOOK_…` from the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::strategy::Strategy;
+use crate::tls::{Bootstrap, CertSource};
+use crate::{Config, Error, Result};
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "mock-kind-webhook",
+    version,
+    about = "OpenShift-style UIDs for runAsNonRoot pods"
+)]
+pub struct Args {
+    /// HTTPS listen address (/mutate, /healthz, /readyz, /metrics).
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// How UIDs are chosen: one OpenShift block per namespace, or a random UID per pod.
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_STRATEGY", value_enum, default_value_t = Strategy::Namespace)]
+    pub strategy: Strategy,
+    /// Namespaces never mutated, comma-separated (--namespace is always added).
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system,kube-node-lease"
+    )]
+    pub exclude_namespaces: Vec<String>,
+    /// Lowest UID of the `pod` strategy.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_POD_UID_MIN",
+        default_value_t = 1_000_000_000
+    )]
+    pub pod_uid_min: i64,
+    /// Highest UID of the `pod` strategy.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_POD_UID_MAX",
+        default_value_t = 1_999_999_999
+    )]
+    pub pod_uid_max: i64,
+    /// Serving certificate (PEM) file; with --tls-key. Without both, the webhook bootstraps its
+    /// own certificate into --secret.
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving key (PEM) file; with --tls-cert.
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Self-bootstrap: the kubernetes.io/tls Secret holding the serving certificate.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_SECRET",
+        default_value = "mock-kind-webhook-tls"
+    )]
+    pub secret: String,
+    /// Namespace of the webhook's Service and Secret.
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_NAMESPACE", default_value = "mock-kind")]
+    pub namespace: String,
+    /// Service name the certificate is issued for.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_SERVICE",
+        default_value = "mock-kind-webhook"
+    )]
+    pub service: String,
+    /// Extra names/IPs in the bootstrapped certificate, comma-separated.
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
+    pub extra_san: Vec<String>,
+    /// MutatingWebhookConfiguration whose caBundle the bootstrap keeps right ("" = none).
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_CONFIG_NAME",
+        default_value = "mock-kind-webhook"
+    )]
+    pub webhook_config: String,
+    /// Lifetime of a bootstrapped serving certificate, in hours.
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_CERT_VALIDITY_HOURS", default_value_t = 24 * 365)]
+    pub cert_validity_hours: u64,
+    /// Renew the bootstrapped certificate when it expires within this many hours.
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_RENEW_MARGIN_HOURS", default_value_t = 24 * 30)]
+    pub renew_margin_hours: u64,
+    /// Seconds between checks of the certificate files or Secret.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_CERT_CHECK_SECONDS",
+        default_value_t = 60
+    )]
+    pub cert_check_seconds: u64,
+    /// Kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config).
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Seconds in-flight requests get to finish on SIGTERM.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 10
+    )]
+    pub shutdown_grace_seconds: u64,
+    /// Log as JSON.
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+const HOUR: u64 = 3600;
+
+impl Args {
+    pub fn into_config(self) -> Result<Config> {
+        let mut exclude_namespaces = self.exclude_namespaces.clone();
+        if !exclude_namespaces.contains(&self.namespace) {
+            exclude_namespaces.push(self.namespace.clone());
+        }
+        let certs = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => CertSource::Files { cert, key },
+            (None, None) => {
+                let mut cert = certs::CertOptions::new(&self.service, &self.namespace);
+                cert.extra_sans = self.extra_san;
+                cert.validity = Duration::from_secs(self.cert_validity_hours * HOUR);
+                CertSource::Bootstrap(Bootstrap {
+                    namespace: self.namespace,
+                    secret: self.secret,
+                    webhook_config: Some(self.webhook_config).filter(|s| !s.is_empty()),
+                    cert,
+                    renew_margin: Duration::from_secs(self.renew_margin_hours * HOUR),
+                })
+            }
+            _ => return Err(Error::Config("--tls-cert and --tls-key go together".into())),
+        };
+        let config = Config {
+            listen: self.listen,
+            strategy: self.strategy,
+            exclude_namespaces,
+            pod_uid_min: self.pod_uid_min,
+            pod_uid_max: self.pod_uid_max,
+            certs,
+            cert_check_interval: Duration::from_secs(self.cert_check_seconds),
+            kubeconfig: self.kubeconfig,
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            clock: crate::tls::system_clock(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_to_config_table() {
+        let cases: &[(&str, &[&str], Result<&str, &str>)] = &[
+            ("defaults bootstrap", &[], Ok("bootstrap")),
+            ("files", &["--tls-cert", "c", "--tls-key", "k"], Ok("files")),
+            ("cert without key", &["--tls-cert", "c"], Err("--tls-key")),
+            (
+                "empty pod range",
+                &["--pod-uid-min", "10", "--pod-uid-max", "5"],
+                Err("empty"),
+            ),
+            (
+                "zero interval",
+                &["--cert-check-seconds", "0"],
+                Err("interval"),
+            ),
+        ];
+        for (name, flags, want) in cases {
+            let args = Args::try_parse_from(
+                std::iter::once("mock-kind-webhook").chain(flags.iter().copied()),
+            )
+            .map_err(|e| e.to_string());
+            let got = args.and_then(|a| a.into_config().map_err(|e| e.to_string()));
+            match (got, want) {
+                (Ok(c), Ok(kind)) => {
+                    let is = match c.certs {
+                        CertSource::Files { .. } => "files",
+                        CertSource::Bootstrap(_) => "bootstrap",
+                    };
+                    assert_eq!(is, *kind, "{name}");
+                }
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
+                (got, _) => panic!("{name}: want {want:?}, got {:?}", got.map(|_| "config")),
+            }
+        }
+    }
+}

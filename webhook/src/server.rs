@@ -1,0 +1,172 @@
+//! axum routes: `/mutate` translates AdmissionReview <-> mutation, records metrics; plus the
+//! operability routes from `telemetry`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use k8s_openapi::api::core::v1::Pod;
+use prometheus_client::registry::Registry;
+use telemetry::Readiness;
+
+use crate::admission;
+use crate::metrics::{AdmissionLabels, Metrics, Outcome, StrategyLabel, StrategyLabels};
+use crate::mutation::{self, Ids};
+use crate::namespaces::NamespaceRanges;
+use crate::strategy;
+
+/// Request bodies above this are refused with 413 (the apiserver sends at most ~3 MiB objects).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Where UIDs come from.
+pub enum UidSource {
+    Namespace(Arc<NamespaceRanges>),
+    Pod { min: i64, max: i64 },
+}
+
+impl UidSource {
+    fn label(&self) -> StrategyLabel {
+        match self {
+            UidSource::Namespace(_) => StrategyLabel::Namespace,
+            UidSource::Pod { .. } => StrategyLabel::Pod,
+        }
+    }
+
+    async fn ids(&self, namespace: &str, dry_run: bool) -> Result<Ids, String> {
+        match self {
+            UidSource::Namespace(ranges) => ranges
+                .ids(namespace, dry_run)
+                .await
+                .map_err(|e| e.to_string()),
+            UidSource::Pod { min, max } => {
+                Ok(strategy::random_pod_ids(&mut rand::rng(), *min, *max))
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub uids: Arc<UidSource>,
+    pub metrics: Arc<Metrics>,
+    /// Never mutated (kube-system, kube-node-lease, the webhook's own namespace…): clusters
+    /// before 1.21 lack the `kubernetes.io/metadata.name` label the namespaceSelector uses.
+    pub exclude_namespaces: Arc<[String]>,
+}
+
+/// `/mutate` plus `/healthz`, `/readyz`, `/metrics`.
+pub fn router(state: AppState, registry: Arc<Registry>, ready: Readiness) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+        .merge(telemetry::ops_router(registry, ready))
+}
+
+#[tracing::instrument(skip_all, fields(uid, namespace, pod, operation))]
+async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let strategy = state.uids.label();
+    let (outcome, response) = review(&state, &body).await;
+    state
+        .metrics
+        .admissions
+        .get_or_create(&AdmissionLabels { outcome, strategy })
+        .inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&StrategyLabels { strategy })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
+    let mut request = match admission::parse(body) {
+        Ok(r) => r,
+        Err(message) => {
+            tracing::warn!(%message, "bad request");
+            return (
+                Outcome::BadRequest,
+                (StatusCode::BAD_REQUEST, message).into_response(),
+            );
+        }
+    };
+    let object = request.object.take().unwrap_or(serde_json::Value::Null);
+    let span = tracing::Span::current();
+    span.record("uid", request.uid.as_str());
+    span.record("operation", request.operation.as_str());
+    let namespace = request.namespace.clone().unwrap_or_default();
+    span.record("namespace", namespace.as_str());
+    let allow = |patch: Option<&json_patch::Patch>, warnings: Vec<String>| {
+        axum::Json(admission::allow(&request.uid, patch, warnings)).into_response()
+    };
+
+    // Only pod CREATE is ever mutated; UPDATE (and anything else the configuration may have
+    // been widened to) passes through untouched.
+    let is_pod = request.resource.group.is_empty() && request.resource.resource == "pods";
+    let subresource = request.sub_resource.as_deref().unwrap_or_default();
+    let excluded = state.exclude_namespaces.contains(&namespace);
+    if request.operation != "CREATE" || !is_pod || !subresource.is_empty() || excluded {
+        return (Outcome::Skipped, allow(None, Vec::new()));
+    }
+
+    let pod: Pod = match serde_json::from_value(object) {
+        Ok(p) => p,
+        Err(e) => {
+            let name = request.name.clone().unwrap_or_default();
+            tracing::warn!(error = %e, pod = %format!("{namespace}/{name}"), "object is not a decodable Pod; allowed unchanged");
+            let warning = format!(
+                "mock-kind-webhook: pod {namespace}/{name} not decodable, no UID assigned: {e}"
+            );
+            return (Outcome::Undecodable, allow(None, vec![truncate(warning)]));
+        }
+    };
+    let pod_name = pod
+        .metadata
+        .name
+        .clone()
+        .or_else(|| pod.metadata.generate_name.clone())
+        .unwrap_or_default();
+    span.record("pod", pod_name.as_str());
+
+    if !mutation::needs_uid(&pod) {
+        return (Outcome::Unchanged, allow(None, Vec::new()));
+    }
+    let dry_run = request.dry_run.unwrap_or(false);
+    let ids = match state.uids.ids(&namespace, dry_run).await {
+        Ok(ids) => ids,
+        Err(message) => {
+            tracing::warn!(%message, "no UID decided; allowed unchanged");
+            let warning =
+                format!("mock-kind-webhook: pod {namespace}/{pod_name} got no UID: {message}");
+            return (Outcome::Error, allow(None, vec![truncate(warning)]));
+        }
+    };
+    let patch = mutation::patch(&pod, ids);
+    tracing::debug!(
+        uid = ids.uid,
+        fs_group = ids.fs_group,
+        ops = patch.0.len(),
+        dry_run,
+        "patched"
+    );
+    (Outcome::Patched, allow(Some(&patch), Vec::new()))
+}
+
+/// Warnings over 256 characters may be cut by the apiserver; cut them ourselves on a char edge.
+fn truncate(mut s: String) -> String {
+    if s.len() > 250 {
+        let mut end = 250;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}

@@ -1,0 +1,440 @@
+//! End to end: the real kube-apiserver (e2e harness) calls the in-process webhook through a
+//! MutatingWebhookConfiguration with `clientConfig.url` on 127.0.0.1, whose caBundle the
+//! webhook's self-bootstrap fills in.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+use webhook::{Bootstrap, CertSource, Config, Strategy};
+
+const WEBHOOK_NS: &str = "mock-kind";
+const SECRET: &str = "mock-kind-webhook-tls";
+const MWC: &str = "mock-kind-webhook";
+const UID_RANGE: &str = "openshift.io/sa.scc.uid-range";
+const GROUPS: &str = "openshift.io/sa.scc.supplemental-groups";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const T: Duration = Duration::from_secs(60);
+
+fn cert_opts() -> certs::CertOptions {
+    let mut o = certs::CertOptions::new("mock-kind-webhook", WEBHOOK_NS);
+    o.extra_sans = vec!["127.0.0.1".to_owned()];
+    o
+}
+
+fn config(cp: &e2e::ControlPlane, strategy: Strategy, clock: webhook::Clock) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        strategy,
+        exclude_namespaces: vec![
+            "kube-system".into(),
+            "kube-node-lease".into(),
+            WEBHOOK_NS.into(),
+        ],
+        pod_uid_min: 1_000_000_000,
+        pod_uid_max: 1_999_999_999,
+        certs: CertSource::Bootstrap(Bootstrap {
+            namespace: WEBHOOK_NS.into(),
+            secret: SECRET.into(),
+            webhook_config: Some(MWC.into()),
+            cert: cert_opts(),
+            renew_margin: 30 * DAY,
+        }),
+        cert_check_interval: Duration::from_millis(200),
+        kubeconfig: Some(cp.kubeconfig().to_path_buf()),
+        shutdown_grace: Duration::from_secs(5),
+        clock,
+    }
+}
+
+/// The configuration shipped in config/, pointed at `https://127.0.0.1:<port>/mutate`.
+fn webhook_configuration(port: u16, ca_bundle: Option<&str>) -> MutatingWebhookConfiguration {
+    let path = format!(
+        "{}/config/mutatingwebhookconfiguration.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("read webhook configuration");
+    let mut value: serde_json::Value = serde_yaml::from_str(&text).expect("YAML");
+    let mut client_config = json!({ "url": format!("https://127.0.0.1:{port}/mutate") });
+    if let Some(ca) = ca_bundle {
+        use base64::Engine;
+        client_config["caBundle"] = base64::engine::general_purpose::STANDARD.encode(ca).into();
+    }
+    value["webhooks"][0]["clientConfig"] = client_config;
+    serde_json::from_value(value).expect("MutatingWebhookConfiguration")
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create namespace");
+}
+
+/// The ServiceAccount admission plugin wants `default` to exist; the controller-manager makes it.
+async fn wait_default_sa(client: &Client, ns: &str) {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    e2e::wait_for(T, &format!("ServiceAccount {ns}/default"), || {
+        let api = api.clone();
+        async move { Ok(api.get_opt("default").await?.map(|_| ())) }
+    })
+    .await
+    .expect("default ServiceAccount");
+}
+
+fn pod(name: &str, non_root: bool) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "securityContext": if non_root { json!({"runAsNonRoot": true}) } else { json!({}) },
+            "containers": [{"name": "app", "image": "registry.example/app:1"}],
+        }
+    }))
+    .expect("pod")
+}
+
+async fn create_pod(client: &Client, ns: &str, p: &Pod, dry_run: bool) -> Pod {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pp = PostParams {
+        dry_run,
+        ..Default::default()
+    };
+    api.create(&pp, p)
+        .await
+        .unwrap_or_else(|e| panic!("create pod {ns}: {e}"))
+}
+
+fn uids(p: &Pod) -> (Option<i64>, Option<i64>) {
+    let sc = p.spec.as_ref().and_then(|s| s.security_context.as_ref());
+    (sc.and_then(|s| s.run_as_user), sc.and_then(|s| s.fs_group))
+}
+
+async fn annotations(client: &Client, ns: &str) -> std::collections::BTreeMap<String, String> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.get(ns)
+        .await
+        .expect("namespace")
+        .metadata
+        .annotations
+        .unwrap_or_default()
+}
+
+/// Waits until the MutatingWebhookConfiguration trusts the Secret's CA; returns that CA.
+async fn wait_ca_bundle(client: &Client) -> String {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), WEBHOOK_NS);
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    e2e::wait_for(T, "Secret and caBundle", || {
+        let (secrets, mwcs) = (secrets.clone(), mwcs.clone());
+        async move {
+            let Some(secret) = secrets.get_opt(SECRET).await? else {
+                return Ok(None);
+            };
+            let Ok(bundle) = certs::cluster::from_secret(&secret) else {
+                return Ok(None);
+            };
+            let mwc = mwcs.get(MWC).await?;
+            let ca = mwc.webhooks.unwrap_or_default()[0]
+                .client_config
+                .ca_bundle
+                .clone();
+            Ok(
+                (ca.map(|b| b.0) == Some(bundle.ca_pem.clone().into_bytes()))
+                    .then_some(bundle.ca_pem),
+            )
+        }
+    })
+    .await
+    .expect("caBundle set")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn namespace_ranges_through_the_apiserver() {
+    let cp = e2e::ControlPlane::start(e2e::Options {
+        scheduler: false,
+        ..Default::default()
+    })
+    .await
+    .expect("control plane");
+    let client = cp.client();
+    create_namespace(&client, WEBHOOK_NS).await;
+    let mut wh = spawn(config(
+        &cp,
+        Strategy::Namespace,
+        webhook::tls::system_clock(),
+    ));
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    mwcs.create(
+        &PostParams::default(),
+        &webhook_configuration(wh.addr.port(), None),
+    )
+    .await
+    .expect("create MutatingWebhookConfiguration");
+    let ca = wait_ca_bundle(&client).await;
+    wait_ready(wh.addr, &ca).await;
+
+    // Pods of a new namespace all get the first UID of the block recorded on it.
+    create_namespace(&client, "team-a").await;
+    wait_default_sa(&client, "team-a").await;
+    let mut seen = Vec::new();
+    for i in 0..4 {
+        let created = create_pod(&client, "team-a", &pod(&format!("p{i}"), true), false).await;
+        seen.push(uids(&created));
+    }
+    let ann = annotations(&client, "team-a").await;
+    let range = ann
+        .get(UID_RANGE)
+        .expect("uid-range annotation on team-a")
+        .clone();
+    assert_eq!(ann.get(GROUPS), Some(&range), "supplemental-groups");
+    let (start, size) = range.split_once('/').expect("<start>/<size>");
+    let start: i64 = start.parse().expect("start");
+    assert_eq!(size, "10000");
+    assert_eq!(start % 10_000, 0, "aligned: {range}");
+    assert!((1_000_000_000..2_000_000_000).contains(&start), "{range}");
+    for got in &seen {
+        assert_eq!(*got, (Some(start), Some(start)), "pods of team-a: {seen:?}");
+    }
+    // A pod that does not ask for runAsNonRoot is untouched.
+    let plain = create_pod(&client, "team-a", &pod("plain", false), false).await;
+    assert_eq!(uids(&plain), (None, None));
+
+    // An exported OpenShift annotation is honoured.
+    let api: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "exported",
+        "annotations": {UID_RANGE: "1000680000/10000", GROUPS: "1000690000/10000"}}}))
+    .expect("ns");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create exported");
+    wait_default_sa(&client, "exported").await;
+    let p = create_pod(&client, "exported", &pod("p", true), false).await;
+    assert_eq!(uids(&p), (Some(1_000_680_000), Some(1_000_690_000)));
+
+    // Dry-run: the pod comes back patched but the namespace is not written.
+    create_namespace(&client, "dry").await;
+    wait_default_sa(&client, "dry").await;
+    let p = create_pod(&client, "dry", &pod("p", true), true).await;
+    assert!(uids(&p).0.is_some(), "dry-run pod patched");
+    assert!(
+        !annotations(&client, "dry").await.contains_key(UID_RANGE),
+        "dry-run wrote the namespace"
+    );
+
+    // kube-system is never mutated (1.20 has no kubernetes.io/metadata.name label: the
+    // webhook's own exclusion list does it).
+    wait_default_sa(&client, "kube-system").await;
+    let p = create_pod(&client, "kube-system", &pod("sys", true), false).await;
+    assert_eq!(uids(&p), (None, None), "kube-system pod mutated");
+    assert!(
+        !annotations(&client, "kube-system")
+            .await
+            .contains_key(UID_RANGE)
+    );
+
+    // Replicas racing on a fresh namespace agree on one block.
+    create_namespace(&client, "race").await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(webhook::metrics::Metrics::register(&mut registry));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let replicas: Vec<_> = (0..4)
+        .map(|_| {
+            webhook::namespaces::NamespaceRanges::start(
+                client.clone(),
+                metrics.clone(),
+                stop.clone(),
+            )
+        })
+        .collect();
+    for r in &replicas {
+        r.wait_until_ready().await;
+    }
+    let got = futures::future::join_all(replicas.iter().map(|r| r.ids("race", false))).await;
+    let got: Vec<_> = got.into_iter().map(|r| r.expect("ids")).collect();
+    assert!(
+        got.windows(2).all(|w| w[0] == w[1]),
+        "replicas disagree: {got:?}"
+    );
+    let recorded = annotations(&client, "race").await;
+    assert_eq!(
+        recorded.get(UID_RANGE),
+        Some(&format!("{}/10000", got[0].uid))
+    );
+    stop.cancel();
+
+    // failurePolicy Ignore: with the webhook stopped, pods are still admitted, without a UID.
+    wh.stop().await.expect("webhook stops cleanly");
+    let p = create_pod(&client, "team-a", &pod("while-down", true), false).await;
+    assert_eq!(
+        uids(&p),
+        (None, None),
+        "pod admitted unchanged while the webhook is down"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_renews_expired_and_expiring_certificates() {
+    let cp = e2e::ControlPlane::start(e2e::Options {
+        scheduler: false,
+        controller_manager: false,
+        ..Default::default()
+    })
+    .await
+    .expect("control plane");
+    let client = cp.client();
+    create_namespace(&client, WEBHOOK_NS).await;
+
+    // An expired bundle in the Secret and its CA in the configuration.
+    let long_ago = SystemTime::now() - 400 * DAY;
+    let expired = certs::generate(&cert_opts(), long_ago, None).expect("expired bundle");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), WEBHOOK_NS);
+    secrets
+        .create(
+            &PostParams::default(),
+            &certs::cluster::to_secret(WEBHOOK_NS, SECRET, &expired),
+        )
+        .await
+        .expect("create expired Secret");
+    let port = e2e::free_port();
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    mwcs.create(
+        &PostParams::default(),
+        &webhook_configuration(port, Some(&expired.ca_pem)),
+    )
+    .await
+    .expect("create MutatingWebhookConfiguration");
+
+    // A clock the test moves forward.
+    let skew = Arc::new(AtomicU64::new(0));
+    let clock: webhook::Clock = {
+        let skew = skew.clone();
+        Arc::new(move || SystemTime::now() + Duration::from_secs(skew.load(Ordering::SeqCst)))
+    };
+    let mut cfg = config(&cp, Strategy::Pod, clock);
+    cfg.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(webhook::run(cfg, shutdown.clone()));
+    let mut wh = Running {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        shutdown,
+        task: Some(task),
+    };
+
+    e2e::wait_for(T, "the expired Secret replaced", || {
+        let (secrets, old) = (secrets.clone(), expired.cert_pem.clone());
+        async move {
+            let b = certs::cluster::from_secret(&secrets.get(SECRET).await?).expect("bundle");
+            Ok((b.cert_pem != old).then_some(()))
+        }
+    })
+    .await
+    .expect("expired certificate renewed by the bootstrap");
+    let ca = wait_ca_bundle(&client).await;
+    let renewed =
+        certs::cluster::from_secret(&secrets.get(SECRET).await.expect("secret")).expect("bundle");
+    assert_eq!(
+        certs::renewal_reason(&renewed, &cert_opts(), SystemTime::now(), 30 * DAY),
+        None
+    );
+    wait_ready(wh.addr, &ca).await;
+    let stream = connect(wh.addr, &ca, "127.0.0.1").await.expect("connect");
+    let renewed_der = certs::parse_certs(&renewed.cert_pem, "renewed").expect("der")[0].clone();
+    assert_eq!(
+        peer_cert(&stream),
+        renewed_der,
+        "served certificate is the renewed one"
+    );
+    let mut held = http1(stream).await;
+
+    // The apiserver reaches the webhook with the new caBundle.
+    create_namespace(&client, "team-b").await;
+    let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), "team-b");
+    let default_sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa");
+    sa.create(&PostParams::default(), &default_sa)
+        .await
+        .expect("create default SA");
+    let p = create_pod(&client, "team-b", &pod("p", true), false).await;
+    let uid = uids(&p).0.expect("pod got a UID through the apiserver");
+    assert!((1_000_000_000..2_000_000_000).contains(&uid));
+
+    // 340 days later the certificate is within the 30-day margin: renewed without a restart.
+    // The new certificate starts at the webhook's (skewed) now, so the checks below verify it
+    // at that instant; the apiserver, on the real clock, would see it as not yet valid.
+    skew.store(340 * DAY.as_secs(), Ordering::SeqCst);
+    let later = SystemTime::now() + 340 * DAY + Duration::from_secs(60);
+    let addr = wh.addr;
+    let latest = e2e::wait_for(T, "renewal picked up", || {
+        let secrets = secrets.clone();
+        let old = renewed.cert_pem.clone();
+        async move {
+            let b = certs::cluster::from_secret(&secrets.get(SECRET).await?).expect("bundle");
+            if b.cert_pem == old {
+                return Ok(None);
+            }
+            let der = certs::parse_certs(&b.cert_pem, "latest").expect("der")[0].clone();
+            let served = connect_at(addr, &b.ca_pem, "127.0.0.1", Some(later))
+                .await
+                .map(|s| peer_cert(&s))
+                .ok();
+            Ok((served == Some(der)).then_some(b))
+        }
+    })
+    .await
+    .expect("renewed and served");
+    // The new trust bundle keeps the previous CA; the configuration follows the Secret.
+    assert_eq!(
+        certs::parse_certs(&latest.ca_pem, "bundle")
+            .expect("parse")
+            .len(),
+        2
+    );
+    assert_eq!(wait_ca_bundle(&client).await, latest.ca_pem);
+    // The connection opened before the renewal still works.
+    let (status, _) = request(
+        &mut held,
+        "POST",
+        "/mutate",
+        fixture("create_pod_runasnonroot.json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    drop(held);
+    wh.stop().await.expect("clean stop");
+
+    // Replicas bootstrapping a missing Secret at once agree on one bundle.
+    secrets
+        .delete(SECRET, &DeleteParams::default())
+        .await
+        .expect("delete secret");
+    let now = SystemTime::now();
+    let opts = cert_opts();
+    let results = futures::future::join_all((0..4).map(|_| {
+        certs::cluster::ensure_secret(&secrets, WEBHOOK_NS, SECRET, &opts, now, 30 * DAY)
+    }))
+    .await;
+    let results: Vec<_> = results.into_iter().map(|r| r.expect("ensure")).collect();
+    let created = results
+        .iter()
+        .filter(|(_, a)| *a == certs::cluster::Action::Created)
+        .count();
+    assert_eq!(
+        created,
+        1,
+        "exactly one creator: {:?}",
+        results.iter().map(|r| r.1).collect::<Vec<_>>()
+    );
+    assert!(
+        results.windows(2).all(|w| w[0].0 == w[1].0),
+        "replicas hold different bundles"
+    );
+}

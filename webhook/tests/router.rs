@@ -1,0 +1,226 @@
+//! `router()` driven with `oneshot` and the AdmissionReview fixtures in tests/data.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::core::{ObjectMeta, PartialObjectMeta};
+use kube::runtime::reflector::store::Writer;
+use kube::runtime::watcher;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use tower::ServiceExt;
+use webhook::metrics::Metrics;
+use webhook::namespaces::NamespaceRanges;
+use webhook::server::{AppState, MAX_BODY, UidSource, router};
+
+const POD_MIN: i64 = 2_000_000;
+const POD_MAX: i64 = 2_000_099;
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn app(uids: UidSource) -> (axum::Router, Arc<Registry>) {
+    let mut registry = Registry::with_prefix("mock_kind_webhook");
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let registry = Arc::new(registry);
+    let ready = telemetry::Readiness::default();
+    ready.set(true);
+    let state = AppState {
+        uids: Arc::new(uids),
+        metrics,
+        exclude_namespaces: vec!["kube-system".to_owned()].into(),
+    };
+    (router(state, registry.clone(), ready), registry)
+}
+
+async fn post(app: &axum::Router, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::post("/mutate")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, bytes.to_vec())
+}
+
+/// The patched pod, if the response carries a patch (asserting it applies and decodes).
+fn apply(request: &[u8], response: &Value) -> Option<(Value, Pod)> {
+    let b64 = response["response"]["patch"].as_str()?;
+    assert_eq!(response["response"]["patchType"], "JSONPatch");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("patch is base64");
+    let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("patch is a JSON patch");
+    let review: Value = serde_json::from_slice(request).expect("fixture json");
+    let mut object = review["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch.0).expect("patch applies to the request's object");
+    let pod: Pod = serde_json::from_value(object.clone()).expect("patched object decodes as a Pod");
+    Some((object, pod))
+}
+
+#[tokio::test]
+async fn fixtures_pod_strategy() {
+    let (app, registry) = app(UidSource::Pod {
+        min: POD_MIN,
+        max: POD_MAX,
+    });
+    // (fixture, status, patched, warning expected)
+    let cases: &[(&str, StatusCode, bool, bool)] = &[
+        ("create_pod_runasnonroot.json", StatusCode::OK, true, false),
+        ("create_pod_dry_run.json", StatusCode::OK, true, false),
+        ("create_pod_plain.json", StatusCode::OK, false, false),
+        ("create_pod_explicit_uid.json", StatusCode::OK, false, false),
+        ("update_pod.json", StatusCode::OK, false, false),
+        ("create_pod_kube_system.json", StatusCode::OK, false, false),
+        ("create_deployment.json", StatusCode::OK, false, false),
+        ("create_pod_undecodable.json", StatusCode::OK, false, true),
+        ("not_a_review.json", StatusCode::BAD_REQUEST, false, false),
+        ("review_v1beta1.json", StatusCode::BAD_REQUEST, false, false),
+    ];
+    for (name, status, patched, warning) in cases {
+        let body = fixture(name);
+        let (got, bytes) = post(&app, body.clone()).await;
+        assert_eq!(got, *status, "{name}: {}", String::from_utf8_lossy(&bytes));
+        if *status != StatusCode::OK {
+            assert!(!bytes.is_empty(), "{name}: 400 without a message");
+            continue;
+        }
+        let resp: Value = serde_json::from_slice(&bytes).expect("response json");
+        let req: Value = serde_json::from_slice(&body).expect("fixture json");
+        assert_eq!(resp["apiVersion"], "admission.k8s.io/v1", "{name}");
+        assert_eq!(resp["kind"], "AdmissionReview", "{name}");
+        assert_eq!(
+            resp["response"]["uid"], req["request"]["uid"],
+            "{name}: uid echoed"
+        );
+        assert_eq!(resp["response"]["allowed"], true, "{name}: allowed");
+        let has_warning = resp["response"]["warnings"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty());
+        assert_eq!(
+            has_warning, *warning,
+            "{name}: warnings {}",
+            resp["response"]
+        );
+        match apply(&body, &resp) {
+            Some((_, pod)) => {
+                assert!(*patched, "{name}: unexpected patch");
+                let sc = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.security_context.clone())
+                    .expect("pod securityContext");
+                let uid = sc.run_as_user.expect("runAsUser set at pod level");
+                assert!((POD_MIN..=POD_MAX).contains(&uid), "{name}: uid {uid}");
+                assert_eq!(sc.fs_group, Some(uid), "{name}: fsGroup");
+            }
+            None => assert!(!*patched, "{name}: expected a patch"),
+        }
+    }
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    for needle in [
+        r#"mock_kind_webhook_admissions_total{outcome="patched",strategy="pod"} 2"#,
+        r#"mock_kind_webhook_admissions_total{outcome="skipped",strategy="pod"} 3"#,
+        r#"mock_kind_webhook_admissions_total{outcome="bad_request",strategy="pod"} 2"#,
+        r#"mock_kind_webhook_admissions_total{outcome="undecodable",strategy="pod"} 1"#,
+        "mock_kind_webhook_admission_duration_seconds_count{strategy=\"pod\"} 10",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let (app, _) = app(UidSource::Pod {
+        min: POD_MIN,
+        max: POD_MAX,
+    });
+    let (status, _) = post(&app, vec![b' '; MAX_BODY + 1]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Just under the limit is read (and refused only for not being an AdmissionReview).
+    let (status, _) = post(&app, vec![b' '; MAX_BODY - 1]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+fn namespace(name: &str, annotations: &[(&str, &str)]) -> PartialObjectMeta<Namespace> {
+    let metadata = ObjectMeta {
+        name: Some(name.to_owned()),
+        uid: Some(format!("uid-{name}")),
+        resource_version: Some("1".to_owned()),
+        annotations: Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    };
+    PartialObjectMeta::<Namespace> {
+        metadata,
+        ..Default::default()
+    }
+}
+
+/// The namespace strategy with a seeded cache and an apiserver that does not answer: cached
+/// annotations are used without I/O; an uncached namespace yields allowed + warning.
+#[tokio::test]
+async fn namespace_strategy_uses_cached_annotations() {
+    telemetry::install_crypto_provider();
+    let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+    let client = kube::Client::try_from(config).expect("client");
+    let mut writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(namespace(
+        "team-a",
+        &[
+            ("openshift.io/sa.scc.uid-range", "1000680000/10000"),
+            (
+                "openshift.io/sa.scc.supplemental-groups",
+                "1000690000/10000",
+            ),
+        ],
+    )));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let ranges = NamespaceRanges::new(kube::Api::all(client), writer.as_reader(), metrics);
+    let (app, _) = app(UidSource::Namespace(Arc::new(ranges)));
+
+    let body = fixture("create_pod_runasnonroot.json");
+    let (status, bytes) = post(&app, body.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let resp: Value = serde_json::from_slice(&bytes).expect("json");
+    let (_, pod) = apply(&body, &resp).expect("patched");
+    let sc = pod
+        .spec
+        .and_then(|s| s.security_context)
+        .expect("securityContext");
+    assert_eq!(sc.run_as_user, Some(1_000_680_000));
+    assert_eq!(sc.fs_group, Some(1_000_690_000));
+
+    // Same pod in a namespace the cache does not know; the GET fails: allowed, warned, no patch.
+    let mut review: Value = serde_json::from_slice(&body).expect("json");
+    review["request"]["namespace"] = "unknown-ns".into();
+    let body = serde_json::to_vec(&review).expect("json");
+    let (status, bytes) = post(&app, body.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let resp: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(resp["response"]["allowed"], true);
+    assert!(resp["response"].get("patch").is_none(), "{resp}");
+    let warning = resp["response"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("unknown-ns"), "{warning}");
+}
