@@ -139,9 +139,9 @@ impl Sandbox {
                 kc_arg.clone(),
                 "--namespace".into(),
                 WEBHOOK_NS.into(),
-                "--extra-sans".into(),
+                "--extra-san".into(),
                 "127.0.0.1".into(),
-                "--config-name".into(),
+                "--webhook-config".into(),
                 WEBHOOK_CONFIG.into(),
             ],
             &dir,
@@ -185,8 +185,10 @@ impl Sandbox {
                 "--node-prefix".into(),
                 REAL_PREFIX.into(),
                 "--spoofed=false".into(),
+                // The last /24 of hollow-node's default 10.128.0.0/9: clear of the hollow
+                // process's blocks 0..nodes.
                 "--replica-index".into(),
-                "200".into(),
+                "32767".into(),
                 "--internal-ip".into(),
                 "127.0.0.3".into(),
                 "--listen".into(),

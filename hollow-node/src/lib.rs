@@ -1,1 +1,247 @@
-//! Hollow kubelet: many fake Nodes and their pods from one small process.
+//! Hollow kubelet: many fake Nodes and the pods bound to them, from one small process.
+//!
+//! The decisions are pure modules (`node_status`, `pod_status`, `ipam`, `annotations`, `lease`,
+//! `faults`); `nodes`, `pods` and `queue` are the glue that watches the API and writes what
+//! they decide.
+
+pub mod annotations;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod faults;
+pub mod ipam;
+pub mod lease;
+pub mod metrics;
+pub mod node_status;
+pub mod nodes;
+pub mod pod_status;
+pub mod pods;
+pub mod queue;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use kube::api::PatchParams;
+use kube::runtime::events::{Recorder, Reporter};
+use prometheus_client::registry::Registry;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{Config, ConfigError};
+
+/// Field manager of every write.
+pub const FIELD_MANAGER: &str = "mock-kind-hollow-node";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("building the Kubernetes client: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(transparent)]
+    Ipam(#[from] ipam::IpamError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal state lock poisoned")]
+    Poisoned,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn api_err(what: String) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Api { what, source }
+}
+
+pub(crate) fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+pub(crate) fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// State every task shares.
+pub struct Shared {
+    pub config: Config,
+    pub client: kube::Client,
+    pub metrics: metrics::Metrics,
+    pub nodes: Vec<nodes::NodeSlot>,
+    pub node_index: HashMap<String, u32>,
+    pub pods: Mutex<pods::PodTable>,
+    pub recorder: Recorder,
+    pub started: Instant,
+    pub pods_synced: telemetry::Readiness,
+    queue: OnceLock<queue::Queue>,
+    refs: OnceLock<pods::RefStores>,
+}
+
+impl Shared {
+    pub fn queue(&self) -> &queue::Queue {
+        // Set in `run` before any task that calls this starts.
+        self.queue
+            .get()
+            .unwrap_or_else(|| unreachable!("queue is set before tasks start"))
+    }
+    pub fn refs(&self) -> &pods::RefStores {
+        self.refs
+            .get()
+            .unwrap_or_else(|| unreachable!("stores are set before tasks start"))
+    }
+}
+
+/// Runs the hollow node until `shutdown` is cancelled: serves `/healthz`, `/readyz` and
+/// `/metrics` on `config.listen`, registers (or adopts) the nodes, then keeps them and their
+/// pods alive.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+    let config = config.validate()?;
+    let mut registry = Registry::with_prefix("hollow_node");
+    let metrics = metrics::Metrics::new(&mut registry);
+    let client = client::build(
+        config.kubeconfig.as_deref(),
+        config.qps,
+        config.burst,
+        metrics.clone(),
+    )
+    .await?;
+    let ready = telemetry::Readiness::default();
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let router = telemetry::ops_router(Arc::new(registry), ready.clone());
+    let ops_shutdown = shutdown.clone();
+    let ops = tokio::spawn(async move {
+        let serve =
+            axum::serve(listener, router).with_graceful_shutdown(ops_shutdown.cancelled_owned());
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "ops server failed");
+        }
+    });
+
+    let slots = nodes::slots(&config)?;
+    let node_index = slots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.clone(), i as u32))
+        .collect();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "kubelet".into(),
+            instance: Some(config.prefix.clone()),
+        },
+    );
+    let shared = Arc::new(Shared {
+        client,
+        metrics,
+        nodes: slots,
+        node_index,
+        pods: Mutex::new(pods::PodTable::default()),
+        recorder,
+        started: Instant::now(),
+        pods_synced: telemetry::Readiness::default(),
+        queue: OnceLock::new(),
+        refs: OnceLock::new(),
+        config,
+    });
+    // Background tasks stop on `tasks`, cancelled after the nodes were (maybe) deleted.
+    let tasks = CancellationToken::new();
+    let handler_shared = shared.clone();
+    let (queue, queue_join) = queue::start(shared.config.workers, tasks.clone(), move |work| {
+        let shared = handler_shared.clone();
+        async move {
+            match work {
+                queue::Work::Lease(i) => nodes::handle_lease(&shared, i).await,
+                queue::Work::NodeStatus(i) => nodes::handle_status(&shared, i).await,
+                queue::Work::Pod(key) => pods::handle(&shared, key).await,
+            }
+        }
+    });
+    let _ = shared.queue.set(queue);
+    let (stores, mut joins) = pods::start_ref_reflectors(&shared, &tasks);
+    let _ = shared.refs.set(stores.clone());
+
+    let registered = tokio::select! {
+        _ = shutdown.cancelled() => Ok(()),
+        r = nodes::register_all(&shared) => r,
+    };
+    if let Err(e) = registered {
+        tasks.cancel();
+        return Err(e);
+    }
+    shared.metrics.nodes_managed.set(shared.nodes.len() as i64);
+    tracing::info!(nodes = shared.nodes.len(), prefix = %shared.config.prefix, "nodes registered");
+    let n = shared.nodes.len();
+    for i in 0..n {
+        shared.queue().add(
+            queue::Work::Lease(i as u32),
+            shared.config.lease.first_delay(i, n),
+        );
+        let spread = shared
+            .config
+            .node_status_refresh
+            .mul_f64(i as f64 / n.max(1) as f64);
+        shared.queue().add(
+            queue::Work::NodeStatus(i as u32),
+            spread.max(Duration::from_secs(1)),
+        );
+    }
+    joins.push(tokio::spawn(nodes::watch_annotations(
+        shared.clone(),
+        tasks.clone(),
+    )));
+    joins.push(tokio::spawn(pods::watch(shared.clone(), tasks.clone())));
+
+    // Ready once the pods are listed and the reference stores are filled.
+    let ready_shared = shared.clone();
+    let ready_tasks = tasks.clone();
+    joins.push(tokio::spawn(async move {
+        let wait = async {
+            let _ = stores.secrets.wait_until_ready().await;
+            let _ = stores.configmaps.wait_until_ready().await;
+            let _ = stores.pvcs.wait_until_ready().await;
+            while !ready_shared.pods_synced.is_ready() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = ready_tasks.cancelled() => {},
+            _ = wait => {
+                ready.set(true);
+                tracing::info!("ready");
+            }
+        }
+    }));
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    if shared.config.delete_nodes_on_exit {
+        nodes::delete_all(&shared).await;
+    }
+    tasks.cancel();
+    let _ = queue_join.await;
+    for j in joins {
+        let _ = j.await;
+    }
+    let _ = ops.await;
+    Ok(())
+}

@@ -1,4 +1,13 @@
-fn main() {
-    eprintln!("hollow-node: not implemented yet");
-    std::process::exit(2);
+//! hollow-node: flags → Config → telemetry → run.
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::install_crypto_provider();
+    let args = hollow_node::cli::Args::parse();
+    telemetry::init_logging(args.log_json);
+    let config = args.into_config()?;
+    let shutdown = telemetry::shutdown_token();
+    hollow_node::run(config, shutdown).await?;
+    Ok(())
 }

@@ -1,0 +1,447 @@
+//! Scale benchmark against the real control plane: one hollow-node PROCESS (the release
+//! binary) with BENCH_NODES nodes (2,000) and BENCH_PODS pods (20,000). Reports its RSS, CPU at
+//! steady state, bind→Running latency as a client watch sees it (from the event that shows
+//! spec.nodeName set to the one that shows Ready=True), API requests/s from its /metrics, and
+//! kubemark's RSS per node on the same control plane (BENCH_KUBEMARK processes, 3).
+//!
+//! `cargo bench -p hollow-node --bench scale`; BENCH_NODES=200 BENCH_PODS=2000 for a quick run.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, ListParams};
+use kube::runtime::watcher;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Kills the child on drop (also on panic).
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    proc_status(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0
+}
+
+fn hwm_mb(pid: u32) -> f64 {
+    proc_status(pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0
+}
+
+/// utime + stime in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may contain spaces) start after the last ')'.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat; here index 11 and 12.
+    let hz = 100.0;
+    (ticks(11) + ticks(12)) / hz
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let _ = s
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Sum of all `hollow_node_api_requests_total{...}` samples.
+async fn api_requests(addr: SocketAddr) -> f64 {
+    http_get(addr, "/metrics")
+        .await
+        .lines()
+        .filter(|l| l.starts_with("hollow_node_api_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn node_ready(n: &Node) -> bool {
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let tainted = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| ts.iter().any(|t| t.key == "node.kubernetes.io/not-ready"));
+    ready && !tainted
+}
+
+async fn wait_nodes(
+    client: &kube::Client,
+    selector: &str,
+    n: usize,
+    timeout: Duration,
+) -> Result<(), e2e::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    e2e::wait_for(timeout, &format!("{n} nodes {selector} Ready"), || {
+        let api = api.clone();
+        let selector = selector.to_string();
+        async move {
+            let list = api.list(&ListParams::default().labels(&selector)).await?;
+            Ok((list.items.iter().filter(|n| node_ready(n)).count() >= n).then_some(()))
+        }
+    })
+    .await
+}
+
+#[derive(Default)]
+struct Timeline {
+    bound: HashMap<String, Instant>,
+    ready: HashMap<String, Instant>,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn deployment(name: &str, replicas: usize) -> Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "bench": "scale"}},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "app", "image": "nginx:1.19",
+                        "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}}]
+                }
+            }
+        }
+    }))
+    .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    telemetry::install_crypto_provider();
+    let nodes = env_usize("BENCH_NODES", 2000);
+    let pods = env_usize("BENCH_PODS", 20000);
+    let kubemarks = env_usize("BENCH_KUBEMARK", 3);
+    let steady = Duration::from_secs(env_usize("BENCH_STEADY_SECS", 30) as u64);
+    println!("scale bench: {nodes} nodes, {pods} pods, {kubemarks} kubemark nodes");
+
+    let cp = e2e::ControlPlane::start(e2e::Options {
+        client_qps: 1000,
+        extra_apiserver_args: vec![
+            "--max-requests-inflight=1000".into(),
+            "--max-mutating-requests-inflight=500".into(),
+        ],
+        extra_controller_manager_args: vec!["--concurrent-replicaset-syncs=10".into()],
+        ..Default::default()
+    })
+    .await?;
+    let client = cp.client();
+
+    // The hollow node, as a process.
+    let port = e2e::free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let bin = env!("CARGO_BIN_EXE_hollow-node");
+    let t_start = Instant::now();
+    let child = Command::new(bin)
+        .args([
+            format!("--nodes={nodes}"),
+            "--node-prefix=bench".into(),
+            format!("--kubeconfig={}", cp.kubeconfig().display()),
+            format!("--listen={addr}"),
+            format!("--max-pods={}", (pods / nodes.max(1)) * 3 + 10),
+            "--kube-api-qps=3000".into(),
+            "--kube-api-burst=3000".into(),
+            "--workers=128".into(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let hollow = Proc(child);
+    let pid = hollow.0.id();
+    wait_nodes(
+        &client,
+        "mock-kind.io/hollow-node=bench",
+        nodes,
+        Duration::from_secs(300),
+    )
+    .await?;
+    let t_nodes = t_start.elapsed();
+    println!("{nodes} nodes Ready in {:.1}s", t_nodes.as_secs_f64());
+
+    // Client-side watch: bind and Ready instants per pod.
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "bench"}}))?;
+    Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await?;
+    let timeline: Arc<Mutex<Timeline>> = Arc::default();
+    let tl = timeline.clone();
+    let pod_api: Api<Pod> = Api::namespaced(client.clone(), "bench");
+    let watch = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(watcher(
+            pod_api,
+            watcher::Config::default().labels("bench=scale")
+        ));
+        while let Some(ev) = stream.next().await {
+            let now = Instant::now();
+            let (watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = (match ev {
+                Ok(ev) => ev,
+                Err(_) => continue,
+            }) else {
+                continue;
+            };
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            let Ok(mut t) = tl.lock() else { continue };
+            if bound {
+                t.bound.entry(name.clone()).or_insert(now);
+            }
+            if ready {
+                t.ready.entry(name).or_insert(now);
+            }
+        }
+    });
+
+    // The pods: ten Deployments so the ReplicaSet controller works in parallel.
+    let deployments = 10.min(pods.max(1));
+    let deploy_api: Api<Deployment> = Api::namespaced(client.clone(), "bench");
+    let req_before = api_requests(addr).await;
+    let t_pods = Instant::now();
+    for d in 0..deployments {
+        let n = pods / deployments + usize::from(d < pods % deployments);
+        deploy_api
+            .create(&Default::default(), &deployment(&format!("d{d}"), n))
+            .await?;
+    }
+    let mut peak_rss = 0.0f64;
+    let tl = timeline.clone();
+    e2e::wait_for(
+        Duration::from_secs(900),
+        &format!("{pods} pods Ready"),
+        || {
+            let tl = tl.clone();
+            peak_rss = peak_rss.max(rss_mb(pid));
+            async move {
+                let ready = tl.lock().map(|t| t.ready.len()).unwrap_or(0);
+                Ok((ready >= pods).then_some(()))
+            }
+        },
+    )
+    .await?;
+    let ramp = t_pods.elapsed();
+    let req_ramp = api_requests(addr).await - req_before;
+    println!("{pods} pods Ready in {:.1}s", ramp.as_secs_f64());
+
+    // Steady state: nothing changes but heartbeats.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cpu0 = cpu_seconds(pid);
+    let req0 = api_requests(addr).await;
+    let t0 = Instant::now();
+    tokio::time::sleep(steady).await;
+    let cpu_core = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    let steady_rps = (api_requests(addr).await - req0) / t0.elapsed().as_secs_f64();
+    let rss = rss_mb(pid);
+    let hwm = hwm_mb(pid);
+
+    // Probe: with everything in place, pods arrive at a steady BENCH_PROBE_RATE per second; their
+    // latency is the hollow node's own responsiveness at scale, not the ramp's queueing in the
+    // control plane.
+    let probes = env_usize("BENCH_PROBES", 200);
+    let rate = env_usize("BENCH_PROBE_RATE", 20).max(1);
+    let probe_api: Api<Pod> = Api::namespaced(client.clone(), "bench");
+    for i in 0..probes {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("probe-{i}"), "labels": {"bench": "scale", "probe": "yes"}},
+            "spec": {"automountServiceAccountToken": false, "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "app", "image": "nginx:1.19"}]}
+        }))?;
+        probe_api.create(&Default::default(), &p).await?;
+        tokio::time::sleep(Duration::from_millis(1000 / rate as u64)).await;
+    }
+    let tl = timeline.clone();
+    e2e::wait_for(Duration::from_secs(120), "probe pods Ready", || {
+        let tl = tl.clone();
+        async move {
+            let ready = tl
+                .lock()
+                .map(|t| t.ready.keys().filter(|k| k.starts_with("probe-")).count())
+                .unwrap_or(0);
+            Ok((ready >= probes).then_some(()))
+        }
+    })
+    .await?;
+    let own = http_get(addr, "/metrics").await;
+    let own_hist: Vec<&str> = own
+        .lines()
+        .filter(|l| l.starts_with("hollow_node_bind_to_running_seconds"))
+        .collect();
+    watch.abort();
+
+    let (mut lat, mut probe_lat): (Vec<f64>, Vec<f64>) = {
+        let t = timeline.lock().map_err(|_| "timeline lock")?;
+        let all: Vec<(bool, f64)> = t
+            .ready
+            .iter()
+            .filter_map(|(name, r)| {
+                Some((
+                    name.starts_with("probe-"),
+                    r.saturating_duration_since(*t.bound.get(name)?)
+                        .as_secs_f64(),
+                ))
+            })
+            .collect();
+        (
+            all.iter().filter(|(p, _)| !p).map(|(_, l)| *l).collect(),
+            all.iter().filter(|(p, _)| *p).map(|(_, l)| *l).collect(),
+        )
+    };
+    lat.sort_by(|a, b| a.total_cmp(b));
+    probe_lat.sort_by(|a, b| a.total_cmp(b));
+
+    // kubemark side by side: each in its own mount namespace with a private /tmp.
+    let mut km_rss = Vec::new();
+    if kubemarks > 0 {
+        let km = cp.bin_dir().join("kubemark");
+        let mut procs = Vec::new();
+        for i in 0..kubemarks {
+            let script = format!(
+                // The kubeconfig lives under /tmp: read it before the tmpfs hides it.
+                "kc=\"$(cat {1})\" && mount -t tmpfs tmpfs /tmp && printf '%s' \"$kc\" > /tmp/kubeconfig && exec {0} --morph=kubelet --name=kubemark-{i} --kubeconfig=/tmp/kubeconfig --kubelet-port={2} --kubelet-read-only-port=0 --v=0",
+                km.display(),
+                cp.kubeconfig().display(),
+                e2e::free_port(),
+            );
+            let log = std::fs::File::create(cp.dir().join(format!("kubemark-{i}.log")))?;
+            let child = Command::new("unshare")
+                .args(["-m", "--propagation", "private", "sh", "-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .spawn()?;
+            procs.push(Proc(child));
+        }
+        let names: Vec<String> = (0..kubemarks).map(|i| format!("kubemark-{i}")).collect();
+        let selector = format!("kubernetes.io/hostname in ({})", names.join(","));
+        match wait_nodes(&client, &selector, kubemarks, Duration::from_secs(120)).await {
+            Ok(()) => {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                for p in &procs {
+                    km_rss.push(rss_mb(p.0.id()));
+                }
+            }
+            Err(e) => {
+                println!("kubemark nodes did not become Ready: {e}");
+                let log =
+                    std::fs::read_to_string(cp.dir().join("kubemark-0.log")).unwrap_or_default();
+                for l in log
+                    .lines()
+                    .filter(|l| l.starts_with('E') || l.starts_with('F') || l.starts_with("panic"))
+                    .take(15)
+                {
+                    println!("  kubemark-0: {l}");
+                }
+            }
+        }
+    }
+    let km_avg = if km_rss.is_empty() {
+        f64::NAN
+    } else {
+        km_rss.iter().sum::<f64>() / km_rss.len() as f64
+    };
+
+    println!();
+    println!("| metric | value | target |");
+    println!("|---|---|---|");
+    println!("| nodes / pods | {nodes} / {pods} | 2000 / 20000 |");
+    println!("| hollow-node RSS at steady state | {rss:.0} MB (peak {hwm:.0} MB) | ≤ 200 MB |");
+    println!(
+        "| hollow-node RSS per node | {:.3} MB | |",
+        rss / nodes.max(1) as f64
+    );
+    println!("| hollow-node CPU at steady state | {cpu_core:.3} core | ≤ 0.2 core |");
+    println!(
+        "| bind→Running during the ramp (client watch) p50 / p99 / max | {:.3} s / {:.3} s / {:.3} s (n={}) | p99 ≤ 1 s |",
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+        lat.len()
+    );
+    println!(
+        "| bind→Running at steady state, {probes} pods at {rate}/s, p50 / p99 / max | {:.3} s / {:.3} s / {:.3} s (n={}) | p99 ≤ 1 s |",
+        pct(&probe_lat, 0.5),
+        pct(&probe_lat, 0.99),
+        probe_lat.last().copied().unwrap_or(f64::NAN),
+        probe_lat.len()
+    );
+    println!(
+        "| API requests/s at steady state | {steady_rps:.1} | leases: {:.0}/s |",
+        nodes as f64 / 10.0
+    );
+    println!(
+        "| API requests/s during the pod ramp | {:.1} | |",
+        req_ramp / ramp.as_secs_f64()
+    );
+    println!(
+        "| nodes Ready after start | {:.1} s | |",
+        t_nodes.as_secs_f64()
+    );
+    println!(
+        "| pods Ready after create | {:.1} s | (control plane bound) |",
+        ramp.as_secs_f64()
+    );
+    println!("| kubemark RSS per node | {km_avg:.0} MB ({km_rss:?}) | |");
+    println!(
+        "| RSS per node, kubemark / hollow-node | {:.0}x | |",
+        km_avg / (rss / nodes.max(1) as f64)
+    );
+    println!();
+    println!("hollow-node's own bind→Running histogram (first seen bound → Ready written):");
+    for l in own_hist {
+        println!("  {l}");
+    }
+    drop(hollow);
+    Ok(())
+}

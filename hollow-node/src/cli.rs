@@ -1,0 +1,236 @@
+//! Command-line flags (each also from a `MOCK_KIND_…` environment variable) and their
+//! translation into a [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::annotations::parse_duration;
+use crate::config::{Config, ConfigError, parse_map, parse_taints};
+use crate::faults::FaultSchedule;
+use crate::ipam::Cidr;
+use crate::lease::LeaseTiming;
+use crate::pod_status::PodSettings;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+fn cidr(s: &str) -> Result<Cidr, String> {
+    Cidr::parse(s).map_err(|e| e.to_string())
+}
+
+/// Hollow kubelet: registers many fake Nodes and drives the pods bound to them.
+#[derive(Debug, Parser)]
+#[command(name = "hollow-node", version)]
+pub struct Args {
+    /// Number of nodes this process registers.
+    #[arg(long, env = "MOCK_KIND_NODES", default_value_t = 10)]
+    pub nodes: usize,
+    /// Node names are `<prefix>-<i>`. Default: $POD_NAME, else the hostname.
+    #[arg(long, env = "MOCK_KIND_NODE_PREFIX")]
+    pub node_prefix: Option<String>,
+    /// Offsets this process's podCIDR blocks. Default: the number ending the prefix (a
+    /// StatefulSet ordinal), else 0.
+    #[arg(long, env = "MOCK_KIND_REPLICA_INDEX")]
+    pub replica_index: Option<u64>,
+    /// Kubeconfig file. Default: $KUBECONFIG, ~/.kube/config or the in-cluster account.
+    #[arg(long, env = "MOCK_KIND_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "MOCK_KIND_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// The nodes' InternalIP. Default: $POD_IP, else 127.0.0.1.
+    #[arg(long, env = "MOCK_KIND_INTERNAL_IP")]
+    pub internal_ip: Option<String>,
+    /// CPU capacity and allocatable of each node.
+    #[arg(long, env = "MOCK_KIND_CPU", default_value = "4")]
+    pub cpu: String,
+    /// Memory capacity and allocatable of each node.
+    #[arg(long, env = "MOCK_KIND_MEMORY", default_value = "16Gi")]
+    pub memory: String,
+    /// Pod capacity of each node.
+    #[arg(long, env = "MOCK_KIND_MAX_PODS", default_value = "110")]
+    pub max_pods: String,
+    /// Ephemeral-storage capacity of each node.
+    #[arg(long, env = "MOCK_KIND_EPHEMERAL_STORAGE", default_value = "100Gi")]
+    pub ephemeral_storage: String,
+    /// Extended resources, e.g. `nvidia.com/gpu=8,example.com/fpga=2`.
+    #[arg(long, env = "MOCK_KIND_EXTENDED_RESOURCES", default_value = "")]
+    pub extended_resources: String,
+    /// Extra node labels, `k=v,k2=v2`.
+    #[arg(long, env = "MOCK_KIND_NODE_LABELS", default_value = "")]
+    pub node_labels: String,
+    /// Node taints, `key=value:Effect,key:Effect`.
+    #[arg(long, env = "MOCK_KIND_NODE_TAINTS", default_value = "")]
+    pub node_taints: String,
+    /// Reported as nodeInfo.kubeletVersion and kubeProxyVersion.
+    #[arg(long, env = "MOCK_KIND_KUBELET_VERSION", default_value = "v1.20.2")]
+    pub kubelet_version: String,
+    /// Label node.kubernetes.io/instance-type.
+    #[arg(long, env = "MOCK_KIND_INSTANCE_TYPE", default_value = "hollow")]
+    pub instance_type: String,
+    /// Label and annotate the nodes `spoofed: "true"` (the scheduler extender's contract);
+    /// `--spoofed=false` registers real-looking nodes.
+    #[arg(long, env = "MOCK_KIND_SPOOFED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub spoofed: bool,
+    /// Port advertised as the kubelet endpoint (nothing listens there).
+    #[arg(long, env = "MOCK_KIND_KUBELET_PORT", default_value_t = 10250)]
+    pub kubelet_port: i32,
+    /// Pod IPs come from per-node blocks inside this range.
+    #[arg(long, env = "MOCK_KIND_CLUSTER_CIDR", default_value = "10.128.0.0/9", value_parser = cidr)]
+    pub cluster_cidr: Cidr,
+    /// Size of each node's podCIDR block inside the cluster CIDR.
+    #[arg(long, env = "MOCK_KIND_NODE_CIDR_MASK", default_value_t = 24)]
+    pub node_cidr_mask: u8,
+    /// leaseDurationSeconds of each node's Lease in kube-node-lease.
+    #[arg(long, env = "MOCK_KIND_LEASE_DURATION", default_value = "40s", value_parser = duration)]
+    pub lease_duration: Duration,
+    /// How often each Lease is renewed (±4 % jitter; first renewals spread over one interval).
+    #[arg(long, env = "MOCK_KIND_LEASE_RENEW_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub lease_renew_interval: Duration,
+    /// NodeStatus is written on change, else this often.
+    #[arg(long, env = "MOCK_KIND_NODE_STATUS_REFRESH", default_value = "5m", value_parser = duration)]
+    pub node_status_refresh: Duration,
+    /// Nodes turn unhealthy this long after start (0: never).
+    #[arg(long, env = "MOCK_KIND_UNHEALTHY_AFTER", default_value = "0s", value_parser = duration)]
+    pub unhealthy_after: Duration,
+    /// How long a fault lasts (0: forever).
+    #[arg(long, env = "MOCK_KIND_UNHEALTHY_DURATION", default_value = "0s", value_parser = duration)]
+    pub unhealthy_duration: Duration,
+    /// With --flapping, how long nodes stay healthy between faults.
+    #[arg(long, env = "MOCK_KIND_HEALTHY_DURATION", default_value = "0s", value_parser = duration)]
+    pub healthy_duration: Duration,
+    /// Repeat the fault: unhealthy-duration down, healthy-duration up, and so on.
+    #[arg(long, env = "MOCK_KIND_FLAPPING", default_value_t = false)]
+    pub flapping: bool,
+    /// How long a Job's pod runs before it succeeds (no annotation).
+    #[arg(long, env = "MOCK_KIND_JOB_COMPLETE_AFTER", default_value = "5s", value_parser = duration)]
+    pub job_complete_after: Duration,
+    /// Cap on terminationGracePeriodSeconds when pods are deleted.
+    #[arg(long, env = "MOCK_KIND_TERMINATION_GRACE_CAP", default_value = "1s", value_parser = duration)]
+    pub termination_grace_cap: Duration,
+    /// API requests per second (0: nodes/2 + 50).
+    #[arg(long, env = "MOCK_KIND_KUBE_API_QPS", default_value_t = 0.0)]
+    pub kube_api_qps: f64,
+    /// API request burst (0: twice the QPS).
+    #[arg(long, env = "MOCK_KIND_KUBE_API_BURST", default_value_t = 0)]
+    pub kube_api_burst: u32,
+    /// Workers for per-node and per-pod work.
+    #[arg(long, env = "MOCK_KIND_WORKERS", default_value_t = 64)]
+    pub workers: usize,
+    /// Delete the nodes (and leases) on SIGTERM.
+    #[arg(long, env = "MOCK_KIND_DELETE_NODES_ON_EXIT", default_value_t = false)]
+    pub delete_nodes_on_exit: bool,
+    /// Log as JSON.
+    #[arg(long, env = "MOCK_KIND_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+fn default_prefix() -> String {
+    if let Ok(p) = std::env::var("POD_NAME")
+        && !p.is_empty()
+    {
+        return p;
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_lowercase())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "hollow-node".into())
+}
+
+impl Args {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let prefix = self.node_prefix.unwrap_or_else(default_prefix);
+        let mut c = Config::new(&prefix, self.nodes);
+        if let Some(r) = self.replica_index {
+            c.replica_index = r;
+        }
+        c.kubeconfig = self.kubeconfig;
+        c.listen = self.listen;
+        let mut capacity = parse_map("extended-resources", &self.extended_resources)?;
+        capacity.insert("cpu".into(), self.cpu);
+        capacity.insert("memory".into(), self.memory);
+        capacity.insert("pods".into(), self.max_pods);
+        capacity.insert("ephemeral-storage".into(), self.ephemeral_storage);
+        c.template.allocatable = capacity.clone();
+        c.template.capacity = capacity;
+        c.template.labels = parse_map("node-labels", &self.node_labels)?;
+        c.template.taints = parse_taints(&self.node_taints)?;
+        c.template.kubelet_version = self.kubelet_version;
+        c.template.instance_type = self.instance_type;
+        c.template.kubelet_port = self.kubelet_port;
+        c.template.spoofed = self.spoofed;
+        c.template.internal_ip = self
+            .internal_ip
+            .or_else(|| std::env::var("POD_IP").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "127.0.0.1".into());
+        c.cluster_cidr = self.cluster_cidr;
+        c.node_cidr_mask = self.node_cidr_mask;
+        c.lease = LeaseTiming {
+            duration: self.lease_duration,
+            renew_interval: self.lease_renew_interval,
+            ..LeaseTiming::default()
+        };
+        c.node_status_refresh = self.node_status_refresh;
+        c.faults = FaultSchedule {
+            unhealthy_after: self.unhealthy_after,
+            unhealthy_duration: self.unhealthy_duration,
+            healthy_duration: self.healthy_duration,
+            flapping: self.flapping,
+        };
+        c.pods = PodSettings {
+            job_complete_after: self.job_complete_after,
+            grace_cap: self.termination_grace_cap,
+            ..PodSettings::default()
+        };
+        c.qps = self.kube_api_qps;
+        c.burst = self.kube_api_burst;
+        c.workers = self.workers;
+        c.delete_nodes_on_exit = self.delete_nodes_on_exit;
+        c.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_to_config() {
+        let args = Args::try_parse_from([
+            "hollow-node",
+            "--nodes=3",
+            "--node-prefix=hollow-node-2",
+            "--extended-resources=nvidia.com/gpu=8",
+            "--node-taints=dedicated=gpu:NoSchedule",
+            "--unhealthy-after=30s",
+            "--internal-ip=127.0.0.5",
+        ])
+        .expect("args");
+        let c = args.into_config().expect("config");
+        assert_eq!(c.node_name(2), "hollow-node-2-2");
+        assert_eq!(c.replica_index, 2);
+        assert_eq!(
+            c.template
+                .capacity
+                .get("nvidia.com/gpu")
+                .map(String::as_str),
+            Some("8")
+        );
+        assert_eq!(c.template.taints.len(), 1);
+        assert_eq!(c.faults.unhealthy_after, Duration::from_secs(30));
+        assert_eq!(c.template.internal_ip, "127.0.0.5");
+        assert!(c.template.spoofed, "spoofed by default");
+        assert!(Args::try_parse_from(["hollow-node", "--lease-duration=soon"]).is_err());
+        let real = Args::try_parse_from(["hollow-node", "--node-prefix=real", "--spoofed=false"])
+            .expect("args")
+            .into_config()
+            .expect("config");
+        assert!(!real.template.spoofed);
+    }
+}

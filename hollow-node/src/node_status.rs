@@ -1,0 +1,432 @@
+//! The Node object and its status as a kubelet reports them, built from the configuration, the
+//! clock and the node's health: no I/O.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo, Taint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+/// The annotation and label the scheduler extender keys on.
+pub const SPOOFED: &str = "spoofed";
+/// Label naming the process (node-name prefix) that manages a node.
+pub const OWNER_LABEL: &str = "mock-kind.io/hollow-node";
+
+/// What every node of one process shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTemplate {
+    pub capacity: BTreeMap<String, String>,
+    pub allocatable: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub kubelet_version: String,
+    pub internal_ip: String,
+    pub kubelet_port: i32,
+    pub instance_type: String,
+    pub owner: String,
+    /// Carry the `spoofed: "true"` label and annotation (false: a real-looking node).
+    pub spoofed: bool,
+}
+
+/// Why a node is not ready, for the Ready condition's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ready,
+    /// The fault schedule from the flags.
+    ScheduledFault,
+    /// The `mock-kind.io/health` annotation.
+    Annotated(String),
+}
+
+impl Health {
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Health::Ready)
+    }
+}
+
+/// Truncates to whole seconds: the API stores Time with second precision, so what we write is
+/// what we read back.
+pub fn seconds(t: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn hex_id(seed: &str, len: usize) -> String {
+    // FNV-1a, rehashed per chunk: stable, well-formed IDs without a hash crate.
+    let mut out = String::with_capacity(len);
+    let mut round = 0u64;
+    while out.len() < len {
+        let mut h: u64 = 0xcbf29ce484222325 ^ round;
+        for b in seed.as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        out.push_str(&format!("{h:016x}"));
+        round += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// A stable 64-hex-digit ID for `seed` (container IDs, image digests, machine IDs).
+pub fn stable_id(seed: &str) -> String {
+    hex_id(seed, 64)
+}
+
+/// The Node a kubelet registers: labels, annotations, podCIDR, taints and initial status.
+pub fn new_node(tpl: &NodeTemplate, name: &str, pod_cidr: &str, now: jiff::Timestamp) -> Node {
+    let mut labels = tpl.labels.clone();
+    if tpl.spoofed {
+        labels.insert(SPOOFED.into(), "true".into());
+    }
+    labels.insert(OWNER_LABEL.into(), tpl.owner.clone());
+    labels.insert("kubernetes.io/hostname".into(), name.into());
+    labels.insert("kubernetes.io/os".into(), "linux".into());
+    labels.insert("kubernetes.io/arch".into(), "amd64".into());
+    labels.insert("beta.kubernetes.io/os".into(), "linux".into());
+    labels.insert("beta.kubernetes.io/arch".into(), "amd64".into());
+    labels.insert(
+        "node.kubernetes.io/instance-type".into(),
+        tpl.instance_type.clone(),
+    );
+    let mut annotations =
+        BTreeMap::from([("node.alpha.kubernetes.io/ttl".to_string(), "0".to_string())]);
+    if tpl.spoofed {
+        annotations.insert(SPOOFED.to_string(), "true".to_string());
+    }
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: Some(pod_cidr.into()),
+            pod_cidrs: Some(vec![pod_cidr.into()]),
+            taints: (!tpl.taints.is_empty()).then(|| tpl.taints.clone()),
+            ..Default::default()
+        }),
+        status: Some(node_status(tpl, name, &Health::Ready, now, None)),
+    }
+}
+
+fn quantities(m: &BTreeMap<String, String>) -> BTreeMap<String, Quantity> {
+    m.iter()
+        .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+        .collect()
+}
+
+/// The status a kubelet would post now. `prev` is the status the API holds: a condition whose
+/// status did not change keeps its lastTransitionTime.
+pub fn node_status(
+    tpl: &NodeTemplate,
+    name: &str,
+    health: &Health,
+    now: jiff::Timestamp,
+    prev: Option<&NodeStatus>,
+) -> NodeStatus {
+    let now = Time(seconds(now));
+    let (ready_status, ready_reason, ready_message) = match health {
+        Health::Ready => (
+            "True",
+            "KubeletReady",
+            "kubelet is posting ready status".to_string(),
+        ),
+        Health::ScheduledFault => (
+            "False",
+            "KubeletNotReady",
+            "mock-kind: fault injected by the unhealthy-after schedule".to_string(),
+        ),
+        Health::Annotated(v) => (
+            "False",
+            "KubeletNotReady",
+            format!("mock-kind: node annotation mock-kind.io/health={v}"),
+        ),
+    };
+    let conditions = [
+        (
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available".to_string(),
+        ),
+        (
+            "DiskPressure",
+            "False",
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure".to_string(),
+        ),
+        (
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available".to_string(),
+        ),
+        ("Ready", ready_status, ready_reason, ready_message),
+    ]
+    .into_iter()
+    .map(|(type_, status, reason, message)| {
+        let previous = prev
+            .and_then(|p| p.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+        let transition = match previous {
+            Some(c) if c.status == status => c.last_transition_time.clone().unwrap_or(now.clone()),
+            _ => now.clone(),
+        };
+        NodeCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(message),
+            last_heartbeat_time: Some(now.clone()),
+            last_transition_time: Some(transition),
+        }
+    })
+    .collect();
+    NodeStatus {
+        capacity: Some(quantities(&tpl.capacity)),
+        allocatable: Some(quantities(&tpl.allocatable)),
+        conditions: Some(conditions),
+        addresses: Some(vec![
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: tpl.internal_ip.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: name.into(),
+            },
+        ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: tpl.kubelet_port,
+            }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            architecture: "amd64".into(),
+            operating_system: "linux".into(),
+            os_image: "mock-kind hollow node".into(),
+            kernel_version: "5.10.0-mock".into(),
+            container_runtime_version: "containerd://1.4.0-mock".into(),
+            kubelet_version: tpl.kubelet_version.clone(),
+            kube_proxy_version: tpl.kubelet_version.clone(),
+            machine_id: hex_id(&format!("machine/{name}"), 32),
+            system_uuid: uuid_like(&format!("system/{name}")),
+            boot_id: uuid_like(&format!("boot/{name}")),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn uuid_like(seed: &str) -> String {
+    let h = hex_id(seed, 32);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Whether the Ready condition the API holds differs from what we would report: the only
+/// change that forces a status write before the periodic refresh.
+pub fn ready_differs(api: Option<&NodeStatus>, health: &Health) -> bool {
+    let want = if health.is_ready() { "True" } else { "False" };
+    let got = api
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.as_str());
+    got != Some(want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tpl() -> NodeTemplate {
+        NodeTemplate {
+            capacity: BTreeMap::from([
+                ("cpu".into(), "4".into()),
+                ("memory".into(), "16Gi".into()),
+                ("pods".into(), "110".into()),
+                ("nvidia.com/gpu".into(), "1".into()),
+            ]),
+            allocatable: BTreeMap::from([
+                ("cpu".into(), "4".into()),
+                ("pods".into(), "110".into()),
+            ]),
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+            taints: vec![],
+            kubelet_version: "v1.20.2".into(),
+            internal_ip: "127.0.0.1".into(),
+            kubelet_port: 10250,
+            instance_type: "hollow".into(),
+            owner: "hn".into(),
+            spoofed: true,
+        }
+    }
+
+    fn ts(s: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(s).expect("ts")
+    }
+
+    fn cond<'a>(s: &'a NodeStatus, t: &str) -> &'a NodeCondition {
+        s.conditions
+            .as_ref()
+            .and_then(|c| c.iter().find(|c| c.type_ == t))
+            .expect("condition")
+    }
+
+    #[test]
+    fn new_node_carries_contract() {
+        let node = new_node(&tpl(), "hn-0", "10.128.0.0/24", ts(1000));
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let annotations = node.metadata.annotations.clone().unwrap_or_default();
+        let cases = [
+            (
+                "label spoofed",
+                labels.get("spoofed").map(String::as_str),
+                Some("true"),
+            ),
+            (
+                "annotation spoofed",
+                annotations.get("spoofed").map(String::as_str),
+                Some("true"),
+            ),
+            (
+                "hostname",
+                labels.get("kubernetes.io/hostname").map(String::as_str),
+                Some("hn-0"),
+            ),
+            (
+                "extra label",
+                labels.get("zone").map(String::as_str),
+                Some("a"),
+            ),
+            (
+                "owner",
+                labels.get(OWNER_LABEL).map(String::as_str),
+                Some("hn"),
+            ),
+            (
+                "instance type",
+                labels
+                    .get("node.kubernetes.io/instance-type")
+                    .map(String::as_str),
+                Some("hollow"),
+            ),
+            (
+                "podCIDR",
+                node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()),
+                Some("10.128.0.0/24"),
+            ),
+        ];
+        for (name, got, want) in cases {
+            assert_eq!(got, want, "{name}");
+        }
+        let status = node.status.expect("status");
+        assert_eq!(cond(&status, "Ready").status, "True");
+        let cap = status.capacity.expect("capacity");
+        assert_eq!(cap.get("nvidia.com/gpu").map(|q| q.0.as_str()), Some("1"));
+        let addrs = status.addresses.expect("addresses");
+        assert_eq!(addrs[0].type_, "InternalIP");
+        assert_eq!(addrs[0].address, "127.0.0.1");
+        let info = status.node_info.expect("info");
+        assert_eq!(info.kubelet_version, "v1.20.2");
+        assert_eq!(info.machine_id.len(), 32);
+    }
+
+    #[test]
+    fn real_looking_node_is_not_spoofed() {
+        let node = new_node(
+            &NodeTemplate {
+                spoofed: false,
+                ..tpl()
+            },
+            "real-0",
+            "10.128.0.0/24",
+            ts(1),
+        );
+        let labels = node.metadata.labels.unwrap_or_default();
+        let annotations = node.metadata.annotations.unwrap_or_default();
+        assert!(!labels.contains_key(SPOOFED), "{labels:?}");
+        assert!(!annotations.contains_key(SPOOFED), "{annotations:?}");
+        assert_eq!(labels.get(OWNER_LABEL).map(String::as_str), Some("hn"));
+    }
+
+    #[test]
+    fn transitions_keep_or_move_transition_time() {
+        let t = tpl();
+        let healthy = node_status(&t, "n", &Health::Ready, ts(100), None);
+        struct Case {
+            name: &'static str,
+            health: Health,
+            want_ready: &'static str,
+            want_transition: i64,
+        }
+        let cases = [
+            Case {
+                name: "still ready",
+                health: Health::Ready,
+                want_ready: "True",
+                want_transition: 100,
+            },
+            Case {
+                name: "fault",
+                health: Health::ScheduledFault,
+                want_ready: "False",
+                want_transition: 200,
+            },
+            Case {
+                name: "annotated",
+                health: Health::Annotated("NotReady".into()),
+                want_ready: "False",
+                want_transition: 200,
+            },
+        ];
+        for case in cases {
+            let next = node_status(&t, "n", &case.health, ts(200), Some(&healthy));
+            let ready = cond(&next, "Ready");
+            assert_eq!(ready.status, case.want_ready, "{}", case.name);
+            assert_eq!(
+                ready.last_transition_time.as_ref().map(|t| t.0.as_second()),
+                Some(case.want_transition),
+                "{}",
+                case.name
+            );
+            assert_eq!(
+                ready.last_heartbeat_time.as_ref().map(|t| t.0.as_second()),
+                Some(200),
+                "{}",
+                case.name
+            );
+            let mem = cond(&next, "MemoryPressure");
+            assert_eq!(
+                mem.last_transition_time.as_ref().map(|t| t.0.as_second()),
+                Some(100),
+                "{}",
+                case.name
+            );
+            assert_eq!(
+                ready_differs(Some(&healthy), &case.health),
+                case.want_ready == "False",
+                "{}",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn stable_ids() {
+        assert_eq!(stable_id("a"), stable_id("a"));
+        assert_ne!(stable_id("a"), stable_id("b"));
+        assert_eq!(stable_id("a").len(), 64);
+        assert!(stable_id("x").chars().all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,448 @@
+//! Node glue: registers or adopts this process's Nodes, renews their Leases, writes NodeStatus
+//! on change or every few minutes, and follows the `mock-kind.io/health` annotation.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::api::{Api, ListParams, Patch, PostParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, watcher};
+use serde_json::json;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::annotations::NODE_HEALTH;
+use crate::faults::health_at;
+use crate::ipam::{Cidr, NodeIpam, node_pod_cidr};
+use crate::node_status::{Health, OWNER_LABEL, new_node, node_status};
+use crate::queue::Work;
+use crate::{Error, Shared, api_err, is_not_found, patch_params};
+
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+pub struct NodeSlot {
+    pub name: String,
+    pub state: Mutex<NodeState>,
+}
+
+pub struct NodeState {
+    pub ipam: NodeIpam,
+    pub uid: Option<String>,
+    /// Value of the `mock-kind.io/health` annotation, when set to anything but Ready.
+    pub annotation: Option<String>,
+    /// The status we last wrote, for condition transition times.
+    pub last: Option<NodeStatus>,
+    pub last_write: Option<Instant>,
+    pub last_lease_ok: Instant,
+    pub reported_ready: Option<bool>,
+}
+
+impl NodeSlot {
+    pub fn new(name: String, cidr: Cidr) -> Self {
+        NodeSlot {
+            state: Mutex::new(NodeState {
+                ipam: NodeIpam::new(name.clone(), cidr),
+                uid: None,
+                annotation: None,
+                last: None,
+                last_write: None,
+                last_lease_ok: Instant::now(),
+                reported_ready: None,
+            }),
+            name,
+        }
+    }
+}
+
+/// Selector for the Nodes of this process.
+pub fn owner_selector(prefix: &str) -> String {
+    format!("{OWNER_LABEL}={prefix}")
+}
+
+fn planned_cidr(shared: &Shared, i: usize) -> Result<Cidr, Error> {
+    let c = &shared.config;
+    node_pod_cidr(
+        c.cluster_cidr,
+        c.node_cidr_mask,
+        c.replica_index,
+        c.nodes as u64,
+        i as u64,
+    )
+    .map_err(Error::Ipam)
+}
+
+pub fn slots(config: &crate::Config) -> Result<Vec<NodeSlot>, Error> {
+    (0..config.nodes)
+        .map(|i| {
+            let cidr = node_pod_cidr(
+                config.cluster_cidr,
+                config.node_cidr_mask,
+                config.replica_index,
+                config.nodes as u64,
+                i as u64,
+            )
+            .map_err(Error::Ipam)?;
+            Ok(NodeSlot::new(config.node_name(i), cidr))
+        })
+        .collect()
+}
+
+/// The health the node reports now: the annotation wins over the fault schedule.
+pub fn health(shared: &Shared, i: usize) -> (Health, Option<Duration>) {
+    let annotation = shared.nodes[i]
+        .state
+        .lock()
+        .ok()
+        .and_then(|s| s.annotation.clone());
+    let (ok, next) = health_at(&shared.config.faults, shared.started.elapsed());
+    match annotation {
+        Some(v) => (Health::Annotated(v), next),
+        None if !ok => (Health::ScheduledFault, next),
+        None => (Health::Ready, next),
+    }
+}
+
+/// Registers every node of this process, adopting those that exist.
+pub async fn register_all(shared: &Shared) -> Result<(), Error> {
+    let api: Api<Node> = Api::all(shared.client.clone());
+    let existing: HashMap<String, Node> = api
+        .list(&ListParams::default().labels(&owner_selector(&shared.config.prefix)))
+        .await
+        .map_err(api_err(format!(
+            "list nodes {}",
+            owner_selector(&shared.config.prefix)
+        )))?
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name.clone().map(|name| (name, n)))
+        .collect();
+    tracing::info!(
+        existing = existing.len(),
+        nodes = shared.config.nodes,
+        "registering nodes"
+    );
+    let existing = &existing;
+    futures::stream::iter(0..shared.config.nodes)
+        .map(|i| async move {
+            ensure_node(shared, i, existing.get(&shared.nodes[i].name).cloned()).await
+        })
+        .buffer_unordered(32)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+/// Creates node `i` (or adopts `existing`), sets its podCIDR when missing, writes its status
+/// and makes sure its Lease exists.
+pub async fn ensure_node(shared: &Shared, i: usize, existing: Option<Node>) -> Result<(), Error> {
+    let slot = &shared.nodes[i];
+    let name = &slot.name;
+    let api: Api<Node> = Api::all(shared.client.clone());
+    let now = jiff::Timestamp::now();
+    let planned = planned_cidr(shared, i)?;
+    let node = match existing {
+        Some(n) => n,
+        None => {
+            let fresh = new_node(&shared.config.template, name, &planned.to_string(), now);
+            match api.create(&PostParams::default(), &fresh).await {
+                Ok(n) => n,
+                Err(kube::Error::Api(s)) if s.code == 409 => api
+                    .get(name)
+                    .await
+                    .map_err(api_err(format!("get node {name}")))?,
+                Err(e) => return Err(api_err(format!("create node {name}"))(e)),
+            }
+        }
+    };
+    // A 1.20 Node's podCIDR can be set once: keep the one it has, set ours only when empty.
+    let cidr = match node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) {
+        Some(c) => Cidr::parse(c).map_err(Error::Ipam)?,
+        None => {
+            let patch = json!({"spec": {"podCIDR": planned.to_string(), "podCIDRs": [planned.to_string()]}});
+            api.patch(name, &patch_params(), &Patch::Merge(&patch))
+                .await
+                .map_err(api_err(format!("set spec.podCIDR of node {name}")))?;
+            planned
+        }
+    };
+    let annotation = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NODE_HEALTH))
+        .filter(|v| v.as_str() != "Ready")
+        .cloned();
+    let uid = node.metadata.uid.clone();
+    {
+        let mut st = slot.state.lock().map_err(|_| Error::Poisoned)?;
+        if st.ipam.cidr() != cidr {
+            st.ipam = NodeIpam::new(name.clone(), cidr);
+        }
+        st.uid = uid.clone();
+        st.annotation = annotation;
+        st.last = node.status.clone();
+    }
+    write_status(shared, i, true).await?;
+    ensure_lease(shared, i, uid).await?;
+    Ok(())
+}
+
+fn lease_object(name: &str, node_uid: Option<String>, duration: Duration) -> Lease {
+    let mut lease: Lease = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": LEASE_NAMESPACE},
+        "spec": {
+            "holderIdentity": name,
+            "leaseDurationSeconds": duration.as_secs(),
+            "renewTime": MicroTime(jiff::Timestamp::now()),
+        }
+    }))
+    .unwrap_or_default();
+    if let Some(uid) = node_uid {
+        lease.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: name.into(),
+                uid,
+                ..Default::default()
+            },
+        ]);
+    }
+    lease
+}
+
+async fn ensure_lease(shared: &Shared, i: usize, uid: Option<String>) -> Result<(), Error> {
+    let name = &shared.nodes[i].name;
+    let api: Api<Lease> = Api::namespaced(shared.client.clone(), LEASE_NAMESPACE);
+    match api
+        .create(
+            &PostParams::default(),
+            &lease_object(name, uid, shared.config.lease.duration),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(api_err(format!("create lease {LEASE_NAMESPACE}/{name}"))(e)),
+    }
+}
+
+/// Writes node `i`'s status when its Ready condition changes, or when `force`.
+async fn write_status(shared: &Shared, i: usize, force: bool) -> Result<bool, Error> {
+    let slot = &shared.nodes[i];
+    let (h, _) = health(shared, i);
+    let (status, due) = {
+        let st = slot.state.lock().map_err(|_| Error::Poisoned)?;
+        let stale = st
+            .last_write
+            .is_none_or(|t| t.elapsed() >= shared.config.node_status_refresh);
+        let changed = crate::node_status::ready_differs(st.last.as_ref(), &h);
+        let status = node_status(
+            &shared.config.template,
+            &slot.name,
+            &h,
+            jiff::Timestamp::now(),
+            st.last.as_ref(),
+        );
+        (status, force || stale || changed)
+    };
+    if !due {
+        return Ok(false);
+    }
+    let api: Api<Node> = Api::all(shared.client.clone());
+    let patch = json!({"status": status});
+    api.patch_status(&slot.name, &patch_params(), &Patch::Strategic(&patch))
+        .await
+        .map_err(api_err(format!("patch status of node {}", slot.name)))?;
+    let mut st = slot.state.lock().map_err(|_| Error::Poisoned)?;
+    st.last = Some(status);
+    st.last_write = Some(Instant::now());
+    let ready = h.is_ready();
+    if st.reported_ready != Some(ready) {
+        if ready {
+            shared.metrics.nodes_ready.inc();
+        } else if st.reported_ready == Some(true) {
+            shared.metrics.nodes_ready.dec();
+        }
+        st.reported_ready = Some(ready);
+    }
+    Ok(true)
+}
+
+/// Queue handler for `Work::NodeStatus`.
+pub async fn handle_status(shared: &Shared, i: u32) {
+    let idx = i as usize;
+    if idx >= shared.nodes.len() {
+        return;
+    }
+    let name = &shared.nodes[idx].name;
+    let retry = match write_status(shared, idx, false).await {
+        Ok(_) => None,
+        Err(Error::Api { source, .. }) if is_not_found(&source) => {
+            tracing::warn!(node = %name, "node is gone; registering it again");
+            match ensure_node(shared, idx, None).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(node = %name, error = %e, "re-registering node failed");
+                    Some(Duration::from_secs(5))
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(node = %name, error = %e, "node status write failed");
+            Some(Duration::from_secs(2))
+        }
+    };
+    let (_, next_change) = health(shared, idx);
+    let since = shared.nodes[idx]
+        .state
+        .lock()
+        .ok()
+        .and_then(|s| s.last_write.map(|t| t.elapsed()))
+        .unwrap_or_default();
+    let refresh = shared
+        .config
+        .node_status_refresh
+        .saturating_sub(since)
+        .max(Duration::from_secs(1));
+    let next = [Some(refresh), next_change, retry]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(refresh);
+    shared.queue().add(Work::NodeStatus(i), next);
+}
+
+/// Queue handler for `Work::Lease`: renews unless the node is unhealthy.
+pub async fn handle_lease(shared: &Shared, i: u32) {
+    let idx = i as usize;
+    if idx >= shared.nodes.len() {
+        return;
+    }
+    let slot = &shared.nodes[idx];
+    let timing = shared.config.lease;
+    let (h, _) = health(shared, idx);
+    if !h.is_ready() {
+        // A faulty node's kubelet does not renew: the node-lifecycle controller notices.
+        shared.queue().add(Work::Lease(i), timing.renew_interval);
+        return;
+    }
+    let api: Api<Lease> = Api::namespaced(shared.client.clone(), LEASE_NAMESPACE);
+    let patch = json!({"spec": {
+        "holderIdentity": slot.name,
+        "leaseDurationSeconds": timing.duration.as_secs(),
+        "renewTime": MicroTime(jiff::Timestamp::now()),
+    }});
+    let res = api
+        .patch(&slot.name, &patch_params(), &Patch::Merge(&patch))
+        .await;
+    let ok = match res {
+        Ok(_) => true,
+        Err(e) if is_not_found(&e) => {
+            let uid = slot.state.lock().ok().and_then(|s| s.uid.clone());
+            ensure_lease(shared, idx, uid).await.is_ok()
+        }
+        Err(e) => {
+            tracing::warn!(node = %slot.name, error = %e, "lease renewal failed");
+            false
+        }
+    };
+    let since = {
+        let Ok(mut st) = slot.state.lock() else {
+            return;
+        };
+        if ok {
+            st.last_lease_ok = Instant::now();
+        }
+        st.last_lease_ok.elapsed()
+    };
+    let next = timing.next_delay(ok, since, rand::random::<f64>());
+    shared.queue().add(Work::Lease(i), next);
+}
+
+/// Follows the `mock-kind.io/health` annotation of our Nodes (metadata only).
+pub async fn watch_annotations(shared: std::sync::Arc<Shared>, shutdown: CancellationToken) {
+    let api: Api<PartialObjectMeta<Node>> = Api::all(shared.client.clone());
+    let cfg = watcher::Config::default().labels(&owner_selector(&shared.config.prefix));
+    let mut stream = std::pin::pin!(watcher(api, cfg).default_backoff());
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ev = stream.next() => match ev { Some(ev) => ev, None => return },
+        };
+        let meta = match ev {
+            Ok(watcher::Event::Apply(m)) | Ok(watcher::Event::InitApply(m)) => m,
+            Ok(watcher::Event::Delete(m)) => {
+                if let Some(&i) = m
+                    .metadata
+                    .name
+                    .as_ref()
+                    .and_then(|n| shared.node_index.get(n))
+                {
+                    shared
+                        .queue()
+                        .add(Work::NodeStatus(i), Duration::from_secs(1));
+                }
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "node watch error");
+                continue;
+            }
+        };
+        let Some(&i) = meta
+            .metadata
+            .name
+            .as_ref()
+            .and_then(|n| shared.node_index.get(n))
+        else {
+            continue;
+        };
+        let value = meta
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(NODE_HEALTH))
+            .filter(|v| v.as_str() != "Ready")
+            .cloned();
+        let changed = match shared.nodes[i as usize].state.lock() {
+            Ok(mut st) if st.annotation != value => {
+                st.annotation = value.clone();
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            tracing::info!(node = %shared.nodes[i as usize].name, health = ?value, "health annotation changed");
+            shared.queue().add(Work::NodeStatus(i), Duration::ZERO);
+            shared.queue().add(Work::Lease(i), Duration::ZERO);
+        }
+    }
+}
+
+/// `--delete-nodes-on-exit`: removes our Nodes and their Leases.
+pub async fn delete_all(shared: &Shared) {
+    let nodes: Api<Node> = Api::all(shared.client.clone());
+    let leases: Api<Lease> = Api::namespaced(shared.client.clone(), LEASE_NAMESPACE);
+    futures::stream::iter(shared.nodes.iter())
+        .for_each_concurrent(32, |slot| {
+            let (nodes, leases) = (nodes.clone(), leases.clone());
+            async move {
+                if let Err(e) = nodes.delete(&slot.name, &Default::default()).await
+                    && !is_not_found(&e)
+                {
+                    tracing::warn!(node = %slot.name, error = %e, "deleting node failed");
+                }
+                let _ = leases.delete(&slot.name, &Default::default()).await;
+            }
+        })
+        .await;
+    tracing::info!(nodes = shared.nodes.len(), "deleted nodes on exit");
+}

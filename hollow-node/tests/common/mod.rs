@@ -1,0 +1,204 @@
+//! Helpers shared by the end-to-end tests: run the hollow node in-process against the
+//! harness's control plane, read its ops routes, wait on pods and nodes.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+pub struct Hollow {
+    pub token: CancellationToken,
+    pub join: tokio::task::JoinHandle<Result<(), hollow_node::Error>>,
+    pub addr: SocketAddr,
+}
+
+pub fn config(cp: &e2e::ControlPlane, prefix: &str, nodes: usize) -> hollow_node::Config {
+    let mut c = hollow_node::Config::new(prefix, nodes);
+    c.kubeconfig = Some(cp.kubeconfig());
+    c.listen = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
+    c.pods.job_complete_after = Duration::from_secs(2);
+    c
+}
+
+pub async fn start(config: hollow_node::Config) -> Hollow {
+    telemetry::install_crypto_provider();
+    telemetry::init_logging(false);
+    let token = CancellationToken::new();
+    let addr = config.listen;
+    let join = tokio::spawn(hollow_node::run(config, token.clone()));
+    let h = Hollow { token, join, addr };
+    e2e::wait_for(Duration::from_secs(60), "hollow node /readyz", || async {
+        Ok((get(addr, "/readyz").await.0 == 200).then_some(()))
+    })
+    .await
+    .expect("hollow node ready");
+    h
+}
+
+impl Hollow {
+    pub async fn stop(self) {
+        self.token.cancel();
+        match tokio::time::timeout(Duration::from_secs(30), self.join).await {
+            Ok(Ok(Ok(()))) => {}
+            other => panic!("hollow node did not stop cleanly: {other:?}"),
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET on the ops port: (status, body).
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The value of a metric line that starts with `prefix` (labels included).
+pub fn metric(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+pub fn ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn not_ready_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t.key.starts_with("node.kubernetes.io/not-ready"))
+        })
+}
+
+pub async fn wait_nodes_ready(client: &kube::Client, prefix: &str, n: usize, timeout: Duration) {
+    let api: Api<Node> = Api::all(client.clone());
+    let selector = format!("mock-kind.io/hollow-node={prefix}");
+    e2e::wait_for(timeout, &format!("{n} nodes Ready and untainted"), || {
+        let api = api.clone();
+        let selector = selector.clone();
+        async move {
+            let nodes = api.list(&ListParams::default().labels(&selector)).await?;
+            let good = nodes
+                .items
+                .iter()
+                .filter(|n| ready(n) && !not_ready_taint(n))
+                .count();
+            Ok((good == n).then_some(()))
+        }
+    })
+    .await
+    .expect("nodes ready");
+}
+
+pub fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until `n` pods matching `selector` in `ns` are Running and Ready; returns them.
+pub async fn wait_running(
+    client: &kube::Client,
+    ns: &str,
+    selector: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    e2e::wait_for(timeout, &format!("{n} pods {selector} Running"), || {
+        let api = api.clone();
+        let selector = selector.to_string();
+        async move {
+            let pods = api.list(&ListParams::default().labels(&selector)).await?;
+            let running: Vec<Pod> = pods
+                .items
+                .into_iter()
+                .filter(|p| {
+                    phase(p) == "Running" && pod_ready(p) && p.metadata.deletion_timestamp.is_none()
+                })
+                .collect();
+            Ok((running.len() == n).then_some(running))
+        }
+    })
+    .await
+    .expect("pods running")
+}
+
+pub fn ips(pods: &[Pod]) -> BTreeMap<String, String> {
+    pods.iter()
+        .map(|p| {
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+pub async fn create_namespace(client: &kube::Client, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("ns");
+    api.create(&Default::default(), &ns)
+        .await
+        .expect("create namespace");
+}
+
+/// A Deployment of `replicas` pods that need no ServiceAccount token.
+pub fn deployment(name: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Deployment {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "containers": [{"name": "app", "image": "nginx:1.19",
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]
+                }
+            }
+        }
+    }))
+    .expect("deployment")
+}
