@@ -717,7 +717,7 @@ mod tests {
             (
                 "two uids",
                 |s| {
-                    s.operator_uids.insert(5);
+                    s.operator_uids.insert(1_999_999_999);
                 },
                 "not one",
             ),
