@@ -315,11 +315,17 @@ impl Sandbox {
 
         step("waiting for the pods to run");
         let started = Instant::now();
+        let last_running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
         let settled = wait_for(opts.timeout, "the demonstration to settle", || {
             let client = client.clone();
             let replicas = opts.replicas;
+            let last_running = last_running.clone();
             async move {
                 let s = Summary::collect(&client, replicas).await?;
+                let running = s.operator_pods_running;
+                if last_running.swap(running, std::sync::atomic::Ordering::Relaxed) != running {
+                    step(&format!("{running}/{replicas} operator pods Running"));
+                }
                 Ok(s.problems().is_empty().then_some(s))
             }
         })
