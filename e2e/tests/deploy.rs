@@ -6,15 +6,21 @@
 //! - Applied for real, the RBAC grants each service what it calls and nothing more, as the real
 //!   authorizer answers `kubectl auth can-i --as=<service account>`; applying twice changes nothing.
 //! - Rendered pods keep the restricted pod-security settings; only the extender uses hostNetwork.
-//! - Every environment variable the manifests set is a flag of the binary the container runs.
+//! - Every environment variable the manifests set is a flag of the binary the container runs, and
+//!   the binaries run with the manifests' environment under their service accounts' RBAC alone:
+//!   their probes answer, the webhook publishes its caBundle, the hollow node's Nodes get Ready and
+//!   go away within the pod's termination grace period.
 //! - deploy/kind/cluster.yaml mounts a KubeSchedulerConfiguration whose extender is the address the
 //!   extender listens on, and the real kube-scheduler accepts that extender entry.
 //! - The Dockerfiles build the binaries the manifests run, as user 65532 on a minimal base.
+//! - The make targets: `secret.load`, `nodes` and the guards of `deploy` on the real control plane;
+//!   `make kind` with stand-ins for kind and docker (neither runs on this machine).
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use e2e::{ControlPlane, Options, workspace_root};
 use serde::Deserialize;
@@ -34,6 +40,8 @@ struct Service {
     image: &'static str,
     package: &'static str,
     bin: &'static str,
+    /// The flag's variable that names a kubeconfig file.
+    kubeconfig_env: &'static str,
 }
 
 const SERVICES: [Service; 3] = [
@@ -44,6 +52,7 @@ const SERVICES: [Service; 3] = [
         image: "mock-kind/scheduler",
         package: "scheduler",
         bin: "mock-kind-scheduler",
+        kubeconfig_env: "MOCK_KIND_KUBECONFIG",
     },
     Service {
         kind: "Deployment",
@@ -52,6 +61,7 @@ const SERVICES: [Service; 3] = [
         image: "mock-kind/webhook",
         package: "webhook",
         bin: "mock-kind-webhook",
+        kubeconfig_env: "MOCK_KIND_WEBHOOK_KUBECONFIG",
     },
     Service {
         kind: "StatefulSet",
@@ -60,6 +70,7 @@ const SERVICES: [Service; 3] = [
         image: "mock-kind/hollow-node",
         package: "hollow-node",
         bin: "hollow-node",
+        kubeconfig_env: "MOCK_KIND_KUBECONFIG",
     },
 ];
 
@@ -244,26 +255,10 @@ fn workspace_version() -> String {
     panic!("Cargo.toml: no version in [workspace.package]")
 }
 
-/// `<bin> --help`, built and run by cargo (`cargo run -q -p <package> --bin <bin> -- --help`),
-/// with no MOCK_KIND_* variable of ours leaking into clap's `[env: ...]` annotations.
+/// `<bin> --help`, with no MOCK_KIND_* variable leaking into clap's `[env: ...]` annotations.
 fn help(s: &Service) -> String {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace_root()).args([
-        "run",
-        "--quiet",
-        "--package",
-        s.package,
-        "--bin",
-        s.bin,
-        "--",
-        "--help",
-    ]);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("MOCK_KIND_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = Command::new(built_binary(s));
+    cmd.env_clear().arg("--help");
     let text = succeed(&mut cmd, None);
     assert!(
         text.contains("Usage:"),
@@ -990,18 +985,16 @@ fn for_server(objs: &[Value], versions: &BTreeSet<String>) -> Vec<Value> {
     objs
 }
 
-fn yaml_stream(objs: &[Value]) -> String {
-    objs.iter()
-        .map(|o| serde_json::to_string(o).expect("JSON"))
-        .collect::<Vec<_>>()
-        .join("\n---\n")
+/// The objects as one v1 List, which kubectl applies item by item.
+fn as_list(objs: &[Value]) -> String {
+    serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": objs }).to_string()
 }
 
 /// `kubectl apply -f -` of `objs`; returns kubectl's one line per object.
 fn apply(kubeconfig: &Path, objs: &[Value], extra: &[&str]) -> Vec<String> {
     let out = succeed(
         kubectl(kubeconfig).args(["apply", "-f", "-"]).args(extra),
-        Some(&yaml_stream(objs)),
+        Some(&as_list(objs)),
     );
     out.lines().map(str::to_owned).collect()
 }
@@ -1060,6 +1053,39 @@ async fn every_overlay_passes_a_server_side_dry_run() {
                 lines.join("\n")
             );
         }
+    }
+
+    // The check can fail: the same dry run refuses a field no Kubernetes has (kubectl validates
+    // against the server's schema; 1.20 has no server-side field validation, so kubectl checks
+    // its OpenAPI document itself) ...
+    let mut bogus = for_server(&render("kind"), &versions);
+    let webhook = bogus
+        .iter_mut()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "mock-kind-webhook")
+        .expect("webhook Deployment");
+    webhook["spec"]["template"]["spec"]["containers"][0]["securityContextt"] =
+        serde_json::json!({});
+    let out = output(
+        kubectl(&kc).args(["apply", "--dry-run=server", "-f", "-"]),
+        Some(&as_list(&bogus)),
+    );
+    assert!(!out.status.success(), "a misspelt field passed the dry run");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("securityContextt"),
+        "the refusal names the field: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ... and, on a server without policy/v1, the PodDisruptionBudget as written.
+    if !versions.contains("policy/v1") {
+        let pdb = find(&render("kind"), "PodDisruptionBudget", "mock-kind-webhook").clone();
+        let out = output(
+            kubectl(&kc).args(["apply", "--dry-run=server", "-f", "-"]),
+            Some(&as_list(&[pdb])),
+        );
+        assert!(
+            !out.status.success(),
+            "a policy/v1 PodDisruptionBudget passed on a server without policy/v1"
+        );
     }
 }
 
@@ -1241,4 +1267,602 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
         }
     }
     assert!(wrong.is_empty(), "RBAC:\n{}", wrong.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binaries, run as the kind overlay's pods would run them.
+
+/// The binary `s.bin`. Built once per test process as `make test` builds them before testing
+/// (`cargo build --workspace --bins`: a no-op there, and the same features, so nothing is built
+/// twice), into this test's target directory and profile.
+fn built_binary(s: &Service) -> PathBuf {
+    static PROFILE_DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = PROFILE_DIR.get_or_init(|| {
+        // This test runs from <target>/<profile>/deps/.
+        let exe = std::env::current_exe().expect("test executable");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>")
+            .to_path_buf();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root())
+            .args(["build", "--quiet", "--workspace", "--bins"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        succeed(&mut cmd, None);
+        dir
+    });
+    let bin = dir.join(s.bin);
+    assert!(bin.is_file(), "{} was not built", bin.display());
+    bin
+}
+
+/// The ServiceAccount's token (Kubernetes 1.20: the token Secret the controller-manager makes).
+async fn sa_token(client: &kube::Client, sa: &str) -> String {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), NAMESPACE);
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), NAMESPACE);
+    e2e::wait_for(
+        std::time::Duration::from_secs(60),
+        &format!("a token for ServiceAccount {NAMESPACE}/{sa}"),
+        || {
+            let (sas, secrets) = (sas.clone(), secrets.clone());
+            async move {
+                let Some(account) = sas.get_opt(sa).await? else {
+                    return Ok(None);
+                };
+                for r in account.secrets.into_iter().flatten() {
+                    let Some(name) = r.name else { continue };
+                    let token = secrets
+                        .get_opt(&name)
+                        .await?
+                        .and_then(|s| s.data?.remove("token"));
+                    if let Some(token) = token {
+                        return Ok(Some(String::from_utf8_lossy(&token.0).into_owned()));
+                    }
+                }
+                Ok(None)
+            }
+        },
+    )
+    .await
+    .expect("service account token")
+}
+
+/// A kubeconfig that authenticates as the ServiceAccount: the process gets its RBAC and no more.
+fn sa_kubeconfig(cp: &ControlPlane, sa: &str, token: &str) -> PathBuf {
+    // One CA file per account: a file rewritten while another process reads it would be empty.
+    let ca = cp.dir().join(format!("{sa}-ca.crt"));
+    std::fs::write(&ca, cp.ca_pem()).expect("write CA");
+    let path = cp.dir().join(format!("{sa}.kubeconfig"));
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "cp", "cluster": { "server": cp.server(), "certificate-authority": ca } }],
+        "users": [{ "name": sa, "user": { "token": token } }],
+        "contexts": [{ "name": sa, "context": { "cluster": "cp", "user": sa } }],
+        "current-context": sa,
+    });
+    std::fs::write(&path, config.to_string()).expect("write kubeconfig");
+    path
+}
+
+/// A service process; killed when dropped.
+struct Running {
+    name: &'static str,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Running {
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+        format!(
+            "--- last lines of {} ({}) ---\n{tail}",
+            self.name,
+            self.log.display()
+        )
+    }
+    /// Fails the test, with the log, when the process has exited.
+    fn assert_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited ({status}):\n{}", self.name, self.tail());
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The port a probe names: a number, or one of the container's port names.
+fn probe_port(container: &Value, probe: &Value) -> u16 {
+    let port = &probe["httpGet"]["port"];
+    let n = port.as_u64().or_else(|| {
+        let name = port.as_str()?;
+        container["ports"]
+            .as_array()?
+            .iter()
+            .find(|p| p["name"] == name)?["containerPort"]
+            .as_u64()
+    });
+    n.and_then(|n| u16::try_from(n).ok())
+        .unwrap_or_else(|| panic!("probe port {port} of {}", container["name"]))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_run_with_the_manifests_env_probes_and_rbac() {
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::{Node, Secret};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    let cp = ControlPlane::start(Options {
+        scheduler: false,
+        ..Options::default()
+    })
+    .await
+    .expect("control plane");
+    let kc = cp.kubeconfig();
+    let objs = for_server(&render("kind"), &api_versions(&kc));
+    apply(&kc, &objs, &[]);
+    let client = cp.client();
+
+    // Start each service as its pod would: the container's environment (downward-API values
+    // filled in as the kubelet would), its ServiceAccount's token, and only the listen address
+    // moved to a free loopback port.
+    struct Started {
+        run: Running,
+        probe_path: String,
+        https: bool,
+        port: u16,
+    }
+    fn logs(started: &[Started]) -> String {
+        started
+            .iter()
+            .map(|s| s.run.tail())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+    let mut started = Vec::new();
+    for s in &SERVICES {
+        let (pod, c) = service_container(&objs, s);
+        let sa = text(pod, "/serviceAccountName");
+        let token = sa_token(&client, sa).await;
+        let mut cmd = Command::new(built_binary(s));
+        cmd.env_clear()
+            .env(s.kubeconfig_env, sa_kubeconfig(&cp, sa, &token));
+        let mut listen = None;
+        for e in c["env"].as_array().into_iter().flatten() {
+            let name = text(e, "/name");
+            if name.starts_with("KUBERNETES_SERVICE_") {
+                continue; // the kubeconfig above says where the API server is
+            }
+            let mut value = match e["value"].as_str() {
+                Some(v) => v.to_owned(),
+                None => match text(e, "/valueFrom/fieldRef/fieldPath") {
+                    "metadata.namespace" => NAMESPACE.to_owned(),
+                    "metadata.name" => format!("{}-0", s.workload),
+                    "status.podIP" | "status.hostIP" => "127.0.0.1".to_owned(),
+                    other => panic!(
+                        "{}: {name} from {other:?}: no value for it here",
+                        s.workload
+                    ),
+                },
+            };
+            if let Ok(addr) = value.parse::<SocketAddr>() {
+                let port = e2e::free_port();
+                listen = Some((addr.port(), port));
+                value = format!("127.0.0.1:{port}");
+            }
+            cmd.env(name, value);
+        }
+        let (manifest_port, port) = listen
+            .unwrap_or_else(|| panic!("{}: no listen address in the environment", s.workload));
+        let readiness = &c["readinessProbe"];
+        assert_eq!(
+            probe_port(c, readiness),
+            manifest_port,
+            "{}: the readiness probe's port vs the listen address",
+            s.workload
+        );
+        assert_eq!(
+            probe_port(c, &c["livenessProbe"]),
+            manifest_port,
+            "{}: the liveness probe's port",
+            s.workload
+        );
+        let log = cp.dir().join(format!("{}.log", s.bin));
+        let file = std::fs::File::create(&log).expect("log file");
+        cmd.stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .stdin(Stdio::null());
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", s.bin));
+        started.push(Started {
+            run: Running {
+                name: s.bin,
+                child,
+                log,
+            },
+            probe_path: text(readiness, "/httpGet/path").to_owned(),
+            https: text(readiness, "/httpGet/scheme") == "HTTPS",
+            port,
+        });
+    }
+
+    // The webhook's certificate: bootstrapped into its Secret, its CA published in the caBundle.
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), NAMESPACE);
+    let ca = e2e::wait_for(
+        Duration::from_secs(120),
+        "the webhook's Secret mock-kind-webhook-tls",
+        || {
+            let secrets = secrets.clone();
+            async move {
+                Ok(secrets
+                    .get_opt("mock-kind-webhook-tls")
+                    .await?
+                    .and_then(|s| s.data?.remove("ca.crt")))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&started)));
+    let ca_file = cp.dir().join("webhook-ca.crt");
+    std::fs::write(&ca_file, &ca.0).expect("write webhook CA");
+    let mwcs: kube::Api<MutatingWebhookConfiguration> = kube::Api::all(client.clone());
+    let bundle = e2e::wait_for(
+        Duration::from_secs(120),
+        "the caBundle of mock-kind-webhook",
+        || {
+            let mwcs = mwcs.clone();
+            async move {
+                let mwc = mwcs.get("mock-kind-webhook").await?;
+                let bundle = mwc
+                    .webhooks
+                    .into_iter()
+                    .flatten()
+                    .find_map(|w| w.client_config.ca_bundle);
+                Ok(bundle.filter(|b| !b.0.is_empty()))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&started)));
+    assert_eq!(
+        bundle.0, ca.0,
+        "the caBundle is the CA of the bootstrapped Secret"
+    );
+
+    // Every readiness probe answers as the kubelet would ask it (the webhook's over TLS, checked
+    // against its CA for the Service's DNS name, as the API server will).
+    for st in &mut started {
+        let (path, port, https, name) = (st.probe_path.clone(), st.port, st.https, st.run.name);
+        let ca_file = ca_file.clone();
+        let run = &mut st.run;
+        let ready = e2e::wait_for(Duration::from_secs(90), &format!("{name} {path}"), || {
+            run.assert_alive();
+            let (path, ca_file) = (path.clone(), ca_file.clone());
+            async move {
+                let ok = if https {
+                    let host = format!("mock-kind-webhook.{NAMESPACE}.svc");
+                    output(
+                        Command::new("curl")
+                            .args(["-sf", "--max-time", "2", "--cacert"])
+                            .arg(&ca_file)
+                            .arg("--resolve")
+                            .arg(format!("{host}:{port}:127.0.0.1"))
+                            .arg(format!("https://{host}:{port}{path}")),
+                        None,
+                    )
+                    .status
+                    .success()
+                } else {
+                    e2e::wait::http_ok(port, &path).await
+                };
+                Ok(ok.then_some(()))
+            }
+        })
+        .await;
+        if let Err(e) = ready {
+            panic!("{e}\n{}", st.run.tail());
+        }
+    }
+
+    // The hollow node's Nodes: as many as the manifest asks, named after the pod, Ready.
+    let (_, hollow) = service_container(&objs, &SERVICES[2]);
+    let want: usize = env_value(hollow, "MOCK_KIND_NODES")
+        .and_then(|v| v.parse().ok())
+        .expect("MOCK_KIND_NODES");
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let ours = |list: Vec<Node>| -> Vec<Node> {
+        list.into_iter()
+            .filter(|n| {
+                n.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| name.starts_with("hollow-node-0-"))
+            })
+            .collect()
+    };
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    };
+    let list_params = kube::api::ListParams::default();
+    let got = e2e::wait_for(
+        Duration::from_secs(120),
+        &format!("{want} Ready nodes hollow-node-0-*"),
+        || {
+            let nodes = nodes.clone();
+            let lp = list_params.clone();
+            async move {
+                let mine = ours(nodes.list(&lp).await?.items);
+                Ok((mine.len() == want && mine.iter().all(ready)).then_some(mine.len()))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&started)));
+    assert_eq!(got, want);
+
+    // SIGTERM, as the kubelet stops the pod: the Nodes go away within the grace period.
+    let grace = find(&objs, "StatefulSet", "hollow-node")
+        .pointer("/spec/template/spec/terminationGracePeriodSeconds")
+        .and_then(Value::as_u64)
+        .unwrap_or(30);
+    let hollow_run = &mut started[2].run;
+    let pid = hollow_run.child.id().to_string();
+    succeed(Command::new("kill").args(["-TERM", &pid]), None);
+    let gone = e2e::wait_for(
+        Duration::from_secs(grace),
+        "the hollow node's Nodes to be deleted on SIGTERM",
+        || {
+            let nodes = nodes.clone();
+            let lp = list_params.clone();
+            async move { Ok(ours(nodes.list(&lp).await?.items).is_empty().then_some(())) }
+        },
+    )
+    .await;
+    if let Err(e) = gone {
+        panic!("{e}\n{}", hollow_run.tail());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The make targets that need only kubectl, through the root Makefile (bash -eu -o pipefail).
+
+/// `make <args> KUBE_CONTEXT=` in the repository root, talking to the cluster of `kubeconfig`.
+fn make(kubeconfig: &Path, args: &[&str]) -> Output {
+    output(
+        Command::new("make")
+            .current_dir(workspace_root())
+            .arg("--no-print-directory")
+            .args(args)
+            .arg("KUBE_CONTEXT=")
+            .env("KUBECONFIG", kubeconfig),
+        None,
+    )
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn make_secret_load_nodes_and_deploy_guards_on_the_real_control_plane() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Secret;
+
+    let cp = ControlPlane::start(Options {
+        scheduler: false,
+        ..Options::default()
+    })
+    .await
+    .expect("control plane");
+    let kc = cp.kubeconfig();
+    let client = cp.client();
+
+    // secret.load: a docker-registry Secret from a config.json, created once, then unchanged.
+    let config = cp.dir().join("docker-config.json");
+    let auth = r#"{"auths":{"registry.example":{"auth":"dXNlcjpwYXNz"}}}"#;
+    std::fs::write(&config, auth).expect("write config.json");
+    let file = format!("FILE={}", config.display());
+    for round in ["first", "second"] {
+        let out = make(&kc, &["secret.load", &file]);
+        assert!(
+            out.status.success(),
+            "make secret.load ({round} run): {}",
+            stderr_of(&out)
+        );
+    }
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), NAMESPACE);
+    let secret = secrets.get(REGISTRY_SECRET).await.expect("registry Secret");
+    assert_eq!(
+        secret.type_.as_deref(),
+        Some("kubernetes.io/dockerconfigjson")
+    );
+    let data = secret.data.unwrap_or_default();
+    assert_eq!(
+        data.get(".dockerconfigjson").map(|b| b.0.as_slice()),
+        Some(auth.as_bytes()),
+        "the Secret holds the file"
+    );
+    // A config whose credentials live in a helper is refused with the reason.
+    let helper = cp.dir().join("helper-config.json");
+    std::fs::write(&helper, r#"{"credsStore":"desktop"}"#).expect("write config.json");
+    let out = make(&kc, &["secret.load", &format!("FILE={}", helper.display())]);
+    assert!(
+        !out.status.success() && stderr_of(&out).contains("no inline credentials"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = make(&kc, &["secret.load", "FILE=/nonexistent/config.json"]);
+    assert!(
+        !out.status.success() && stderr_of(&out).contains("no file"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // nodes: resizes the StatefulSet of the applied overlay (0 replicas: no kubelet runs pods here).
+    apply(&kc, &for_server(&render("kind"), &api_versions(&kc)), &[]);
+    let out = make(&kc, &["nodes", "REPLICAS=0", "NODES=7"]);
+    assert!(out.status.success(), "make nodes: {}", stderr_of(&out));
+    let sts: kube::Api<StatefulSet> = kube::Api::namespaced(client.clone(), NAMESPACE);
+    let set =
+        serde_json::to_value(sts.get("hollow-node").await.expect("StatefulSet")).expect("JSON");
+    assert_eq!(
+        set.pointer("/spec/replicas").and_then(Value::as_i64),
+        Some(0),
+        "replicas"
+    );
+    let (_, container) = service_container(std::slice::from_ref(&set), &SERVICES[2]);
+    assert_eq!(
+        env_value(container, "MOCK_KIND_NODES").as_deref(),
+        Some("7"),
+        "nodes per replica"
+    );
+    for (args, needle) in [
+        (&["nodes"][..], "usage: make nodes"),
+        (&["nodes", "NODES=ten"][..], "whole numbers"),
+        (&["deploy", "OVERLAY=nope"][..], "no overlay 'nope'"),
+        // The kind overlay binds the extender to a node this cluster lacks: refused before applying.
+        (
+            &["deploy"][..],
+            "binds the extender to node mock-kind-control-plane",
+        ),
+    ] {
+        let out = make(&kc, args);
+        assert!(
+            !out.status.success() && stderr_of(&out).contains(needle),
+            "make {args:?}: want a failure saying {needle:?}, got {}: {}",
+            out.status,
+            stderr_of(&out)
+        );
+    }
+}
+
+/// `make kind` with stand-ins for kind and docker (neither runs here): what it hands kind, and that
+/// a second run creates nothing.
+#[test]
+fn make_kind_creates_the_cluster_once_with_an_absolute_mount() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let record = dir.path().join("kind-calls");
+    let clusters = dir.path().join("clusters");
+    std::fs::write(&clusters, "").expect("write");
+    // kind: records each call (and the config it reads on stdin); `get clusters` prints the file.
+    let kind = format!(
+        "#!/bin/sh\necho \"kind $*\" >> '{rec}'\n\
+         if [ \"$1 $2\" = 'get clusters' ]; then cat '{clusters}'; exit 0; fi\n\
+         if [ \"$1 $2\" = 'create cluster' ]; then cat > '{rec}.config'; fi\n",
+        rec = record.display(),
+        clusters = clusters.display()
+    );
+    for (name, script) in [("kind", kind.as_str()), ("docker", "#!/bin/sh\nexit 0\n")] {
+        let path = bin.join(name);
+        std::fs::write(&path, script).expect("write stand-in");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let make = |args: &[&str]| {
+        output(
+            Command::new("make")
+                .current_dir(workspace_root())
+                .arg("--no-print-directory")
+                .args(args)
+                .env("PATH", &path),
+            None,
+        )
+    };
+
+    let out = make(&["kind", "KUBE_VERSION=1.31.4"]);
+    assert!(out.status.success(), "make kind: {}", stderr_of(&out));
+    let calls = std::fs::read_to_string(&record).expect("kind was called");
+    let create = calls
+        .lines()
+        .find(|l| l.starts_with("kind create cluster"))
+        .unwrap_or_else(|| panic!("no kind create cluster in:\n{calls}"));
+    for arg in [
+        "--name mock-kind",
+        "--image kindest/node:v1.31.4",
+        "--config=-",
+    ] {
+        assert!(create.contains(arg), "{create}: lacks {arg}");
+    }
+    let config_text = std::fs::read_to_string(format!("{}.config", record.display()))
+        .expect("the config kind read");
+    let config = yaml_docs(&config_text, "the config make kind passes");
+    let mounts: Vec<&Value> = config[0]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["extraMounts"].as_array().into_iter().flatten())
+        .collect();
+    assert!(!mounts.is_empty(), "no extraMounts in:\n{config_text}");
+    for m in mounts {
+        let host = Path::new(text(m, "/hostPath"));
+        assert!(
+            host.is_absolute() && host.join("scheduler-config.yaml").is_file(),
+            "extraMounts hostPath {} must be the absolute path of deploy/kind/scheduler/",
+            host.display()
+        );
+    }
+    // Everything else is the file as it is in the repository.
+    let mut as_written = yaml_file("deploy/kind/cluster.yaml");
+    let mut passed = config[0].clone();
+    for c in [&mut as_written, &mut passed] {
+        for n in c["nodes"].as_array_mut().into_iter().flatten() {
+            if let Some(ms) = n.get_mut("extraMounts") {
+                *ms = Value::Null;
+            }
+        }
+    }
+    assert_eq!(
+        passed, as_written,
+        "make kind changed more than the mount paths"
+    );
+
+    // The cluster exists now: a second run creates nothing.
+    std::fs::write(&clusters, "mock-kind\n").expect("write");
+    std::fs::write(&record, "").expect("reset");
+    let out = make(&["kind", "KUBE_VERSION=1.31.4"]);
+    assert!(
+        out.status.success(),
+        "second make kind: {}",
+        stderr_of(&out)
+    );
+    let calls = std::fs::read_to_string(&record).expect("calls");
+    assert!(
+        !calls.contains("create"),
+        "the second make kind created again:\n{calls}"
+    );
+
+    // Node images older than the scheduler configuration's API are refused up front.
+    std::fs::write(&clusters, "").expect("write");
+    let out = make(&["kind", "KUBE_VERSION=1.20.2"]);
+    assert!(
+        !out.status.success() && stderr_of(&out).contains("too old"),
+        "make kind KUBE_VERSION=1.20.2: {}",
+        stderr_of(&out)
+    );
 }
