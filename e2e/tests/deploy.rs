@@ -61,7 +61,7 @@ const SERVICES: [Service; 3] = [
         image: "mock-kind/webhook",
         package: "webhook",
         bin: "mock-kind-webhook",
-        kubeconfig_env: "MOCK_KIND_WEBHOOK_KUBECONFIG",
+        kubeconfig_env: "MOCK_KIND_KUBECONFIG",
     },
     Service {
         kind: "StatefulSet",

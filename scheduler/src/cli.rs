@@ -27,8 +27,8 @@ pub struct Args {
     pub kubeconfig: Option<PathBuf>,
 
     /// Log JSON lines instead of human-readable text.
-    #[arg(long, env = "MOCK_KIND_JSON_LOGS")]
-    pub json_logs: bool,
+    #[arg(long, env = "MOCK_KIND_LOG_JSON")]
+    pub log_json: bool,
 
     /// PEM certificate (chain) for HTTPS; requires --tls-key. Default: plain HTTP.
     #[arg(long, env = "MOCK_KIND_SCHEDULER_TLS_CERT", requires = "tls_key")]

@@ -6,7 +6,7 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     telemetry::install_crypto_provider();
     let args = scheduler::cli::Args::parse();
-    telemetry::init_logging(args.json_logs);
+    telemetry::init_logging(args.log_json);
     let config = scheduler::Config::from_args(&args)?;
     let shutdown = telemetry::shutdown_token();
     if let Err(e) = scheduler::run(config, shutdown).await {

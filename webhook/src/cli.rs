@@ -93,7 +93,7 @@ pub struct Args {
     )]
     pub cert_check_seconds: u64,
     /// Kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config).
-    #[arg(long, env = "MOCK_KIND_WEBHOOK_KUBECONFIG")]
+    #[arg(long, env = "MOCK_KIND_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
     /// Seconds in-flight requests get to finish on SIGTERM.
     #[arg(
@@ -103,7 +103,7 @@ pub struct Args {
     )]
     pub shutdown_grace_seconds: u64,
     /// Log as JSON.
-    #[arg(long, env = "MOCK_KIND_WEBHOOK_LOG_JSON", default_value_t = false)]
+    #[arg(long, env = "MOCK_KIND_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
 }
 
