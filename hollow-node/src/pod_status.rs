@@ -662,6 +662,18 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
         )
     };
     let changed = |s: PodStatus| Some(s).filter(|s| status_differs(&prev, s));
+    // Pending with every container waiting (a missing object, a delayed start), looked at again
+    // after `requeue`.
+    let waiting = |reason: &'static str,
+                   message: Option<String>,
+                   with_ip: bool,
+                   events: Vec<PodEvent>,
+                   requeue: Duration| Outcome {
+        status: changed(pending_status(Run::Waiting { reason, message }, with_ip)),
+        events,
+        requeue: Some(requeue),
+        delete: false,
+    };
 
     if !missing_volumes.is_empty() {
         for (volume, problem) in &missing_volumes {
@@ -671,19 +683,13 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
                 message: format!("MountVolume.SetUp failed for volume \"{volume}\" : {problem}"),
             });
         }
-        let status = pending_status(
-            Run::Waiting {
-                reason: "ContainerCreating",
-                message: None,
-            },
+        return waiting(
+            "ContainerCreating",
+            None,
             false,
-        );
-        return Outcome {
-            status: changed(status),
             events,
-            requeue: Some(ctx.settings.retry_missing),
-            delete: false,
-        };
+            ctx.settings.retry_missing,
+        );
     }
     if !missing_env.is_empty() {
         let message = missing_env.join("; ");
@@ -692,38 +698,21 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
             reason: "Failed",
             message: format!("Error: {message}"),
         });
-        let status = pending_status(
-            Run::Waiting {
-                reason: "CreateContainerConfigError",
-                message: Some(message),
-            },
+        return waiting(
+            "CreateContainerConfigError",
+            Some(message),
             true,
-        );
-        return Outcome {
-            status: changed(status),
             events,
-            requeue: Some(ctx.settings.retry_missing),
-            delete: false,
-        };
+            ctx.settings.retry_missing,
+        );
     }
 
     // Delayed start.
     if let Some(d) = lifecycle.delay_running {
         let due = add(start_time, d);
         if ctx.now < due {
-            let status = pending_status(
-                Run::Waiting {
-                    reason: "ContainerCreating",
-                    message: None,
-                },
-                false,
-            );
-            return Outcome {
-                status: changed(status),
-                events,
-                requeue: Some(time_diff(due, ctx.now).max(Duration::from_millis(100))),
-                delete: false,
-            };
+            let requeue = time_diff(due, ctx.now).max(Duration::from_millis(100));
+            return waiting("ContainerCreating", None, false, events, requeue);
         }
     }
 

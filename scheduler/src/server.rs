@@ -77,6 +77,23 @@ fn not_synced(cache: &Cache) -> Failure {
     ))
 }
 
+/// The pod a request is about, once the caches have synced (else a retryable failure); its
+/// namespace and name go on the request's span.
+fn request_pod<'a>(
+    state: &AppState,
+    pod: Option<&'a Object<'a>>,
+    what: &str,
+) -> Result<PodFacts<'a>, Failure> {
+    if !state.cache.is_synced() {
+        return Err(not_synced(&state.cache));
+    }
+    let pod = pod_facts(pod, what)?;
+    let span = tracing::Span::current();
+    span.record("namespace", pod.namespace);
+    span.record("pod", pod.name);
+    Ok(pod)
+}
+
 /// The pod's identity and its `nodeName` annotation; errors name the missing field.
 fn pod_facts<'a>(pod: Option<&'a Object<'a>>, what: &str) -> Result<PodFacts<'a>, Failure> {
     let Some(pod) = pod else {
@@ -131,13 +148,7 @@ pub fn answer_filter(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Failure> 
             format!("the body is not ExtenderArgs JSON: {e}"),
         )
     })?;
-    if !state.cache.is_synced() {
-        return Err(not_synced(&state.cache));
-    }
-    let pod = pod_facts(args.pod.as_ref(), "ExtenderArgs")?;
-    let span = tracing::Span::current();
-    span.record("namespace", pod.namespace);
-    span.record("pod", pod.name);
+    let pod = request_pod(state, args.pod.as_ref(), "ExtenderArgs")?;
     let policy = state.cache.namespace(pod.namespace);
     let placement = rules::placement(&pod, policy.as_deref())
         .map_err(|e| Failure::retry(format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
@@ -251,13 +262,7 @@ pub fn answer_preempt(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Failure>
             format!("the body is not ExtenderPreemptionArgs JSON: {e}"),
         )
     })?;
-    if !state.cache.is_synced() {
-        return Err(not_synced(&state.cache));
-    }
-    let pod = pod_facts(args.pod.as_ref(), "ExtenderPreemptionArgs")?;
-    let span = tracing::Span::current();
-    span.record("namespace", pod.namespace);
-    span.record("pod", pod.name);
+    let pod = request_pod(state, args.pod.as_ref(), "ExtenderPreemptionArgs")?;
     let policy = state.cache.namespace(pod.namespace);
     let placement = rules::placement(&pod, policy.as_deref())
         .map_err(|e| Failure::retry(format!("pod {}/{}: {e}", pod.namespace, pod.name)))?;
