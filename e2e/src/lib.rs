@@ -14,6 +14,7 @@ pub mod control_plane;
 pub mod error;
 pub mod pki;
 pub mod process;
+pub mod procfs;
 pub mod sandbox;
 pub mod wait;
 

@@ -5,6 +5,11 @@
 //! kubemark's RSS per node on the same control plane (BENCH_KUBEMARK processes, 3).
 //!
 //! `cargo bench -p hollow-node --bench scale`; BENCH_NODES=200 BENCH_PODS=2000 for a quick run.
+//! BENCH_CREATE_QPS paces pod creation: the controller-manager's client QPS, so the ReplicaSet
+//! controller creates about that many pods a second (50: what the scheduler places without a
+//! backlog on 2 cores at 2,000 nodes; 0: 1,000, a creation storm). BENCH_WORKERS sets
+//! hollow-node's --workers (0: its automatic count); BENCH_DUMP=<file> writes the per-pod ramp
+//! timeline as CSV.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use e2e::procfs::{cpu_seconds, peak_rss_mb as hwm_mb, rss_mb};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -35,38 +41,6 @@ impl Drop for Proc {
     }
 }
 
-fn proc_status(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    proc_status(pid, "VmRSS:").unwrap_or(0) as f64 / 1024.0
-}
-
-fn hwm_mb(pid: u32) -> f64 {
-    proc_status(pid, "VmHWM:").unwrap_or(0) as f64 / 1024.0
-}
-
-/// utime + stime in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // Fields after the command (which may contain spaces) start after the last ')'.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat; here index 11 and 12.
-    let hz = 100.0;
-    (ticks(11) + ticks(12)) / hz
-}
-
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
         return String::new();
@@ -87,6 +61,61 @@ async fn api_requests(addr: SocketAddr) -> f64 {
         .filter(|l| l.starts_with("hollow_node_api_requests_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// One line per series of a Prometheus histogram in `text`: count, mean, and p50/p99 as the
+/// upper bound of the bucket that holds them.
+fn histogram_summary(text: &str, name: &str) -> Vec<String> {
+    // series labels (without `le`) → (count, sum, [(le, cumulative count)])
+    let mut series: std::collections::BTreeMap<String, (f64, f64, Vec<(f64, f64)>)> =
+        Default::default();
+    for line in text.lines().filter(|l| l.starts_with(name)) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (metric, labels) = key.split_once('{').unwrap_or((key, ""));
+        let labels = labels.trim_end_matches('}');
+        let mut le = None;
+        let rest: Vec<&str> = labels
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .filter(|l| match l.strip_prefix("le=") {
+                Some(v) => {
+                    le = v.trim_matches('"').parse::<f64>().ok();
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let entry = series.entry(rest.join(",")).or_default();
+        match metric.trim_start_matches(name) {
+            "_count" => entry.0 = value,
+            "_sum" => entry.1 = value,
+            "_bucket" => entry.2.push((le.unwrap_or(f64::INFINITY), value)),
+            _ => {}
+        }
+    }
+    series
+        .into_iter()
+        .map(|(labels, (count, sum, mut buckets))| {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let q = |p: f64| {
+                buckets
+                    .iter()
+                    .find(|(_, c)| *c >= p * count)
+                    .map_or(f64::NAN, |(le, _)| *le)
+            };
+            format!(
+                "{name}{{{labels}}}: n={count} mean={:.3}s p50≤{}s p99≤{}s",
+                sum / count.max(1.0),
+                q(0.5),
+                q(0.99)
+            )
+        })
+        .collect()
 }
 
 fn node_ready(n: &Node) -> bool {
@@ -164,13 +193,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steady = Duration::from_secs(env_usize("BENCH_STEADY_SECS", 30) as u64);
     println!("scale bench: {nodes} nodes, {pods} pods, {kubemarks} kubemark nodes");
 
+    // The controller-manager's client QPS paces pod creation (the ReplicaSet controller is the
+    // client): latency is then the hollow node's, not a backlog in the scheduler. 0 leaves it at
+    // the control plane's 1,000, i.e. a creation storm.
+    let create_qps = env_usize("BENCH_CREATE_QPS", 50);
+    let mut cm_args = vec!["--concurrent-replicaset-syncs=10".to_string()];
+    if create_qps > 0 {
+        cm_args.push(format!("--kube-api-qps={create_qps}"));
+        cm_args.push(format!("--kube-api-burst={create_qps}"));
+    }
     let cp = e2e::ControlPlane::start(e2e::Options {
         client_qps: 1000,
         extra_apiserver_args: vec![
             "--max-requests-inflight=1000".into(),
             "--max-mutating-requests-inflight=500".into(),
         ],
-        extra_controller_manager_args: vec!["--concurrent-replicaset-syncs=10".into()],
+        extra_controller_manager_args: cm_args,
         ..Default::default()
     })
     .await?;
@@ -190,7 +228,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!("--max-pods={}", (pods / nodes.max(1)) * 3 + 10),
             "--kube-api-qps=3000".into(),
             "--kube-api-burst=3000".into(),
-            "--workers=128".into(),
+            format!("--workers={}", env_usize("BENCH_WORKERS", 0)),
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -315,10 +353,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     let own = http_get(addr, "/metrics").await;
-    let own_hist: Vec<&str> = own
-        .lines()
-        .filter(|l| l.starts_with("hollow_node_bind_to_running_seconds"))
-        .collect();
+    let own_hist: Vec<String> = [
+        "hollow_node_bind_to_running_seconds",
+        "hollow_node_queue_wait_seconds",
+        "hollow_node_api_request_duration_seconds",
+    ]
+    .iter()
+    .flat_map(|name| histogram_summary(&own, name))
+    .chain(
+        own.lines()
+            .filter(|l| l.starts_with("hollow_node_api_errors_total"))
+            .map(str::to_string),
+    )
+    .collect();
     watch.abort();
 
     let (mut lat, mut probe_lat): (Vec<f64>, Vec<f64>) = {
@@ -339,6 +386,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             all.iter().filter(|(p, _)| *p).map(|(_, l)| *l).collect(),
         )
     };
+    // For a look at how latency moves over the ramp: seconds after the Deployments were
+    // created at which the pod was seen bound, and its bind→Ready latency.
+    if let Ok(path) = std::env::var("BENCH_DUMP")
+        && let Ok(t) = timeline.lock()
+    {
+        let mut rows: Vec<(f64, f64)> = t
+            .ready
+            .iter()
+            .filter(|(name, _)| !name.starts_with("probe-"))
+            .filter_map(|(name, r)| {
+                let b = t.bound.get(name)?;
+                Some((
+                    b.saturating_duration_since(t_pods).as_secs_f64(),
+                    r.saturating_duration_since(*b).as_secs_f64(),
+                ))
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let csv: String = rows
+            .iter()
+            .map(|(b, l)| format!("{b:.3},{l:.3}\n"))
+            .collect();
+        std::fs::write(&path, format!("bound_s,latency_s\n{csv}"))?;
+        println!("per-pod ramp timeline written to {path}");
+    }
     lat.sort_by(|a, b| a.total_cmp(b));
     probe_lat.sort_by(|a, b| a.total_cmp(b));
 
@@ -438,7 +510,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         km_avg / (rss / nodes.max(1) as f64)
     );
     println!();
-    println!("hollow-node's own bind→Running histogram (first seen bound → Ready written):");
+    println!(
+        "hollow-node's own view over the whole run (bind→Running: first seen bound → Ready written):"
+    );
     for l in own_hist {
         println!("  {l}");
     }

@@ -118,8 +118,9 @@ pub struct Args {
     /// API request burst (0: twice the QPS).
     #[arg(long, env = "MOCK_KIND_KUBE_API_BURST", default_value_t = 0)]
     pub kube_api_burst: u32,
-    /// Workers for per-node and per-pod work.
-    #[arg(long, env = "MOCK_KIND_WORKERS", default_value_t = 64)]
+    /// Requests in flight at once for node and pod work, half each (0: nodes/4, at least 64,
+    /// at most 1024).
+    #[arg(long, env = "MOCK_KIND_WORKERS", default_value_t = 0)]
     pub workers: usize,
     /// Delete the nodes (and leases) on SIGTERM.
     #[arg(long, env = "MOCK_KIND_DELETE_NODES_ON_EXIT", default_value_t = false)]

@@ -11,7 +11,7 @@ use http::{Method, Request, Response};
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
-use crate::metrics::{ApiLabels, Code, Metrics, Verb};
+use crate::metrics::{ApiLabels, Code, Metrics, Verb, VerbLabels};
 
 /// A token bucket that hands out reservations in arrival order: a caller takes a token now
 /// (the balance may go negative) and waits until the balance it left behind is paid back.
@@ -141,7 +141,14 @@ where
             {
                 l.acquire().await;
             }
+            let sent = Instant::now();
             let res = fut.await.map_err(Into::into);
+            if verb != Verb::WATCH {
+                metrics
+                    .api_latency
+                    .get_or_create(&VerbLabels { verb })
+                    .observe(sent.elapsed().as_secs_f64());
+            }
             let code = match &res {
                 Ok(r) if r.status().is_success() => Code::Ok,
                 Ok(r) if r.status().is_client_error() => Code::ClientError,

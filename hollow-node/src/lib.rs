@@ -166,16 +166,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     // Background tasks stop on `tasks`, cancelled after the nodes were (maybe) deleted.
     let tasks = CancellationToken::new();
     let handler_shared = shared.clone();
-    let (queue, queue_join) = queue::start(shared.config.workers, tasks.clone(), move |work| {
-        let shared = handler_shared.clone();
-        async move {
-            match work {
-                queue::Work::Lease(i) => nodes::handle_lease(&shared, i).await,
-                queue::Work::NodeStatus(i) => nodes::handle_status(&shared, i).await,
-                queue::Work::Pod(key) => pods::handle(&shared, key).await,
+    let (queue, queue_join) =
+        queue::start(shared.config.workers, tasks.clone(), move |work, waited| {
+            let shared = handler_shared.clone();
+            let kind = match work {
+                queue::Work::Lease(_) => metrics::WorkKind::Lease,
+                queue::Work::NodeStatus(_) => metrics::WorkKind::NodeStatus,
+                queue::Work::Pod(_) => metrics::WorkKind::Pod,
+            };
+            shared
+                .metrics
+                .queue_wait
+                .get_or_create(&metrics::WorkLabels { kind })
+                .observe(waited.as_secs_f64());
+            async move {
+                match work {
+                    queue::Work::Lease(i) => nodes::handle_lease(&shared, i).await,
+                    queue::Work::NodeStatus(i) => nodes::handle_status(&shared, i).await,
+                    queue::Work::Pod(key) => pods::handle(&shared, key).await,
+                }
             }
-        }
-    });
+        });
     let _ = shared.queue.set(queue);
     let (stores, mut joins) = pods::start_ref_reflectors(&shared, &tasks);
     let _ = shared.refs.set(stores.clone());

@@ -1,5 +1,5 @@
 //! Prometheus metrics of the hollow node: nodes managed, pods by phase, bind→Running latency,
-//! API requests and errors. Labels come from fixed sets.
+//! API requests, errors and latency, and how long due work waits for a worker. Labels come from fixed sets.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -65,6 +65,31 @@ pub struct ApiLabels {
     pub code: Code,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: Verb,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum WorkKind {
+    Lease,
+    NodeStatus,
+    Pod,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkLabels {
+    pub kind: WorkKind,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_buckets() -> Histogram {
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+    ])
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub nodes_managed: Gauge,
@@ -73,6 +98,10 @@ pub struct Metrics {
     pub bind_to_running: Histogram,
     pub api_requests: Family<ApiLabels, Counter>,
     pub api_errors: Family<ApiLabels, Counter>,
+    /// From sending a request (after the rate limiter) to its response headers.
+    pub api_latency: HistogramFamily<VerbLabels>,
+    /// From when queued work was due to when a worker started it.
+    pub queue_wait: HistogramFamily<WorkLabels>,
     pub status_writes: Counter,
 }
 
@@ -87,6 +116,8 @@ impl Metrics {
             ]),
             api_requests: Family::default(),
             api_errors: Family::default(),
+            api_latency: Family::new_with_constructor(latency_buckets),
+            queue_wait: Family::new_with_constructor(latency_buckets),
             status_writes: Counter::default(),
         };
         registry.register(
@@ -114,6 +145,16 @@ impl Metrics {
             "api_errors",
             "Requests to the Kubernetes API that failed (status >= 400 or no response)",
             m.api_errors.clone(),
+        );
+        registry.register(
+            "api_request_duration_seconds",
+            "Kubernetes API request latency (rate limiter wait excluded), by verb",
+            m.api_latency.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Delay between work falling due and a worker starting it, by kind",
+            m.queue_wait.clone(),
         );
         registry.register(
             "pod_status_writes",

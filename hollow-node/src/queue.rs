@@ -1,16 +1,18 @@
-//! A delay queue for per-node and per-pod work with a few workers. Adding an item that is
-//! already queued keeps the earlier deadline; items are sharded by key, so one pod or node is
-//! never worked on by two workers at once.
+//! A delay queue for per-node and per-pod work, in the manner of client-go's workqueue: adding
+//! an item that is already waiting keeps the earlier deadline; due items are handed out in the
+//! order they fell due to whichever handler slot is free; an item is never worked on twice at
+//! once (one added while it runs is run again when it finishes). Node work (leases, node status)
+//! and pod work have separate slots, so pod transitions never wait behind a round of lease
+//! renewals and vice versa, and a backlog on one pod never holds up another.
 
-use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::DelayQueue;
@@ -21,6 +23,15 @@ pub enum Work {
     Lease(u32),
     NodeStatus(u32),
     Pod(Arc<str>),
+}
+
+impl Work {
+    fn lane(&self) -> usize {
+        match self {
+            Work::Lease(_) | Work::NodeStatus(_) => 0,
+            Work::Pod(_) => 1,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -35,65 +46,101 @@ impl Queue {
     }
 }
 
-/// The worker for `work`: node work (leases, node status) has its own half of the workers, so
-/// pod transitions never wait behind a round of lease renewals and vice versa.
-fn shard(work: &Work, n: usize) -> usize {
-    let mut h = DefaultHasher::new();
-    work.hash(&mut h);
-    let h = h.finish();
-    if n < 2 {
-        return 0;
+/// Handler slots per lane (node work, pod work) for `workers` in all.
+fn slots(workers: usize) -> [usize; 2] {
+    let node = (workers / 2).max(1);
+    [node, workers.saturating_sub(node).max(1)]
+}
+
+/// The bookkeeping of due and running work, apart from the timers and tasks.
+#[derive(Default)]
+struct Lanes {
+    /// Due, not running, in the order they fell due (with the instant they did).
+    ready: [VecDeque<(Work, Instant)>; 2],
+    queued: HashSet<Work>,
+    running: HashSet<Work>,
+    /// Added again while running: due once the run finishes.
+    rerun: HashSet<Work>,
+    busy: [usize; 2],
+}
+
+impl Lanes {
+    fn due(&mut self, work: Work, at: Instant) {
+        if self.running.contains(&work) {
+            self.rerun.insert(work);
+        } else if self.queued.insert(work.clone()) {
+            self.ready[work.lane()].push_back((work, at));
+        }
     }
-    let node_workers = n / 2;
-    match work {
-        Work::Lease(_) | Work::NodeStatus(_) => (h % node_workers as u64) as usize,
-        Work::Pod(_) => node_workers + (h % (n - node_workers) as u64) as usize,
+
+    /// The next item to start in a lane with a free slot, marked running.
+    fn next(&mut self, slots: [usize; 2]) -> Option<(Work, Instant)> {
+        for (lane, limit) in slots.into_iter().enumerate() {
+            if self.busy[lane] < limit
+                && let Some((work, at)) = self.ready[lane].pop_front()
+            {
+                self.queued.remove(&work);
+                self.running.insert(work.clone());
+                self.busy[lane] += 1;
+                return Some((work, at));
+            }
+        }
+        None
+    }
+
+    /// A run finished: true when the item was added meanwhile and is due again.
+    fn finished(&mut self, work: &Work) -> bool {
+        self.running.remove(work);
+        self.busy[work.lane()] -= 1;
+        self.rerun.remove(work)
     }
 }
 
-/// Starts the dispatcher and `workers` workers that call `handle` for each due item, until
-/// `shutdown`. Returns the queue and a join handle of all tasks.
+/// Starts the dispatcher, which calls `handle(work, waited)` for each due item (`waited`: how
+/// long it was due before a slot was free), at most `workers` at once, until `shutdown`.
+/// Returns the queue and a handle that completes when all runs have stopped.
 pub fn start<F, Fut>(
     workers: usize,
     shutdown: CancellationToken,
     handle: F,
 ) -> (Queue, tokio::task::JoinHandle<()>)
 where
-    F: Fn(Work) -> Fut + Send + Sync + 'static,
+    F: Fn(Work, Duration) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Work, Duration)>();
-    let handle = Arc::new(handle);
-    let mut senders = Vec::with_capacity(workers);
-    let mut tasks = Vec::with_capacity(workers);
-    for _ in 0..workers.max(1) {
-        let (wtx, mut wrx) = mpsc::channel::<Work>(256);
-        senders.push(wtx);
-        let handle = handle.clone();
-        let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let work = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    w = wrx.recv() => match w { Some(w) => w, None => return },
-                };
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = handle(work) => {},
-                }
-            }
-        }));
-    }
+    let slots = slots(workers);
     let dispatcher = tokio::spawn(async move {
         let mut delays: DelayQueue<Work> = DelayQueue::new();
-        let mut keys: HashMap<Work, (Key, Instant)> = HashMap::new();
+        let mut waiting: HashMap<Work, (Key, Instant)> = HashMap::new();
+        let mut lanes = Lanes::default();
+        let mut runs: JoinSet<Work> = JoinSet::new();
         loop {
+            while let Some((work, due)) = lanes.next(slots) {
+                let fut = handle(work.clone(), due.elapsed());
+                let token = shutdown.clone();
+                runs.spawn(async move {
+                    tokio::select! {
+                        _ = token.cancelled() => {},
+                        _ = fut => {},
+                    }
+                    work
+                });
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 item = rx.recv() => {
                     let Some((work, after)) = item else { break };
-                    let deadline = Instant::now() + after;
-                    match keys.get_mut(&work) {
+                    let now = Instant::now();
+                    if after.is_zero() {
+                        if let Some((key, _)) = waiting.remove(&work) {
+                            delays.remove(&key);
+                        }
+                        lanes.due(work, now);
+                        continue;
+                    }
+                    let deadline = now + after;
+                    match waiting.get_mut(&work) {
                         Some((key, at)) => {
                             if deadline < *at {
                                 delays.reset_at(key, deadline);
@@ -102,24 +149,27 @@ where
                         }
                         None => {
                             let key = delays.insert_at(work.clone(), deadline);
-                            keys.insert(work, (key, deadline));
+                            waiting.insert(work, (key, deadline));
                         }
                     }
                 }
                 Some(expired) = delays.next(), if !delays.is_empty() => {
+                    let at = expired.deadline();
                     let work = expired.into_inner();
-                    keys.remove(&work);
-                    let i = shard(&work, senders.len());
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = senders[i].send(work) => {},
+                    waiting.remove(&work);
+                    lanes.due(work, at);
+                }
+                Some(done) = runs.join_next(), if !runs.is_empty() => {
+                    // A run that panicked is lost with its key; the others carry theirs.
+                    if let Ok(work) = done
+                        && lanes.finished(&work)
+                    {
+                        lanes.due(work, Instant::now());
                     }
                 }
             }
         }
-        for t in tasks {
-            let _ = t.await;
-        }
+        while runs.join_next().await.is_some() {}
     });
     (Queue { tx }, dispatcher)
 }
@@ -130,19 +180,35 @@ mod tests {
     use std::sync::Mutex;
 
     #[test]
-    fn lanes() {
-        for n in [1usize, 2, 4, 32] {
-            let node_workers = if n < 2 { 1 } else { n / 2 };
-            for i in 0..100u32 {
-                let w = shard(&Work::Lease(i), n);
-                assert!(w < node_workers.min(n), "lease {i} of {n} on worker {w}");
-                let p = shard(&Work::Pod(format!("ns/p{i}").into()), n);
-                assert!(
-                    p < n && (n < 2 || p >= node_workers),
-                    "pod {i} of {n} on worker {p}"
-                );
-            }
+    fn lanes_share_slots_fairly() {
+        let cases = [(1, [1, 1]), (2, [1, 1]), (3, [1, 2]), (64, [32, 32])];
+        for (workers, want) in cases {
+            assert_eq!(slots(workers), want, "{workers} workers");
         }
+    }
+
+    #[test]
+    fn lane_bookkeeping() {
+        let t = Instant::now();
+        let mut l = Lanes::default();
+        let pod = |n: &str| Work::Pod(n.into());
+        l.due(pod("a"), t);
+        l.due(pod("b"), t);
+        l.due(pod("a"), t); // already waiting: once
+        l.due(Work::Lease(1), t);
+        let slots = [1, 1];
+        // Node lane first, then the oldest pod; the second pod waits for the slot.
+        assert_eq!(l.next(slots).map(|w| w.0), Some(Work::Lease(1)));
+        assert_eq!(l.next(slots).map(|w| w.0), Some(pod("a")));
+        assert_eq!(l.next(slots), None);
+        // Added while running: not handed out again until the run ends.
+        l.due(pod("a"), t);
+        assert_eq!(l.next(slots), None);
+        assert!(l.finished(&pod("a")), "a was added while it ran");
+        assert_eq!(l.next(slots).map(|w| w.0), Some(pod("b")));
+        assert!(!l.finished(&pod("b")));
+        assert!(!l.finished(&Work::Lease(1)));
+        assert_eq!(l.next(slots), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -151,7 +217,7 @@ mod tests {
         let t0 = Instant::now();
         let s = seen.clone();
         let token = CancellationToken::new();
-        let (q, join) = start(2, token.clone(), move |w| {
+        let (q, join) = start(2, token.clone(), move |w, _| {
             let s = s.clone();
             async move {
                 if let Ok(mut v) = s.lock() {
@@ -164,6 +230,8 @@ mod tests {
         q.add(Work::Lease(1), Duration::from_secs(9)); // later is dropped
         q.add(Work::Pod("a/b".into()), Duration::from_secs(1));
         q.add(Work::Pod("a/b".into()), Duration::from_secs(1));
+        q.add(Work::NodeStatus(3), Duration::from_secs(4));
+        q.add(Work::NodeStatus(3), Duration::ZERO); // now beats a timer
         tokio::time::sleep(Duration::from_secs(20)).await;
         token.cancel();
         let _ = join.await;
@@ -171,7 +239,67 @@ mod tests {
         got.sort_by_key(|(_, t)| *t);
         assert_eq!(
             got,
-            vec![(Work::Pod("a/b".into()), 1000), (Work::Lease(1), 2000)]
+            vec![
+                (Work::NodeStatus(3), 0),
+                (Work::Pod("a/b".into()), 1000),
+                (Work::Lease(1), 2000)
+            ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_item_holds_up_no_other() {
+        // One pod slot per lane would serialize; with 4 pod slots a 10 s run of one pod leaves
+        // the others to finish at once, and the slow pod added again meanwhile runs once more
+        // after it, never twice at the same time.
+        let log: Arc<Mutex<Vec<(String, u64, bool)>>> = Arc::default();
+        let active: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let t0 = Instant::now();
+        let (l, a) = (log.clone(), active.clone());
+        let token = CancellationToken::new();
+        let (q, join) = start(8, token.clone(), move |w, _| {
+            let (l, a) = (l.clone(), a.clone());
+            async move {
+                let Work::Pod(name) = w else { return };
+                let overlap = !a
+                    .lock()
+                    .map(|mut s| s.insert(name.to_string()))
+                    .unwrap_or(false);
+                let slow = &*name == "slow";
+                if slow {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+                if let Ok(mut v) = l.lock() {
+                    v.push((name.to_string(), t0.elapsed().as_secs(), overlap));
+                }
+                if let Ok(mut s) = a.lock() {
+                    s.remove(&*name);
+                }
+            }
+        });
+        q.add(Work::Pod("slow".into()), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        for i in 0..20 {
+            q.add(Work::Pod(format!("p{i}").into()), Duration::ZERO);
+        }
+        q.add(Work::Pod("slow".into()), Duration::ZERO);
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        token.cancel();
+        let _ = join.await;
+        let got = log.lock().map(|v| v.clone()).unwrap_or_default();
+        assert!(got.iter().all(|(_, _, overlap)| !overlap), "{got:?}");
+        let fast: Vec<u64> = got
+            .iter()
+            .filter(|(n, _, _)| n != "slow")
+            .map(|(_, t, _)| *t)
+            .collect();
+        assert_eq!(fast.len(), 20, "{got:?}");
+        assert!(fast.iter().all(|t| *t == 0), "{got:?}");
+        let slow: Vec<u64> = got
+            .iter()
+            .filter(|(n, _, _)| n == "slow")
+            .map(|(_, t, _)| *t)
+            .collect();
+        assert_eq!(slow, vec![10, 20], "{got:?}");
     }
 }
