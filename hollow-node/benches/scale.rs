@@ -66,9 +66,10 @@ async fn api_requests(addr: SocketAddr) -> f64 {
 /// One line per series of a Prometheus histogram in `text`: count, mean, and p50/p99 as the
 /// upper bound of the bucket that holds them.
 fn histogram_summary(text: &str, name: &str) -> Vec<String> {
-    // series labels (without `le`) → (count, sum, [(le, cumulative count)])
-    let mut series: std::collections::BTreeMap<String, (f64, f64, Vec<(f64, f64)>)> =
-        Default::default();
+    /// Count, sum and (le, cumulative count) buckets of one series.
+    type Series = (f64, f64, Vec<(f64, f64)>);
+    // Keyed by the series' labels without `le`.
+    let mut series: std::collections::BTreeMap<String, Series> = Default::default();
     for line in text.lines().filter(|l| l.starts_with(name)) {
         let Some((key, value)) = line.rsplit_once(' ') else {
             continue;
