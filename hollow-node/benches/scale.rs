@@ -246,6 +246,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     let t_nodes = t_start.elapsed();
     println!("{nodes} nodes Ready in {:.1}s", t_nodes.as_secs_f64());
+    // From here on every node should stay Ready: a renewal that comes too late shows as a node
+    // the controller-manager marks NotReady (or Unknown).
+    let not_ready: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let nr = not_ready.clone();
+    let node_api: Api<Node> = Api::all(client.clone());
+    let node_watch = tokio::spawn(async move {
+        let cfg = watcher::Config::default().labels("mock-kind.io/hollow-node=bench");
+        let mut stream = std::pin::pin!(watcher(node_api, cfg));
+        while let Some(ev) = stream.next().await {
+            let (Ok(watcher::Event::Apply(n)) | Ok(watcher::Event::InitApply(n))) = ev else {
+                continue;
+            };
+            if !node_ready(&n)
+                && let Ok(mut set) = nr.lock()
+            {
+                set.insert(n.metadata.name.unwrap_or_default());
+            }
+        }
+    });
 
     // Client-side watch: bind and Ready instants per pod.
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "bench"}}))?;
@@ -353,6 +372,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     })
     .await?;
+    node_watch.abort();
+    let nodes_not_ready = not_ready.lock().map(|s| s.len()).unwrap_or(0);
     let own = http_get(addr, "/metrics").await;
     let own_hist: Vec<String> = [
         "hollow_node_bind_to_running_seconds",
@@ -489,6 +510,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         probe_lat.last().copied().unwrap_or(f64::NAN),
         probe_lat.len()
     );
+    println!("| nodes seen not Ready after all were Ready | {nodes_not_ready} | 0 |");
     println!(
         "| API requests/s at steady state | {steady_rps:.1} | leases: {:.0}/s |",
         nodes as f64 / 10.0
