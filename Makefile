@@ -8,6 +8,13 @@ CARGO ?= cargo
 # package and cached (see e2e/scripts/kube-bins.sh).
 KUBE_BINS = KUBE_BIN_DIR="$$(bash e2e/scripts/kube-bins.sh)"
 
+# A clean build's target/ takes about 2.5 GB (test binaries carry line tables of our crates only)
+# and a first Kubernetes build about 1.5 GB more; say so up front rather than as a linker crash.
+DISK_CHECK = avail=$$(df -Pk . | awk 'NR==2 {print $$4}'); \
+	if [ "$${avail:-0}" -lt 4194304 ]; then \
+	  echo "warning: $$((avail / 1024)) MB free under $$(pwd); a clean build and test needs about 4 GB" >&2; \
+	fi
+
 .PHONY: help
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_.-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,6 +29,7 @@ build: ## Build every service (release)
 
 .PHONY: test
 test: ## Unit, integration and end-to-end tests on a real local control plane
+	@$(DISK_CHECK)
 	@dir=$$(bash e2e/scripts/kube-bins.sh); echo "kube binaries: $$dir"; \
 	$(CARGO) build --workspace --bins; \
 	KUBE_BIN_DIR="$$dir" $(CARGO) test --workspace --no-fail-fast
