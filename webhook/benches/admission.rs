@@ -401,7 +401,7 @@ async fn rig(options: e2e::Options) -> Rig {
 
 impl Rig {
     /// Whether the webhook patched the pods of `with-webhook` and left `without-webhook` alone
-    /// (one pod of each, chosen by `field` selector), and what it says about its own work.
+    /// (one pod of each, by the `bench=webhook` label), and prints what it says of its own work.
     async fn finish(self) -> bool {
         let first = |ns: &'static str| {
             let api: Api<Pod> = Api::namespaced(self.client.clone(), ns);
