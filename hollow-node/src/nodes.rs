@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, ListParams, Patch, PostParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -61,6 +61,15 @@ impl NodeSlot {
 }
 
 /// Selector for the Nodes of this process.
+/// The node's `mock-kind.io/health` annotation, unless it says Ready (which is no fault).
+fn health_annotation(meta: &ObjectMeta) -> Option<String> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(NODE_HEALTH))
+        .filter(|v| v.as_str() != "Ready")
+        .cloned()
+}
+
 pub fn owner_selector(prefix: &str) -> String {
     format!("{OWNER_LABEL}={prefix}")
 }
@@ -171,13 +180,7 @@ pub async fn ensure_node(shared: &Shared, i: usize, existing: Option<Node>) -> R
             planned
         }
     };
-    let annotation = node
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(NODE_HEALTH))
-        .filter(|v| v.as_str() != "Ready")
-        .cloned();
+    let annotation = health_annotation(&node.metadata);
     let uid = node.metadata.uid.clone();
     {
         let mut st = slot.state.lock().map_err(|_| Error::Poisoned)?;
@@ -405,13 +408,7 @@ pub async fn watch_annotations(shared: std::sync::Arc<Shared>, shutdown: Cancell
         else {
             continue;
         };
-        let value = meta
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(NODE_HEALTH))
-            .filter(|v| v.as_str() != "Ready")
-            .cloned();
+        let value = health_annotation(&meta.metadata);
         let changed = match shared.nodes[i as usize].state.lock() {
             Ok(mut st) if st.annotation != value => {
                 st.annotation = value.clone();

@@ -287,6 +287,38 @@ impl Side {
             (_, false) => "with webhook (called, no patch)",
         }
     }
+
+    /// Adds one batch: its time and the CPU readings taken around it.
+    fn add(&mut self, elapsed: Duration, before: [f64; 3], after: [f64; 3]) {
+        self.elapsed += elapsed;
+        for ((total, b), a) in self.cpu.iter_mut().zip(before).zip(after) {
+            *total += a - b;
+        }
+    }
+
+    /// Two rows: the side's time for `what`, and its CPU per pod by process (`processes`).
+    fn print(&self, what: &str, pods: usize, processes: &str) {
+        println!(
+            "{:<52} {:>11.2}s {:>12}",
+            what,
+            self.elapsed.as_secs_f64(),
+            ""
+        );
+        let [a, b, c] = self.cpu.map(|cpu| cpu / pods as f64 * 1e3);
+        println!(
+            "{:<52} {:>12} {:>12}",
+            format!("  CPU ms/pod: {processes}"),
+            format!("{a:.2}/{b:.2}/{c:.2}"),
+            ""
+        );
+    }
+}
+
+fn print_checked(checked: bool) {
+    println!(
+        "{:<52} {:>12} {:>12}",
+        "webhook in the path for one side only", checked, "true"
+    );
 }
 
 /// A control plane with the webhook in its path: namespaces `with-webhook` and
@@ -496,11 +528,8 @@ async fn apiserver_ratio(pods: usize, concurrency: usize, rate: u64) -> ([Side; 
         for s in &mut sides {
             let from = if s.non_root { done } else { 3_000_000 + done };
             let before = cpu();
-            s.elapsed += create_pods(&client, s.ns, s.non_root, from, n, concurrency, rate).await;
-            let after = cpu();
-            for i in 0..3 {
-                s.cpu[i] += after[i] - before[i];
-            }
+            let elapsed = create_pods(&client, s.ns, s.non_root, from, n, concurrency, rate).await;
+            s.add(elapsed, before, cpu());
         }
         done += n;
     }
@@ -692,11 +721,8 @@ async fn deployment_ratio(pods: usize, qps: u32) -> ([Side; 2], bool) {
         let n = pods / rounds + usize::from(round < pods % rounds);
         for s in &mut sides {
             let before = rig.cpu();
-            s.elapsed += deployment_pods(&rig.client, s.ns, &format!("d{round}"), n).await;
-            let after = rig.cpu();
-            for i in 0..3 {
-                s.cpu[i] += after[i] - before[i];
-            }
+            let elapsed = deployment_pods(&rig.client, s.ns, &format!("d{round}"), n).await;
+            s.add(elapsed, before, rig.cpu());
         }
     }
     let checked = rig.finish().await;
@@ -705,26 +731,13 @@ async fn deployment_ratio(pods: usize, qps: u32) -> ([Side; 2], bool) {
 
 fn print_deployment_ratio(pods: usize, qps: u32, sides: &[Side; 2], checked: bool) {
     for s in sides {
-        let per_pod = |c: f64| c / pods as f64 * 1e3;
-        println!(
-            "{:<52} {:>11.2}s {:>12}",
-            format!(
+        s.print(
+            &format!(
                 "Deployment of {pods} pods {}, controller QPS {qps}",
                 s.label()
             ),
-            s.elapsed.as_secs_f64(),
-            ""
-        );
-        println!(
-            "{:<52} {:>12} {:>12}",
-            "  CPU ms/pod: apiserver / etcd / controller-manager",
-            format!(
-                "{:.2}/{:.2}/{:.2}",
-                per_pod(s.cpu[0]),
-                per_pod(s.cpu[1]),
-                per_pod(s.cpu[2])
-            ),
-            ""
+            pods,
+            "apiserver / etcd / controller-manager",
         );
     }
     println!(
@@ -733,10 +746,7 @@ fn print_deployment_ratio(pods: usize, qps: u32, sides: &[Side; 2], checked: boo
         sides[0].elapsed.as_secs_f64() / sides[1].elapsed.as_secs_f64(),
         ">= 0.95"
     );
-    println!(
-        "{:<52} {:>12} {:>12}",
-        "webhook in the path for one side only", checked, "true"
-    );
+    print_checked(checked);
 }
 
 fn print_ratio(pods: usize, concurrency: usize, rate: u64, sides: &[Side; 3], checked: bool) {
@@ -746,23 +756,10 @@ fn print_ratio(pods: usize, concurrency: usize, rate: u64, sides: &[Side; 3], ch
         format!("{concurrency} at a time, unthrottled")
     };
     for s in sides {
-        println!(
-            "{:<52} {:>11.2}s {:>12}",
-            format!("create {pods} pods {} ({how})", s.label()),
-            s.elapsed.as_secs_f64(),
-            ""
-        );
-        let per_pod = |c: f64| c / pods as f64 * 1e3;
-        println!(
-            "{:<52} {:>12} {:>12}",
-            "  CPU ms/pod: apiserver / etcd / client+webhook",
-            format!(
-                "{:.2}/{:.2}/{:.2}",
-                per_pod(s.cpu[0]),
-                per_pod(s.cpu[1]),
-                per_pod(s.cpu[2])
-            ),
-            ""
+        s.print(
+            &format!("create {pods} pods {} ({how})", s.label()),
+            pods,
+            "apiserver / etcd / client+webhook",
         );
     }
     let ratio = |s: &Side| sides[0].elapsed.as_secs_f64() / s.elapsed.as_secs_f64();
@@ -778,8 +775,5 @@ fn print_ratio(pods: usize, concurrency: usize, rate: u64, sides: &[Side; 3], ch
         ratio(&sides[2]),
         ""
     );
-    println!(
-        "{:<52} {:>12} {:>12}",
-        "webhook in the path for one side only", checked, "true"
-    );
+    print_checked(checked);
 }
