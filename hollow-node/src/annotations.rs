@@ -47,11 +47,13 @@ pub enum AnnotationError {
 
 impl Lifecycle {
     /// Parses the lifecycle annotations of pod `pod` (`namespace/name`, for error messages).
-    /// Our prefix wins over kube-mock's when both are present.
+    /// Our prefix wins over kube-mock's when both are present. Each malformed or out-of-range
+    /// annotation is reported and handled as if it were absent; the others still apply.
     pub fn parse(
         pod: &str,
         annotations: &BTreeMap<String, String>,
-    ) -> Result<Self, AnnotationError> {
+    ) -> (Self, Vec<AnnotationError>) {
+        let mut errors = Vec::new();
         let lookup = |key: &str| -> Option<(String, &String)> {
             for prefix in [PREFIX, KUBE_MOCK_PREFIX] {
                 let full = format!("{prefix}{key}");
@@ -64,21 +66,20 @@ impl Lifecycle {
         let invalid = |annotation: String, value: &str, reason: String| AnnotationError::Invalid {
             pod: pod.to_string(),
             annotation,
-            value: value.to_string(),
+            // The value is echoed into an Event: keep it short.
+            value: value.chars().take(64).collect(),
             reason,
         };
-        let duration = |key: &str| -> Result<Option<Duration>, AnnotationError> {
-            match lookup(key) {
-                None => Ok(None),
-                Some((full, v)) => parse_duration(v)
-                    .map(Some)
-                    .map_err(|reason| invalid(full, v, reason)),
-            }
+        let mut duration = |key: &str| -> Option<Duration> {
+            let (full, v) = lookup(key)?;
+            parse_duration(v)
+                .map_err(|reason| errors.push(invalid(full, v, reason)))
+                .ok()
         };
         let mut out = Lifecycle {
-            delay_running: duration(DELAY_RUNNING)?,
-            delay_succeeded: duration(DELAY_SUCCEEDED)?,
-            delay_failed: duration(DELAY_FAILED)?,
+            delay_running: duration(DELAY_RUNNING),
+            delay_succeeded: duration(DELAY_SUCCEEDED),
+            delay_failed: duration(DELAY_FAILED),
             ..Default::default()
         };
         let own = |key: &str| {
@@ -87,29 +88,38 @@ impl Lifecycle {
                 .map(|v| (format!("{PREFIX}{key}"), v))
         };
         if let Some((full, v)) = own(CRASH_LOOP) {
-            out.crash_loop = match v.trim() {
-                "true" => Some(DEFAULT_CRASH_BACKOFF),
-                "false" => None,
-                other => {
-                    let d = parse_duration(other).map_err(|r| invalid(full.clone(), v, r))?;
-                    if d.is_zero() {
-                        return Err(invalid(full, v, "back-off must be positive".into()));
-                    }
-                    Some(d)
-                }
+            let parsed = match v.trim() {
+                "true" => Ok(Some(DEFAULT_CRASH_BACKOFF)),
+                "false" => Ok(None),
+                other => match parse_duration(other) {
+                    Ok(d) if d.is_zero() => Err("back-off must be positive".to_string()),
+                    Ok(d) => Ok(Some(d)),
+                    Err(r) => Err(r),
+                },
             };
+            match parsed {
+                Ok(c) => out.crash_loop = c,
+                Err(r) => errors.push(invalid(full, v, r)),
+            }
         }
         if let Some((full, v)) = own(NEVER_READY) {
-            out.never_ready = parse_bool(v).map_err(|r| invalid(full, v, r))?;
+            match parse_bool(v) {
+                Ok(b) => out.never_ready = b,
+                Err(r) => errors.push(invalid(full, v, r)),
+            }
         }
         if out.delay_succeeded.is_some() && out.delay_failed.is_some() {
-            return Err(invalid(
+            errors.push(invalid(
                 format!("{PREFIX}{DELAY_SUCCEEDED}"),
                 "",
-                format!("both {DELAY_SUCCEEDED} and {DELAY_FAILED} are set; choose one"),
+                format!(
+                    "both {DELAY_SUCCEEDED} and {DELAY_FAILED} are set; choose one (both ignored)"
+                ),
             ));
+            out.delay_succeeded = None;
+            out.delay_failed = None;
         }
-        Ok(out)
+        (out, errors)
     }
 }
 
@@ -121,17 +131,36 @@ fn parse_bool(v: &str) -> Result<bool, String> {
     }
 }
 
-/// Parses Go-style durations as kube-mock accepts them: `10s`, `1m30s`, `500ms`, `2h`; a bare
-/// number means seconds.
+/// The longest duration any annotation or flag may ask for. A scripted delay beyond it is a
+/// mistake (or an attack on the timers); it is refused and the annotation handled as absent.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Longest accepted input: a duration needs a few dozen characters at most.
+const MAX_DURATION_LEN: usize = 64;
+
+/// Parses Go-style durations as kube-mock accepts them: `10s`, `1m30s`, `500ms`, `2h`, `1.5s`;
+/// a bare number means seconds. Integer arithmetic in nanoseconds, checked at every step, and
+/// bounded by [`MAX_DURATION`]: no input panics or wraps.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if s.is_empty() {
         return Err("empty duration".into());
     }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    if s.len() > MAX_DURATION_LEN {
+        return Err(format!("longer than {MAX_DURATION_LEN} characters"));
     }
-    let mut total = Duration::ZERO;
+    let too_long = || format!("out of range (at most {}h)", MAX_DURATION.as_secs() / 3600);
+    let max_nanos = MAX_DURATION.as_nanos();
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = s.parse().map_err(|_| too_long())?;
+        let d = Duration::from_secs(secs);
+        return if d > MAX_DURATION {
+            Err(too_long())
+        } else {
+            Ok(d)
+        };
+    }
+    let mut total: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
         let digits = rest
@@ -140,25 +169,56 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         if digits == 0 {
             return Err(format!("expected a number at {rest:?}"));
         }
-        let value: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("bad number {:?}", &rest[..digits]))?;
+        let number = &rest[..digits];
         let after = &rest[digits..];
         let unit_len = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(after.len());
-        let unit = &after[..unit_len];
-        let scale = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
+        let unit_nanos: u128 = match &after[..unit_len] {
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
         };
-        total += Duration::from_secs_f64(value * scale);
+        let (whole, frac) = match number.split_once('.') {
+            Some((w, f)) => (w, f),
+            None => (number, ""),
+        };
+        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(format!("bad number {number:?}"));
+        }
+        // Every digit string here is under MAX_DURATION_LEN long, but its value may still be
+        // huge: each step is checked.
+        let mut nanos: u128 = 0;
+        for b in whole.bytes() {
+            nanos = nanos
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u128::from(b - b'0')))
+                .ok_or_else(too_long)?;
+            if nanos > max_nanos {
+                return Err(too_long());
+            }
+        }
+        nanos = nanos.checked_mul(unit_nanos).ok_or_else(too_long)?;
+        // Fraction digits beyond a nanosecond are dropped, as Go does.
+        let mut scale = unit_nanos;
+        for b in frac.bytes() {
+            scale /= 10;
+            nanos = nanos
+                .checked_add(u128::from(b - b'0') * scale)
+                .ok_or_else(too_long)?;
+        }
+        total = total.checked_add(nanos).ok_or_else(too_long)?;
+        if total > max_nanos {
+            return Err(too_long());
+        }
         rest = &after[unit_len..];
     }
-    Ok(total)
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| too_long())?;
+    // The remainder is below 10^9 and fits.
+    let sub = u32::try_from(total % 1_000_000_000).map_err(|_| too_long())?;
+    Ok(Duration::new(secs, sub))
 }
 
 #[cfg(test)]
@@ -188,11 +248,48 @@ mod tests {
             ("s", Err(())),
             ("-1s", Err(())),
             ("10s5", Err(())),
+            ("720h", Ok(Duration::from_secs(720 * 3600))),
+            ("720h1ms", Err(())),
+            ("20000h", Err(())),
+            ("99999999999999999999h", Err(())),
+            ("99999999999999999999999999999999999999999999", Err(())),
+            ("2592001", Err(())),
+            ("1.2.3s", Err(())),
+            (".5s", Ok(Duration::from_millis(500))),
+            ("5.s", Ok(Duration::from_secs(5))),
+            (".s", Err(())),
+            ("0.0000000001s", Ok(Duration::ZERO)),
+            ("1.000000001s", Ok(Duration::new(1, 1))),
+            ("1.5ms", Ok(Duration::from_micros(1500))),
         ];
         for (input, want) in cases {
             let got = parse_duration(input).map_err(|_| ());
             assert_eq!(&got, want, "input {input:?}");
         }
+    }
+
+    #[test]
+    fn a_bad_annotation_is_dropped_alone() {
+        let secs = Duration::from_secs;
+        let (got, errors) = Lifecycle::parse(
+            "ns/p",
+            &ann(&[
+                ("mock-kind.io/delayRunning", "20000h"),
+                ("mock-kind.io/delaySucceeded", "5s"),
+                ("mock-kind.io/neverReady", "maybe"),
+            ]),
+        );
+        assert_eq!(
+            got,
+            Lifecycle {
+                delay_succeeded: Some(secs(5)),
+                ..Default::default()
+            }
+        );
+        let msgs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(msgs[0].contains("delayRunning") && msgs[0].contains("out of range"));
+        assert!(msgs[1].contains("neverReady"));
     }
 
     #[test]
@@ -290,18 +387,77 @@ mod tests {
             ),
         ];
         for (name, pairs, want) in cases {
-            let got = Lifecycle::parse("ns/p", &ann(&pairs));
-            match (got, want) {
-                (Ok(g), Ok(w)) => assert_eq!(g, w, "{name}"),
-                (Err(e), Err(needle)) => {
-                    let msg = e.to_string();
+            let (got, errors) = Lifecycle::parse("ns/p", &ann(&pairs));
+            match want {
+                Ok(w) => {
+                    assert_eq!(got, w, "{name}");
+                    assert!(errors.is_empty(), "{name}: {errors:?}");
+                }
+                Err(needle) => {
+                    assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+                    let msg = errors[0].to_string();
                     assert!(msg.contains(needle), "{name}: {msg}");
                     assert!(
                         msg.contains("pod ns/p"),
                         "{name}: error names the pod: {msg}"
                     );
                 }
-                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parse_duration_never_panics_and_stays_bounded(s in "\\PC*") {
+                if let Ok(d) = parse_duration(&s) {
+                    prop_assert!(d <= MAX_DURATION);
+                }
+            }
+
+            #[test]
+            fn parse_duration_on_duration_shaped_input(
+                parts in proptest::collection::vec(
+                    ("[0-9]{0,25}(\\.[0-9]{0,12})?", prop_oneof!["ms", "s", "m", "h", "x", ""]),
+                    0..5,
+                )
+            ) {
+                let s: String = parts.iter().map(|(n, u)| format!("{n}{u}")).collect();
+                if let Ok(d) = parse_duration(&s) {
+                    prop_assert!(d <= MAX_DURATION, "{s}: {d:?}");
+                }
+            }
+
+            #[test]
+            fn whole_seconds_round_trip(secs in 0u64..=MAX_DURATION.as_secs()) {
+                prop_assert_eq!(parse_duration(&format!("{secs}s")), Ok(Duration::from_secs(secs)));
+                prop_assert_eq!(parse_duration(&secs.to_string()), Ok(Duration::from_secs(secs)));
+            }
+
+            #[test]
+            fn lifecycle_parse_never_panics(
+                entries in proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("mock-kind.io/delayRunning".to_string()),
+                        Just("mock-kind.io/delaySucceeded".to_string()),
+                        Just("mock-kind.io/delayFailed".to_string()),
+                        Just("mock-kind.io/crashLoop".to_string()),
+                        Just("mock-kind.io/neverReady".to_string()),
+                        Just("zhizuqiu.github.com/delayRunning".to_string()),
+                        "\\PC{0,40}",
+                    ],
+                    "\\PC{0,80}",
+                    0..8,
+                )
+            ) {
+                let (l, _errors) = Lifecycle::parse("ns/p", &entries);
+                for d in [l.delay_running, l.delay_succeeded, l.delay_failed, l.crash_loop].into_iter().flatten() {
+                    prop_assert!(d <= MAX_DURATION);
+                }
+                prop_assert!(!(l.delay_succeeded.is_some() && l.delay_failed.is_some()));
             }
         }
     }

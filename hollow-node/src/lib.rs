@@ -120,6 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     )
     .await?;
     let ready = telemetry::Readiness::default();
+    let health = telemetry::Health::default();
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -127,7 +128,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             addr: config.listen,
             source,
         })?;
-    let router = telemetry::ops_router(Arc::new(registry), ready.clone());
+    let router = telemetry::ops_router(Arc::new(registry), ready.clone(), health.clone());
     let ops_shutdown = shutdown.clone();
     let ops = tokio::spawn(async move {
         let serve =
@@ -166,8 +167,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     // Background tasks stop on `tasks`, cancelled after the nodes were (maybe) deleted.
     let tasks = CancellationToken::new();
     let handler_shared = shared.clone();
-    let (queue, queue_join) =
-        queue::start(shared.config.workers, tasks.clone(), move |work, waited| {
+    let panic_shared = shared.clone();
+    let on_panic = move |work: &queue::Work| {
+        panic_shared.metrics.handler_panics.inc();
+        tracing::error!(
+            ?work,
+            "a work handler panicked; its slot is freed and the item dropped"
+        );
+    };
+    let (queue, queue_join) = queue::start(
+        shared.config.workers,
+        tasks.clone(),
+        health.guard("queue dispatcher", tasks.clone()),
+        on_panic,
+        move |work, waited| {
             let shared = handler_shared.clone();
             let kind = match work {
                 queue::Work::Lease(_) => metrics::WorkKind::Lease,
@@ -186,9 +199,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                     queue::Work::Pod(key) => pods::handle(&shared, key).await,
                 }
             }
-        });
+        },
+    );
     let _ = shared.queue.set(queue);
-    let (stores, mut joins) = pods::start_ref_reflectors(&shared, &tasks);
+    let (stores, mut joins) = pods::start_ref_reflectors(&shared, &health, &tasks);
     let _ = shared.refs.set(stores.clone());
 
     let registered = tokio::select! {
@@ -216,11 +230,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             spread.max(Duration::from_secs(1)),
         );
     }
-    joins.push(tokio::spawn(nodes::watch_annotations(
-        shared.clone(),
+    joins.push(health.spawn_critical(
+        "node annotation watch",
         tasks.clone(),
-    )));
-    joins.push(tokio::spawn(pods::watch(shared.clone(), tasks.clone())));
+        nodes::watch_annotations(shared.clone(), tasks.clone()),
+    ));
+    joins.push(health.spawn_critical(
+        "pod watch",
+        tasks.clone(),
+        pods::watch(shared.clone(), tasks.clone()),
+    ));
 
     // Ready once the pods are listed and the reference stores are filled.
     let ready_shared = shared.clone();

@@ -103,6 +103,10 @@ pub struct Metrics {
     /// From when queued work was due to when a worker started it.
     pub queue_wait: HistogramFamily<WorkLabels>,
     pub status_writes: Counter,
+    /// Work handlers that panicked (their slot is freed and the item dropped).
+    pub handler_panics: Counter,
+    /// Pods whose annotations were out of range or malformed (handled as if absent).
+    pub invalid_annotations: Counter,
 }
 
 impl Metrics {
@@ -119,6 +123,8 @@ impl Metrics {
             api_latency: Family::new_with_constructor(latency_buckets),
             queue_wait: Family::new_with_constructor(latency_buckets),
             status_writes: Counter::default(),
+            handler_panics: Counter::default(),
+            invalid_annotations: Counter::default(),
         };
         registry.register(
             "nodes_managed",
@@ -160,6 +166,16 @@ impl Metrics {
             "pod_status_writes",
             "Pod status writes",
             m.status_writes.clone(),
+        );
+        registry.register(
+            "handler_panics",
+            "Work handlers that panicked; the slot was freed and the item dropped",
+            m.handler_panics.clone(),
+        );
+        registry.register(
+            "invalid_annotations",
+            "Pod evaluations that met a malformed or out-of-range annotation (handled as absent)",
+            m.invalid_annotations.clone(),
         );
         m
     }

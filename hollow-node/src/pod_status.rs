@@ -531,6 +531,9 @@ fn is_job_pod(pod: &Pod) -> bool {
         .any(|o| o.kind == "Job" && o.api_version.starts_with("batch/"))
 }
 
+/// Event reason for an annotation that was malformed or out of range (and handled as absent).
+pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
+
 /// Evaluates one pod bound to one of our nodes.
 pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
     let key = pod_key(pod);
@@ -543,23 +546,18 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
         return Outcome::default();
     };
     let mut events = Vec::new();
-    let lifecycle = match Lifecycle::parse(
+    let (lifecycle, invalid) = Lifecycle::parse(
         &key,
         pod.metadata
             .annotations
             .as_ref()
             .unwrap_or(&BTreeMap::new()),
-    ) {
-        Ok(l) => l,
-        Err(e) => {
-            events.push(PodEvent {
-                warning: true,
-                reason: "InvalidAnnotation",
-                message: e.to_string(),
-            });
-            Lifecycle::default()
-        }
-    };
+    );
+    events.extend(invalid.into_iter().map(|e| PodEvent {
+        warning: true,
+        reason: INVALID_ANNOTATION,
+        message: e.to_string(),
+    }));
 
     let terminal = phase == "Succeeded" || phase == "Failed";
     if let Some(deleted) = &pod.metadata.deletion_timestamp {

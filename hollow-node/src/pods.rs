@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Phase;
-use crate::pod_status::{ObjRef, Outcome, PodContext, RefKind, RefState, evaluate, pod_key};
+use crate::pod_status::{
+    INVALID_ANNOTATION, ObjRef, Outcome, PodContext, RefKind, RefState, evaluate, pod_key,
+};
 use crate::queue::Work;
 use crate::{Shared, is_not_found, patch_params};
 
@@ -84,6 +86,7 @@ impl RefStores {
 /// Starts the reflectors for referenced objects; each change requeues the pods waiting for one.
 pub fn start_ref_reflectors(
     shared: &Arc<Shared>,
+    health: &telemetry::Health,
     shutdown: &CancellationToken,
 ) -> (RefStores, Vec<tokio::task::JoinHandle<()>>) {
     let (secrets, sw) = reflector::store();
@@ -119,14 +122,14 @@ pub fn start_ref_reflectors(
     .map(|r| r.map(|_| ()))
     .boxed();
     let mut tasks = Vec::new();
-    for stream in [
-        s1.map(|r| r.map(|_| ())).boxed(),
-        s2.map(|r| r.map(|_| ())).boxed(),
-        s3,
+    for (task, stream) in [
+        ("secret watch", s1.map(|r| r.map(|_| ())).boxed()),
+        ("configmap watch", s2.map(|r| r.map(|_| ())).boxed()),
+        ("pvc watch", s3),
     ] {
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.push(health.spawn_critical(task, shutdown.clone(), async move {
             let mut stream = stream;
             loop {
                 let ev = tokio::select! {
@@ -422,6 +425,10 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
     if publish {
         let reference = object_ref(&pod);
         for ev in &outcome.events {
+            if ev.reason == INVALID_ANNOTATION {
+                shared.metrics.invalid_annotations.inc();
+                tracing::warn!(pod = %key, message = %ev.message, "annotation ignored");
+            }
             let event = Event {
                 type_: if ev.warning {
                     EventType::Warning

@@ -4,13 +4,17 @@
 //! once (one added while it runs is run again when it finishes). Node work (leases, node status)
 //! and pod work have separate slots, so pod transitions never wait behind a round of lease
 //! renewals and vice versa, and a backlog on one pod never holds up another.
+//!
+//! Nothing an item asks for can stop the dispatcher: delays are capped at [`MAX_DELAY`] (the
+//! item is simply looked at again then), and a handler that panics gives its slot back and is
+//! reported through `on_panic`, so one bad pod never takes the other pods' work with it.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -33,6 +37,10 @@ impl Work {
         }
     }
 }
+
+/// The longest delay the queue keeps: tokio's timer wheel refuses deadlines beyond about two
+/// years, and an item due later is harmlessly re-evaluated after a day.
+pub const MAX_DELAY: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone)]
 pub struct Queue {
@@ -97,34 +105,47 @@ impl Lanes {
 }
 
 /// Starts the dispatcher, which calls `handle(work, waited)` for each due item (`waited`: how
-/// long it was due before a slot was free), at most `workers` at once, until `shutdown`.
+/// long it was due before a slot was free), at most `workers` at once, until `shutdown`; a run
+/// that panics is passed to `on_panic` and its slot freed. The dispatcher holds `alive` for its
+/// life, so `/healthz` fails if it ever stops outside a shutdown.
 /// Returns the queue and a handle that completes when all runs have stopped.
-pub fn start<F, Fut>(
+pub fn start<F, Fut, P>(
     workers: usize,
     shutdown: CancellationToken,
+    alive: telemetry::health::TaskGuard,
+    on_panic: P,
     handle: F,
 ) -> (Queue, tokio::task::JoinHandle<()>)
 where
     F: Fn(Work, Duration) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
+    P: Fn(&Work) + Send + 'static,
 {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Work, Duration)>();
     let slots = slots(workers);
     let dispatcher = tokio::spawn(async move {
+        let _alive = alive;
         let mut delays: DelayQueue<Work> = DelayQueue::new();
         let mut waiting: HashMap<Work, (Key, Instant)> = HashMap::new();
         let mut lanes = Lanes::default();
-        let mut runs: JoinSet<Work> = JoinSet::new();
+        let mut runs: JoinSet<(Work, bool)> = JoinSet::new();
         loop {
             while let Some((work, due)) = lanes.next(slots) {
-                let fut = handle(work.clone(), due.elapsed());
+                // Building the future may panic too: caught the same way.
+                let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle(work.clone(), due.elapsed())
+                }));
                 let token = shutdown.clone();
                 runs.spawn(async move {
-                    tokio::select! {
-                        _ = token.cancelled() => {},
-                        _ = fut => {},
-                    }
-                    work
+                    let Ok(fut) = started else {
+                        return (work, true);
+                    };
+                    let run = std::panic::AssertUnwindSafe(fut).catch_unwind();
+                    let panicked = tokio::select! {
+                        _ = token.cancelled() => false,
+                        r = run => r.is_err(),
+                    };
+                    (work, panicked)
                 });
             }
             tokio::select! {
@@ -139,7 +160,7 @@ where
                         lanes.due(work, now);
                         continue;
                     }
-                    let deadline = now + after;
+                    let deadline = now + after.min(MAX_DELAY);
                     match waiting.get_mut(&work) {
                         Some((key, at)) => {
                             if deadline < *at {
@@ -160,10 +181,13 @@ where
                     lanes.due(work, at);
                 }
                 Some(done) = runs.join_next(), if !runs.is_empty() => {
-                    // A run that panicked is lost with its key; the others carry theirs.
-                    if let Ok(work) = done
-                        && lanes.finished(&work)
-                    {
+                    // Runs catch their own panics, so every run comes back with its key; a
+                    // JoinError could only be a cancelled runtime.
+                    let Ok((work, panicked)) = done else { continue };
+                    if panicked {
+                        on_panic(&work);
+                    }
+                    if lanes.finished(&work) {
                         lanes.due(work, Instant::now());
                     }
                 }
@@ -178,6 +202,10 @@ where
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    fn alive(token: &CancellationToken) -> telemetry::health::TaskGuard {
+        telemetry::Health::default().guard("queue dispatcher", token.clone())
+    }
 
     #[test]
     fn lanes_share_slots_fairly() {
@@ -217,14 +245,20 @@ mod tests {
         let t0 = Instant::now();
         let s = seen.clone();
         let token = CancellationToken::new();
-        let (q, join) = start(2, token.clone(), move |w, _| {
-            let s = s.clone();
-            async move {
-                if let Ok(mut v) = s.lock() {
-                    v.push((w, t0.elapsed().as_millis() / 100 * 100));
+        let (q, join) = start(
+            2,
+            token.clone(),
+            alive(&token),
+            |_| {},
+            move |w, _| {
+                let s = s.clone();
+                async move {
+                    if let Ok(mut v) = s.lock() {
+                        v.push((w, t0.elapsed().as_millis() / 100 * 100));
+                    }
                 }
-            }
-        });
+            },
+        );
         q.add(Work::Lease(1), Duration::from_secs(5));
         q.add(Work::Lease(1), Duration::from_secs(2)); // earlier wins
         q.add(Work::Lease(1), Duration::from_secs(9)); // later is dropped
@@ -257,26 +291,32 @@ mod tests {
         let t0 = Instant::now();
         let (l, a) = (log.clone(), active.clone());
         let token = CancellationToken::new();
-        let (q, join) = start(8, token.clone(), move |w, _| {
-            let (l, a) = (l.clone(), a.clone());
-            async move {
-                let Work::Pod(name) = w else { return };
-                let overlap = !a
-                    .lock()
-                    .map(|mut s| s.insert(name.to_string()))
-                    .unwrap_or(false);
-                let slow = &*name == "slow";
-                if slow {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
+        let (q, join) = start(
+            8,
+            token.clone(),
+            alive(&token),
+            |_| {},
+            move |w, _| {
+                let (l, a) = (l.clone(), a.clone());
+                async move {
+                    let Work::Pod(name) = w else { return };
+                    let overlap = !a
+                        .lock()
+                        .map(|mut s| s.insert(name.to_string()))
+                        .unwrap_or(false);
+                    let slow = &*name == "slow";
+                    if slow {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                    }
+                    if let Ok(mut v) = l.lock() {
+                        v.push((name.to_string(), t0.elapsed().as_secs(), overlap));
+                    }
+                    if let Ok(mut s) = a.lock() {
+                        s.remove(&*name);
+                    }
                 }
-                if let Ok(mut v) = l.lock() {
-                    v.push((name.to_string(), t0.elapsed().as_secs(), overlap));
-                }
-                if let Ok(mut s) = a.lock() {
-                    s.remove(&*name);
-                }
-            }
-        });
+            },
+        );
         q.add(Work::Pod("slow".into()), Duration::ZERO);
         tokio::time::sleep(Duration::from_millis(10)).await;
         for i in 0..20 {
@@ -301,5 +341,65 @@ mod tests {
             .map(|(_, t, _)| *t)
             .collect();
         assert_eq!(slow, vec![10, 20], "{got:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_handler_frees_its_slot_and_absurd_delays_are_capped() {
+        // One pod slot: if the panicking run kept it, nothing after it would ever run.
+        let done: Arc<Mutex<Vec<String>>> = Arc::default();
+        let panics: Arc<Mutex<Vec<Work>>> = Arc::default();
+        let (d, p) = (done.clone(), panics.clone());
+        let token = CancellationToken::new();
+        let on_panic = move |w: &Work| {
+            if let Ok(mut v) = p.lock() {
+                v.push(w.clone());
+            }
+        };
+        let (q, join) = start(2, token.clone(), alive(&token), on_panic, move |w, _| {
+            let d = d.clone();
+            async move {
+                let Work::Pod(name) = w else { return };
+                if name.starts_with("bad") {
+                    panic!("handler bug on {name}");
+                }
+                if let Ok(mut v) = d.lock() {
+                    v.push(name.to_string());
+                }
+            }
+        });
+        // Far beyond what tokio's timer accepts (it panicked the dispatcher before the cap).
+        q.add(Work::Pod("late".into()), Duration::from_secs(20_000 * 3600));
+        q.add(Work::Pod("forever".into()), Duration::MAX);
+        for i in 0..40 {
+            q.add(Work::Pod(format!("bad{i}").into()), Duration::ZERO);
+        }
+        for i in 0..100 {
+            q.add(Work::Pod(format!("p{i}").into()), Duration::ZERO);
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let ran = done.lock().map(|v| v.len()).unwrap_or_default();
+        assert_eq!(ran, 100, "every normal pod ran after 40 panics");
+        assert_eq!(panics.lock().map(|v| v.len()).unwrap_or_default(), 40);
+        // The capped items come due after MAX_DELAY and run normally.
+        tokio::time::sleep(MAX_DELAY).await;
+        let got = done.lock().map(|v| v.clone()).unwrap_or_default();
+        assert!(got.contains(&"late".to_string()), "{got:?}");
+        assert!(got.contains(&"forever".to_string()), "{got:?}");
+        assert!(!join.is_finished(), "the dispatcher still runs");
+        token.cancel();
+        let _ = join.await;
+    }
+
+    #[tokio::test]
+    async fn a_killed_dispatcher_fails_health() {
+        let health = telemetry::Health::default();
+        let token = CancellationToken::new();
+        let guard = health.guard("queue dispatcher", token.clone());
+        let (_q, join) = start(2, token.clone(), guard, |_| {}, |_, _| async {});
+        tokio::task::yield_now().await;
+        assert_eq!(health.check(), Ok(()));
+        join.abort();
+        let _ = join.await;
+        assert_eq!(health.check(), Err(vec!["queue dispatcher"]));
     }
 }

@@ -85,6 +85,8 @@ impl Config {
 pub struct Service {
     pub cache: Arc<Cache>,
     pub ready: Readiness,
+    /// Fails `/healthz` when the watches stop outside a shutdown.
+    pub health: telemetry::Health,
     pub registry: Arc<Registry>,
     pub state: AppState,
 }
@@ -102,6 +104,7 @@ impl Service {
             },
             cache,
             ready,
+            health: telemetry::Health::default(),
             registry: Arc::new(registry),
         }
     }
@@ -111,6 +114,7 @@ impl Service {
         server::router(self.state.clone()).merge(telemetry::ops_router(
             self.registry.clone(),
             self.ready.clone(),
+            self.health.clone(),
         ))
     }
 }
@@ -155,11 +159,11 @@ pub async fn run_with(
     service: Service,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let watchers = tokio::spawn(cache::run_watchers(
-        client,
-        service.cache.clone(),
-        shutdown.child_token(),
-    ));
+    let watchers = service.health.spawn_critical(
+        "namespace and node watches",
+        shutdown.clone(),
+        cache::run_watchers(client, service.cache.clone(), shutdown.child_token()),
+    );
     let served = serve(&config, service.app(), shutdown.clone()).await;
     shutdown.cancel();
     let _ = watchers.await;

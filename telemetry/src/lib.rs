@@ -1,5 +1,8 @@
-//! What every mock-kind service shares: structured logs, the crypto provider, the shutdown signal
-//! and the operability routes (`/healthz`, `/readyz`, `/metrics`).
+//! What every mock-kind service shares: structured logs, the crypto provider, the shutdown signal,
+//! the liveness of critical tasks and the operability routes (`/healthz`, `/readyz`, `/metrics`).
+
+pub mod health;
+pub use health::Health;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,16 +85,32 @@ impl Readiness {
 struct OpsState {
     registry: Arc<Registry>,
     ready: Readiness,
+    health: Health,
 }
 
-/// `/healthz` (the process serves), `/readyz` (per `ready`) and `/metrics` (the registry in
-/// Prometheus text format). Merge it into a service's router.
-pub fn ops_router(registry: Arc<Registry>, ready: Readiness) -> Router {
+/// `/healthz` (503 naming the critical tasks that stopped, per `health`), `/readyz` (per
+/// `ready`) and `/metrics` (the registry in Prometheus text format). Merge it into a service's
+/// router.
+pub fn ops_router(registry: Arc<Registry>, ready: Readiness, health: Health) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(OpsState { registry, ready })
+        .with_state(OpsState {
+            registry,
+            ready,
+            health,
+        })
+}
+
+async fn healthz(State(state): State<OpsState>) -> impl IntoResponse {
+    match state.health.check() {
+        Ok(()) => (StatusCode::OK, "ok".to_string()),
+        Err(dead) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("critical tasks stopped: {}", dead.join(", ")),
+        ),
+    }
 }
 
 async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
@@ -144,7 +163,8 @@ mod tests {
         registry.register("hits", "test counter", counter.clone());
         counter.inc();
         let ready = Readiness::default();
-        let router = ops_router(Arc::new(registry), ready.clone());
+        let health = Health::default();
+        let router = ops_router(Arc::new(registry), ready.clone(), health.clone());
 
         let cases = [
             ("/healthz", StatusCode::OK, "ok"),
@@ -157,7 +177,15 @@ mod tests {
             assert!(body.contains(needle), "{path}: {body}");
         }
         ready.set(true);
-        let (got, _) = get_path(router, "/readyz").await;
+        let (got, _) = get_path(router.clone(), "/readyz").await;
         assert_eq!(got, StatusCode::OK, "/readyz after ready");
+        health.mark_dead("queue dispatcher");
+        let (got, body) = get_path(router, "/healthz").await;
+        assert_eq!(
+            got,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/healthz after a task died"
+        );
+        assert!(body.contains("queue dispatcher"), "{body}");
     }
 }

@@ -108,6 +108,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::register(&mut registry));
     let registry = Arc::new(registry);
     let ready = telemetry::Readiness::default();
+    let health = telemetry::Health::default();
 
     let client = if config.needs_client() {
         Some(client(config.kubeconfig.as_ref()).await?)
@@ -122,12 +123,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     )
     .await?;
     let rustls = tls.rustls.clone();
-    tokio::spawn(tls.run(config.cert_check_interval, shutdown.child_token()));
+    health.spawn_critical(
+        "certificate reload",
+        shutdown.clone(),
+        tls.run(config.cert_check_interval, shutdown.child_token()),
+    );
 
     let uids = match (config.strategy, client) {
         (Strategy::Namespace, Some(client)) => {
-            let ranges =
-                namespaces::NamespaceRanges::start(client, metrics.clone(), shutdown.child_token());
+            let ranges = namespaces::NamespaceRanges::start(
+                client,
+                metrics.clone(),
+                &health,
+                shutdown.child_token(),
+            );
             let (ready, ranges2) = (ready.clone(), ranges.clone());
             tokio::spawn(async move {
                 if ranges2.wait_until_ready().await {
@@ -153,7 +162,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         metrics,
         exclude_namespaces: config.exclude_namespaces.clone().into(),
     };
-    let app = server::router(state, registry, ready.clone());
+    let app = server::router(state, registry, ready.clone(), health);
 
     let handle = axum_server::Handle::new();
     let grace = config.shutdown_grace;

@@ -56,6 +56,7 @@ impl NamespaceRanges {
     pub fn start(
         client: kube::Client,
         metrics: Arc<Metrics>,
+        health: &telemetry::Health,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let api: Api<Namespace> = Api::all(client.clone());
@@ -68,7 +69,7 @@ impl NamespaceRanges {
             })
             .reflect(writer)
             .touched_objects();
-        tokio::spawn(async move {
+        health.spawn_critical("namespace watch", shutdown.clone(), async move {
             let mut stream = std::pin::pin!(stream);
             loop {
                 tokio::select! {

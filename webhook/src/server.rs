@@ -60,12 +60,17 @@ pub struct AppState {
 }
 
 /// `/mutate` plus `/healthz`, `/readyz`, `/metrics`.
-pub fn router(state: AppState, registry: Arc<Registry>, ready: Readiness) -> Router {
+pub fn router(
+    state: AppState,
+    registry: Arc<Registry>,
+    ready: Readiness,
+    health: telemetry::Health,
+) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
-        .merge(telemetry::ops_router(registry, ready))
+        .merge(telemetry::ops_router(registry, ready, health))
 }
 
 #[tracing::instrument(skip_all, fields(uid, namespace, pod, operation))]

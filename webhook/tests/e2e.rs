@@ -251,6 +251,7 @@ async fn namespace_ranges_through_the_apiserver() {
             webhook::namespaces::NamespaceRanges::start(
                 client.clone(),
                 metrics.clone(),
+                &telemetry::Health::default(),
                 stop.clone(),
             )
         })

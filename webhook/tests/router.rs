@@ -37,7 +37,10 @@ fn app(uids: UidSource) -> (axum::Router, Arc<Registry>) {
         metrics,
         exclude_namespaces: vec!["kube-system".to_owned()].into(),
     };
-    (router(state, registry.clone(), ready), registry)
+    (
+        router(state, registry.clone(), ready, telemetry::Health::default()),
+        registry,
+    )
 }
 
 async fn post(app: &axum::Router, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
