@@ -12,6 +12,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// Secret keys of a `kubernetes.io/tls` Secret, plus the CA bundle.
@@ -29,10 +30,7 @@ pub enum Error {
     #[error("{what}: no PEM certificate found")]
     NoCertificate { what: String },
     #[error("{what}: invalid PEM: {source}")]
-    Pem {
-        what: String,
-        source: std::io::Error,
-    },
+    Pem { what: String, source: pem::Error },
     #[error("{what}: invalid X.509 certificate: {message}")]
     X509 { what: String, message: String },
     #[error("{what}: {message}")]
@@ -221,7 +219,7 @@ fn pem_encode(der: &CertificateDer<'_>) -> String {
 
 /// Every certificate in a PEM string (at least one).
 pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| Error::Pem {
             what: what.to_owned(),
@@ -235,17 +233,18 @@ pub fn parse_certs(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>
     Ok(certs)
 }
 
-/// The private key in a PEM string.
+/// The private key (PKCS#8, PKCS#1 or SEC1) in a PEM string.
 pub fn parse_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>> {
-    rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|source| Error::Pem {
-            what: what.to_owned(),
-            source,
-        })?
-        .ok_or_else(|| Error::Key {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|source| match source {
+        pem::Error::NoItemsFound => Error::Key {
             what: what.to_owned(),
             message: "no PEM private key found".to_owned(),
-        })
+        },
+        source => Error::Pem {
+            what: what.to_owned(),
+            source,
+        },
+    })
 }
 
 fn not_after_der(der: &CertificateDer<'_>, what: &str) -> Result<SystemTime> {
