@@ -93,7 +93,13 @@ fn start_server(
         };
         let config = Config::new(addr);
         let app = svc.app();
-        if let Err(e) = rt.block_on(scheduler::serve_listener(&config, listener, app, stop)) {
+        if let Err(e) = rt.block_on(scheduler::serve_listener(
+            &config,
+            listener,
+            app,
+            Default::default(),
+            stop,
+        )) {
             eprintln!("server: {e}");
         }
     });
@@ -324,7 +330,7 @@ async fn schedule_pods(with_extender: bool, pods: usize, qps: u32) -> Result<f64
     let mut extender = None;
     if with_extender {
         let mut config = Config::new(format!("127.0.0.1:{port}").parse()?);
-        config.shutdown_grace = Duration::from_secs(1);
+        config.server.shutdown_grace = Duration::from_secs(1);
         let service = Service::new();
         let ready = service.ready.clone();
         extender = Some(tokio::spawn(scheduler::run_with(

@@ -7,7 +7,6 @@ pub mod extender;
 pub mod metrics;
 pub mod rules;
 pub mod server;
-pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use prometheus_client::registry::Registry;
+pub use serving::TlsFiles;
 use telemetry::Readiness;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,9 @@ pub enum Error {
     #[error("loading the Kubernetes client configuration: {0}")]
     InferConfig(#[from] kube::config::InferConfigError),
     #[error("TLS: {0}")]
-    Tls(#[from] tls::Error),
+    Tls(#[from] serving::tls::Error),
+    #[error(transparent)]
+    Server(#[from] serving::Error),
     #[error("serving on {addr}: {source}")]
     Serve {
         addr: SocketAddr,
@@ -47,13 +49,6 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// TLS certificate and key files (PEM).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
 /// The validated configuration of the service; built from flags by `cli`, directly in tests.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -62,20 +57,24 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     /// `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
-    /// How long in-flight requests may take to finish after the shutdown signal.
-    pub shutdown_grace: Duration,
+    /// Body, concurrency and time limits, drain delay and shutdown grace of the server.
+    pub server: serving::Limits,
     /// How often the TLS files are checked for rotation.
     pub tls_reload_interval: Duration,
 }
 
 impl Config {
-    /// A plain-HTTP configuration on `listen` with defaults for everything else.
+    /// A plain-HTTP configuration on `listen` with the flags' defaults for everything else,
+    /// but no drain delay: in-process callers (tests, benchmarks) have no Endpoints to wait for.
     pub fn new(listen: SocketAddr) -> Self {
         Config {
             listen,
             kubeconfig: None,
             tls: None,
-            shutdown_grace: Duration::from_secs(10),
+            server: serving::Limits {
+                drain_delay: Duration::ZERO,
+                ..cli::default_limits()
+            },
             tls_reload_interval: Duration::from_secs(30),
         }
     }
@@ -146,7 +145,7 @@ async fn client(config: &Config) -> Result<kube::Client> {
 }
 
 /// Runs the extender until `shutdown` is cancelled: watches namespaces and nodes, serves HTTP(S)
-/// on `config.listen`, then drains in-flight requests for up to `config.shutdown_grace`.
+/// on `config.listen`, then drains (see [`serving::serve`]).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let client = client(&config).await?;
     run_with(config, client, Service::new(), shutdown).await
@@ -164,19 +163,31 @@ pub async fn run_with(
         shutdown.clone(),
         cache::run_watchers(client, service.cache.clone(), shutdown.child_token()),
     );
-    let served = serve(&config, service.app(), shutdown.clone()).await;
+    let served = serve(
+        &config,
+        service.app(),
+        service.ready.clone(),
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
     let _ = watchers.await;
     served
 }
 
-/// Serves `app` on `config.listen` (HTTPS when `config.tls` is set) until `shutdown`.
-pub async fn serve(config: &Config, app: Router, shutdown: CancellationToken) -> Result<()> {
+/// Serves `app` on `config.listen` (HTTPS when `config.tls` is set) until `shutdown`; `ready`
+/// drops first.
+pub async fn serve(
+    config: &Config,
+    app: Router,
+    ready: Readiness,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let listener = std::net::TcpListener::bind(config.listen).map_err(|source| Error::Serve {
         addr: config.listen,
         source,
     })?;
-    serve_listener(config, listener, app, shutdown).await
+    serve_listener(config, listener, app, ready, shutdown).await
 }
 
 /// Like [`serve`] on an already bound listener (tests and benchmarks bind port 0).
@@ -184,49 +195,22 @@ pub async fn serve_listener(
     config: &Config,
     listener: std::net::TcpListener,
     app: Router,
+    ready: Readiness,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let addr = listener.local_addr().map_err(|source| Error::Serve {
-        addr: config.listen,
-        source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| Error::Serve { addr, source })?;
-    let handle = axum_server::Handle::new();
-    let grace = config.shutdown_grace;
-    let drain = handle.clone();
-    let token = shutdown.clone();
-    tokio::spawn(async move {
-        token.cancelled().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        drain.graceful_shutdown(Some(grace));
-    });
-    let make = app.into_make_service();
-    let result = match &config.tls {
-        None => {
-            tracing::info!(%addr, "serving the extender over HTTP");
-            axum_server::from_tcp(listener)
-                .map_err(|source| Error::Serve { addr, source })?
-                .handle(handle)
-                .serve(make)
-                .await
-        }
+    let tls = match &config.tls {
+        None => None,
         Some(files) => {
-            let rustls = tls::load(files).await?;
-            tokio::spawn(tls::reload_loop(
+            let tls = serving::tls::Reloadable::from_files(files).await?;
+            let rustls = tls.config();
+            tokio::spawn(tls.watch_files(
                 files.clone(),
-                rustls.clone(),
                 config.tls_reload_interval,
                 shutdown.child_token(),
             ));
-            tracing::info!(%addr, "serving the extender over HTTPS");
-            axum_server::from_tcp_rustls(listener, rustls)
-                .map_err(|source| Error::Serve { addr, source })?
-                .handle(handle)
-                .serve(make)
-                .await
+            Some(rustls)
         }
     };
-    result.map_err(|source| Error::Serve { addr, source })
+    serving::serve(listener, app, &config.server, tls, ready, shutdown).await?;
+    Ok(())
 }

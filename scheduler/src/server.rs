@@ -32,13 +32,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/filter", post(filter))
         .route("/preempt", post(preempt))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // The server's --max-body-bytes is the limit (serving); axum's 2 MB default would
+        // refuse whole Node objects (nodeCacheCapable: false) of a few hundred nodes.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
-
-/// With `nodeCacheCapable: false` the scheduler sends whole Node objects (a few kB each):
-/// axum's default 2 MB limit would refuse a few hundred nodes.
-pub const BODY_LIMIT: usize = 256 << 20;
 
 /// A request we answer without a decision. `retry` errors come from state that will heal
 /// (caches, an unknown namespace); the others from a malformed request.

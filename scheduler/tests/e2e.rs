@@ -41,7 +41,7 @@ async fn setup() -> Result<Setup> {
     .await?;
     let mut config = Config::new(format!("127.0.0.1:{port}").parse()?);
     config.kubeconfig = Some(cp.kubeconfig());
-    config.shutdown_grace = Duration::from_secs(2);
+    config.server.shutdown_grace = Duration::from_secs(2);
     let service = Service::new();
     let cache = service.cache.clone();
     let ready = service.ready.clone();

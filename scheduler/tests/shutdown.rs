@@ -35,11 +35,13 @@ async fn in_flight_requests_finish_after_shutdown() -> Result<()> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let mut config = Config::new(addr);
-    config.shutdown_grace = Duration::from_secs(10);
+    config.server.shutdown_grace = Duration::from_secs(10);
     let shutdown = CancellationToken::new();
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
-        async move { scheduler::serve_listener(&config, listener, app, shutdown).await }
+        async move {
+            scheduler::serve_listener(&config, listener, app, Default::default(), shutdown).await
+        }
     });
 
     let client = tokio::spawn(async move {

@@ -73,7 +73,9 @@ async fn https_serves_and_rotates_the_certificate() -> Result<()> {
     let app = Service::new().app();
     let server = tokio::spawn({
         let shutdown = shutdown.clone();
-        async move { scheduler::serve_listener(&config, listener, app, shutdown).await }
+        async move {
+            scheduler::serve_listener(&config, listener, app, Default::default(), shutdown).await
+        }
     });
 
     let first = e2e::wait_for(Duration::from_secs(10), "HTTPS answers", || async {
