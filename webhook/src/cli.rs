@@ -95,13 +95,46 @@ pub struct Args {
     /// Kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config).
     #[arg(long, env = "MOCK_KIND_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
-    /// Seconds in-flight requests get to finish on SIGTERM.
+    /// Seconds in-flight requests get to finish once the drain delay is over.
     #[arg(
         long,
         env = "MOCK_KIND_WEBHOOK_SHUTDOWN_GRACE_SECONDS",
         default_value_t = 10
     )]
     pub shutdown_grace_seconds: u64,
+    /// Seconds the webhook keeps answering after SIGTERM with /readyz failing, so the
+    /// apiserver is not refused while Endpoints still list this pod. Keep drain + grace under
+    /// the pod's terminationGracePeriodSeconds.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_DRAIN_DELAY_SECONDS",
+        default_value_t = 5
+    )]
+    pub drain_delay_seconds: u64,
+    /// Requests served at once; more get 503 at once. Bodies are at most 3 MiB, so this bounds
+    /// their memory (64 × 3 MiB = 192 MiB, within the 256 Mi limit).
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 64
+    )]
+    pub max_concurrent_requests: usize,
+    /// Seconds a request (body included) may take before it gets 503; the apiserver gives up
+    /// after the webhook's timeoutSeconds (5 in deploy/) anyway.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub request_timeout_seconds: u64,
+    /// Seconds a client may take to send request headers (or finish the TLS handshake, or stay
+    /// idle between requests) before its connection is closed.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub header_read_timeout_seconds: u64,
     /// Log as JSON.
     #[arg(long, env = "MOCK_KIND_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -140,11 +173,30 @@ impl Args {
             certs,
             cert_check_interval: Duration::from_secs(self.cert_check_seconds),
             kubeconfig: self.kubeconfig,
-            shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            server: serving::Limits {
+                max_body: crate::server::MAX_BODY,
+                max_concurrent: self.max_concurrent_requests,
+                request_timeout: Duration::from_secs(self.request_timeout_seconds),
+                header_read_timeout: Duration::from_secs(self.header_read_timeout_seconds),
+                drain_delay: Duration::from_secs(self.drain_delay_seconds),
+                shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
+            },
             clock: crate::tls::system_clock(),
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// The server limits when no flag is given (the flags' defaults, without the environment).
+pub fn default_limits() -> serving::Limits {
+    serving::Limits {
+        max_body: crate::server::MAX_BODY,
+        max_concurrent: 64,
+        request_timeout: Duration::from_secs(10),
+        header_read_timeout: Duration::from_secs(10),
+        drain_delay: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(10),
     }
 }
 
@@ -168,6 +220,11 @@ mod tests {
                 &["--cert-check-seconds", "0"],
                 Err("interval"),
             ),
+            (
+                "zero concurrency",
+                &["--max-concurrent-requests", "0"],
+                Err("concurrent"),
+            ),
         ];
         for (name, flags, want) in cases {
             let args = Args::try_parse_from(
@@ -187,5 +244,16 @@ mod tests {
                 (got, _) => panic!("{name}: want {want:?}, got {:?}", got.map(|_| "config")),
             }
         }
+    }
+
+    #[test]
+    fn flag_defaults_are_the_default_limits() {
+        let args = Args::try_parse_from(["mock-kind-webhook"]).expect("no flags parse");
+        let config = args.into_config().expect("defaults are valid");
+        assert_eq!(config.server, default_limits());
+        assert!(
+            config.server.stop_budget() < Duration::from_secs(30),
+            "pod grace is 30 s"
+        );
     }
 }

@@ -29,7 +29,9 @@ pub enum Error {
     #[error("configuration: {0}")]
     Config(String),
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] serving::tls::Error),
+    #[error(transparent)]
+    Server(#[from] serving::Error),
     #[error(transparent)]
     Certs(#[from] certs::Error),
     #[error("Kubernetes client: {0}")]
@@ -59,8 +61,9 @@ pub struct Config {
     pub cert_check_interval: Duration,
     /// Kubeconfig to use; `None`: in-cluster or `$KUBECONFIG`.
     pub kubeconfig: Option<PathBuf>,
-    /// How long in-flight requests may finish after shutdown is requested.
-    pub shutdown_grace: Duration,
+    /// Concurrency and time limits, drain delay and shutdown grace of the server (the body
+    /// limit is [`server::MAX_BODY`] whatever this says).
+    pub server: serving::Limits,
     pub clock: Clock,
 }
 
@@ -77,6 +80,7 @@ impl Config {
                 "certificate check interval must be > 0".into(),
             ));
         }
+        self.server.validate()?;
         Ok(())
     }
 
@@ -101,7 +105,8 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<kube::Client> {
     kube::Client::try_from(config).map_err(|e| Error::Kube(e.to_string()))
 }
 
-/// Serves until `shutdown`, then stops accepting and lets in-flight requests finish.
+/// Serves until `shutdown`, then drains: /readyz fails, requests are still answered for the
+/// drain delay, then the server stops accepting and lets in-flight requests finish.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     config.validate()?;
     let mut registry = Registry::with_prefix("mock_kind_webhook");
@@ -122,7 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         metrics.clone(),
     )
     .await?;
-    let rustls = tls.rustls.clone();
+    let rustls = tls.rustls();
     health.spawn_critical(
         "certificate reload",
         shutdown.clone(),
@@ -164,25 +169,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     let app = server::router(state, registry, ready.clone(), health);
 
-    let handle = axum_server::Handle::new();
-    let grace = config.shutdown_grace;
-    {
-        let (handle, shutdown, ready) = (handle.clone(), shutdown.clone(), ready.clone());
-        tokio::spawn(async move {
-            shutdown.cancelled().await;
-            ready.set(false);
-            handle.graceful_shutdown(Some(grace));
-        });
-    }
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|source| Error::Serve {
+        addr: config.listen,
+        source,
+    })?;
     tracing::info!(addr = %config.listen, strategy = config.strategy.as_str(), "serving");
-    axum_server::bind_rustls(config.listen, rustls)
-        .handle(handle)
-        .serve(app.into_make_service())
-        .await
-        .map_err(|source| Error::Serve {
-            addr: config.listen,
-            source,
-        })?;
+    serving::serve(listener, app, &config.server, Some(rustls), ready, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -50,7 +50,11 @@ fn config(cp: &e2e::ControlPlane, strategy: Strategy, clock: webhook::Clock) -> 
         }),
         cert_check_interval: Duration::from_millis(200),
         kubeconfig: Some(cp.kubeconfig().to_path_buf()),
-        shutdown_grace: Duration::from_secs(5),
+        server: serving::Limits {
+            drain_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(5),
+            ..webhook::cli::default_limits()
+        },
         clock,
     }
 }

@@ -29,7 +29,11 @@ fn files_config(dir: &Path) -> Config {
         },
         cert_check_interval: Duration::from_millis(100),
         kubeconfig: None,
-        shutdown_grace: Duration::from_secs(5),
+        server: serving::Limits {
+            drain_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(5),
+            ..webhook::cli::default_limits()
+        },
         clock: webhook::tls::system_clock(),
     }
 }
