@@ -122,19 +122,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let ready = telemetry::Readiness::default();
     let health = telemetry::Health::default();
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = std::net::TcpListener::bind(config.listen).map_err(|source| Error::Listen {
+        addr: config.listen,
+        source,
+    })?;
     let router = telemetry::ops_router(Arc::new(registry), ready.clone(), health.clone());
-    let ops_shutdown = shutdown.clone();
-    let ops = tokio::spawn(async move {
-        let serve =
-            axum::serve(listener, router).with_graceful_shutdown(ops_shutdown.cancelled_owned());
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "ops server failed");
+    let ops = tokio::spawn({
+        let (ready, shutdown) = (ready.clone(), shutdown.clone());
+        async move {
+            let limits = serving::Limits::ops();
+            if let Err(e) = serving::serve(listener, router, &limits, None, ready, shutdown).await {
+                tracing::error!(error = %e, "ops server failed");
+            }
         }
     });
 
