@@ -415,6 +415,46 @@ mod tests {
     }
 
     #[test]
+    fn pem_parsing_table() {
+        let b = generate(&opts(), SystemTime::now(), None).expect("generate");
+        let two = format!("{}{}", b.cert_pem, b.ca_pem);
+        // (case, certificate PEM, key PEM, certificates found or the error)
+        let cases: [(&str, &str, &str, Result<usize, &str>); 6] = [
+            ("cert and key", &b.cert_pem, &b.key_pem, Ok(1)),
+            ("chain of two", &two, &b.key_pem, Ok(2)),
+            ("empty", "", &b.key_pem, Err("no PEM certificate")),
+            (
+                "key where the cert goes",
+                &b.key_pem,
+                &b.key_pem,
+                Err("no PEM certificate"),
+            ),
+            (
+                "cert where the key goes",
+                &b.cert_pem,
+                &b.cert_pem,
+                Err("no PEM private key"),
+            ),
+            (
+                "unterminated section",
+                "-----BEGIN CERTIFICATE-----\nAAAA\n",
+                &b.key_pem,
+                Err("invalid PEM"),
+            ),
+        ];
+        for (name, cert, key, want) in cases {
+            let got = parse_certs(cert, name)
+                .and_then(|c| parse_key(key, name).map(|_| c.len()))
+                .map_err(|e| e.to_string());
+            match (got, want) {
+                (Ok(n), Ok(want)) => assert_eq!(n, want, "{name}"),
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn renewal_decision_table() {
         let now = SystemTime::now();
         let fresh = generate(&opts(), now, None).expect("generate");
