@@ -120,6 +120,9 @@ impl Sandbox {
                 listen(extender_port),
                 "--kubeconfig".into(),
                 kc_arg.clone(),
+                // No Service Endpoints to leave here: stop at once on Ctrl-C.
+                "--drain-delay-seconds".into(),
+                "0".into(),
             ],
             &dir,
         )?;
@@ -143,6 +146,8 @@ impl Sandbox {
                 "127.0.0.1".into(),
                 "--webhook-config".into(),
                 WEBHOOK_CONFIG.into(),
+                "--drain-delay-seconds".into(),
+                "0".into(),
             ],
             &dir,
         )?;
