@@ -35,16 +35,18 @@ const GRACE: Duration = Duration::from_secs(20);
 /// (node-monitor-period) and a Lease renewal is due at most one renew interval (10 s) after the
 /// connection returns.
 const BLACKOUT_TAIL: Duration = Duration::from_secs(15);
-/// RSS after recovery may exceed RSS before the faults by this share plus `RSS_SLACK_MB`:
-/// allocator pages kept after the reconnect storm, not growth per request.
-const RSS_GROWTH: f64 = 0.25;
-const RSS_SLACK_MB: f64 = 16.0;
+/// RSS after recovery may exceed RSS before the faults by this share plus `RSS_SLACK_MB`: the
+/// same 200 pods are held, so growth is allocator pages and buffers kept after the reconnect
+/// storm (measured +4.3 and +6.8 MB on ~32 MB in two runs). The ~10 MB of headroom left is
+/// crossed by a leak of ~5 kB per request (~2,000 here) or ~100 kB per connection (~100).
+const RSS_GROWTH: f64 = 0.1;
+const RSS_SLACK_MB: f64 = 12.0;
 
-/// About 14 % of requests fail (429, 500, or reset after the apiserver acted) and a fifth of
-/// new connections are reset, at once or within 5 s.
+/// About 14 % of requests fail (429, 500, or reset after the apiserver acted) and 40 % of new
+/// connections are reset, at once or within 5 s (new connections are few: the client pools).
 const PHASE_1: e2e::FaultRates = e2e::FaultRates {
     reset_on_accept: 0.10,
-    cut_live: 0.10,
+    cut_live: 0.30,
     too_many_requests: 0.05,
     server_error: 0.06,
     reset_mid_request: 0.03,
@@ -196,7 +198,7 @@ async fn survives_api_errors_resets_and_a_blackout() {
     let phase1 = t0.elapsed();
     proxy.set_rates(PHASE_1);
     roll(&deploys, 1).await;
-    e2e::wait_for(
+    let phase1_done = e2e::wait_for(
         Duration::from_secs(90),
         "rollout 1 under faults, and each kind of fault injected",
         || {
@@ -212,8 +214,11 @@ async fn survives_api_errors_resets_and_a_blackout() {
             }
         },
     )
-    .await
-    .unwrap_or_else(|e| panic!("{e}; injected so far: {:?}", proxy.counts()));
+    .await;
+    if let Err(e) = phase1_done {
+        let d = deploys.get("web").await.ok().and_then(|d| d.status);
+        panic!("{e}; injected so far: {:?}; {d:?}", proxy.counts());
+    }
     all_running(&client).await;
     hollow.assert_alive_and_sound("after phase 1");
     let after_phase1 = proxy.counts();
