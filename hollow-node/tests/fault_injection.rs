@@ -37,7 +37,7 @@ const GRACE: Duration = Duration::from_secs(20);
 const BLACKOUT_TAIL: Duration = Duration::from_secs(15);
 /// RSS after recovery may exceed RSS before the faults by this share plus `RSS_SLACK_MB`: the
 /// same 200 pods are held, so growth is allocator pages and buffers kept after the reconnect
-/// storm (measured +4.3 and +6.8 MB on ~32 MB in two runs). The ~10 MB of headroom left is
+/// storm (measured +4.3 to +6.8 MB on ~32 MB in four runs). The ~10 MB of headroom left is
 /// crossed by a leak of ~5 kB per request (~2,000 here) or ~100 kB per connection (~100).
 const RSS_GROWTH: f64 = 0.1;
 const RSS_SLACK_MB: f64 = 12.0;
