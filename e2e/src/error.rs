@@ -26,6 +26,8 @@ pub enum Error {
     },
     #[error("kubernetes client: {0}")]
     Kube(#[from] kube::Error),
+    #[error("fault proxy: {0}")]
+    FaultProxy(String),
     #[error("kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
 }

@@ -54,10 +54,17 @@ impl Component {
 
     /// Stops the whole process group and reaps the child.
     pub fn stop(&mut self) {
-        if self.exited().is_none() {
-            signal_group(self.child.id(), libc::SIGKILL);
-            let _ = self.child.wait();
+        let _ = self.kill();
+    }
+
+    /// `kill -9` on the whole process group: no handler runs, nothing is cleaned up. Returns how
+    /// the process ended (`None` if it could not be reaped).
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        if let Some(status) = self.exited() {
+            return Some(status);
         }
+        signal_group(self.child.id(), libc::SIGKILL);
+        self.child.wait().ok()
     }
 
     /// Asks for a clean stop (SIGTERM), then kills after `grace`.
@@ -128,6 +135,18 @@ mod tests {
             assert_eq!(tail_file(&path, n), want, "tail {n}");
         }
         assert_eq!(tail_file(&dir.path().join("missing"), 3), "");
+    }
+
+    #[test]
+    fn kill_ends_the_process_with_sigkill() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("sleep.log");
+        let mut comp = Component::spawn("sleep", Path::new("/bin/sleep"), &["30".into()], &log)
+            .expect("spawn");
+        let status = comp.kill().expect("reaped");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert_eq!(comp.kill().and_then(|s| s.signal()), Some(libc::SIGKILL));
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct NodeState {
     pub last_write: Option<Instant>,
     pub last_lease_ok: Instant,
     pub reported_ready: Option<bool>,
+    /// A renewal failed: if the Lease went stale meanwhile, the node-lifecycle controller set
+    /// Ready=Unknown, which only a status write undoes (a kubelet compares with the API's copy;
+    /// we compare with our own). Rewritten after the next successful renewal.
+    pub status_suspect: bool,
 }
 
 impl NodeSlot {
@@ -54,6 +58,7 @@ impl NodeSlot {
                 last_write: None,
                 last_lease_ok: Instant::now(),
                 reported_ready: None,
+                status_suspect: false,
             }),
             name,
         }
@@ -356,15 +361,28 @@ pub async fn handle_lease(shared: &Shared, i: u32) {
             false
         }
     };
-    let since = {
+    let (since, rewrite) = {
         let Ok(mut st) = slot.state.lock() else {
             return;
         };
         if ok {
             st.last_lease_ok = Instant::now();
+        } else {
+            st.status_suspect = true;
         }
-        st.last_lease_ok.elapsed()
+        (st.last_lease_ok.elapsed(), ok && st.status_suspect)
     };
+    if rewrite {
+        match write_status(shared, idx, true).await {
+            Ok(_) => {
+                if let Ok(mut st) = slot.state.lock() {
+                    st.status_suspect = false;
+                }
+            }
+            // Still suspect: tried again after the next renewal.
+            Err(e) => tracing::warn!(node = %slot.name, error = %e, "node status rewrite failed"),
+        }
+    }
     let next = timing.next_delay(ok, since, rand::random::<f64>());
     shared.queue().add(Work::Lease(i), next);
 }

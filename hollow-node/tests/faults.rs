@@ -18,15 +18,6 @@ fn has_taint(node: &Node, key: &str, effect: &str) -> bool {
         .is_some_and(|ts| ts.iter().any(|t| t.key == key && t.effect == effect))
 }
 
-fn ready_status(node: &Node) -> String {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status.clone())
-        .unwrap_or_default()
-}
-
 async fn wait_node<F: Fn(&Node) -> bool>(api: &Api<Node>, name: &str, what: &str, check: F) {
     let check = &check;
     e2e::wait_for(
@@ -82,7 +73,10 @@ async fn faults_make_nodes_not_ready_and_tainted() {
         &nodes,
         "hn-fault-0",
         "Ready=False and tainted NoExecute by the controller",
-        |n| ready_status(n) == "False" && has_taint(n, "node.kubernetes.io/not-ready", "NoExecute"),
+        |n| {
+            common::ready_status(n) == "False"
+                && has_taint(n, "node.kubernetes.io/not-ready", "NoExecute")
+        },
     )
     .await;
     // The lease is no longer renewed (renewals every 2 s otherwise).
@@ -114,7 +108,7 @@ async fn faults_make_nodes_not_ready_and_tainted() {
     );
     let other = nodes.get("hn-fault-1").await.expect("node 1");
     assert_eq!(
-        ready_status(&other),
+        common::ready_status(&other),
         "True",
         "only the annotated node is affected"
     );
@@ -129,7 +123,7 @@ async fn faults_make_nodes_not_ready_and_tainted() {
         .await
         .expect("remove annotation");
     wait_node(&nodes, "hn-fault-0", "Ready again, taint removed", |n| {
-        ready_status(n) == "True" && !common::not_ready_taint(n)
+        common::ready_status(n) == "True" && !common::not_ready_taint(n)
     })
     .await;
 
@@ -143,11 +137,14 @@ async fn faults_make_nodes_not_ready_and_tainted() {
         &nodes,
         "hn-sched-0",
         "scheduled fault: NotReady and tainted",
-        |n| ready_status(n) == "False" && has_taint(n, "node.kubernetes.io/not-ready", "NoExecute"),
+        |n| {
+            common::ready_status(n) == "False"
+                && has_taint(n, "node.kubernetes.io/not-ready", "NoExecute")
+        },
     )
     .await;
     wait_node(&nodes, "hn-sched-0", "scheduled fault over", |n| {
-        ready_status(n) == "True" && !common::not_ready_taint(n)
+        common::ready_status(n) == "True" && !common::not_ready_taint(n)
     })
     .await;
 

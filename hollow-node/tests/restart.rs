@@ -1,6 +1,7 @@
-//! Restart adoption: the process stops without deleting its nodes (as after `kill -9`), starts
-//! again, and adopts its Nodes and Pods: no pod changes IP or status, no IP is handed out twice.
-//! Then `delete_nodes_on_exit` removes the nodes.
+//! Restart after a graceful stop (the shutdown token, nodes kept): the second process adopts the
+//! same Node objects and its settled pods without writing to them at all (same resourceVersion,
+//! same IP), hands out no IP twice to pods created after it, and `delete_nodes_on_exit` then
+//! removes the nodes. SIGKILL in the middle of a ramp is `kill9.rs`.
 
 mod common;
 
@@ -12,7 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 
 #[tokio::test(flavor = "multi_thread")]
-async fn restart_adopts_nodes_and_pods() {
+async fn graceful_restart_adopts_without_rewriting_then_delete_on_exit_cleans_up() {
     let cp = e2e::ControlPlane::start(e2e::Options::default())
         .await
         .expect("control plane");

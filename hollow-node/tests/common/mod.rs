@@ -89,6 +89,16 @@ pub fn ready(node: &Node) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// The status of the Ready condition (`True`, `False`, `Unknown`), empty when there is none.
+pub fn ready_status(node: &Node) -> String {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
 pub fn not_ready_taint(node: &Node) -> bool {
     node.spec
         .as_ref()
@@ -201,4 +211,81 @@ pub fn deployment(name: &str, replicas: i32) -> k8s_openapi::api::apps::v1::Depl
         }
     }))
     .expect("deployment")
+}
+
+/// The hollow-node binary as a child process (its own process group, output in a log file), so a
+/// test can read its RSS, kill it with SIGKILL and look for panics in what it printed.
+pub struct HollowProcess {
+    pub comp: e2e::process::Component,
+    pub addr: SocketAddr,
+}
+
+/// Starts `target/…/hollow-node` with `nodes` nodes named `<prefix>-<i>` against `kubeconfig`,
+/// logging to `log`, and waits for its /readyz.
+pub async fn spawn_binary(
+    kubeconfig: &std::path::Path,
+    log: &std::path::Path,
+    prefix: &str,
+    nodes: usize,
+) -> HollowProcess {
+    let addr = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
+    let args = [
+        format!("--nodes={nodes}"),
+        format!("--node-prefix={prefix}"),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--listen={addr}"),
+        "--job-complete-after=2s".to_string(),
+    ];
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hollow-node"));
+    let mut comp =
+        e2e::process::Component::spawn("hollow-node", bin, &args, log).expect("spawn hollow-node");
+    let ready = e2e::wait_for(Duration::from_secs(90), "hollow-node /readyz", || {
+        let exited = comp.exited();
+        async move {
+            if let Some(status) = exited {
+                return Err(e2e::Error::Timeout {
+                    what: format!("hollow-node exited with {status} before it was ready"),
+                    secs: 0.0,
+                });
+            }
+            Ok((get(addr, "/readyz").await.0 == 200).then_some(()))
+        }
+    })
+    .await;
+    if let Err(e) = ready {
+        panic!("{e}\n--- {} ---\n{}", log.display(), comp.tail(40));
+    }
+    HollowProcess { comp, addr }
+}
+
+impl HollowProcess {
+    pub fn pid(&self) -> u32 {
+        self.comp.pid()
+    }
+
+    /// Lines of its output that report a panic: the runtime's `panicked at` and the work
+    /// queue's `a work handler panicked`.
+    pub fn panics(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.comp.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("panicked"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Fails the test if the process exited or ever panicked.
+    pub fn assert_alive_and_sound(&mut self, when: &str) {
+        if let Some(status) = self.comp.exited() {
+            panic!(
+                "{when}: hollow-node exited with {status}\n{}",
+                self.comp.tail(40)
+            );
+        }
+        let panics = self.panics();
+        assert!(
+            panics.is_empty(),
+            "{when}: hollow-node panicked: {panics:#?}"
+        );
+    }
 }
