@@ -523,3 +523,52 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
         shared.queue().add(Work::Pod(key), after);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::core::PartialObjectMetaExt;
+
+    #[test]
+    fn secrets_count_as_present_where_they_are_not_checked() {
+        let (store, mut writer) = reflector::store::<PartialObjectMeta<Secret>>();
+        let creds = ObjectMeta {
+            name: Some("creds".into()),
+            namespace: Some("team-a".into()),
+            ..ObjectMeta::default()
+        };
+        writer.apply_watcher_event(&watcher::Event::Apply(creds.into_response_partial()));
+        let off = SecretStores::Off;
+        let some = SecretStores::Namespaces(Arc::new(HashMap::from([(
+            "team-a".to_string(),
+            store.clone(),
+        )])));
+        let all = SecretStores::Cluster(store);
+        let cases: [(&str, &SecretStores, &str, &str, bool); 8] = [
+            (
+                "off: missing counts as present",
+                &off,
+                "team-a",
+                "nope",
+                true,
+            ),
+            ("namespaces: present", &some, "team-a", "creds", true),
+            ("namespaces: missing", &some, "team-a", "nope", false),
+            (
+                "namespaces: unchecked namespace",
+                &some,
+                "team-b",
+                "nope",
+                true,
+            ),
+            ("cluster: present", &all, "team-a", "creds", true),
+            ("cluster: missing", &all, "team-a", "nope", false),
+            ("cluster: other namespace", &all, "team-b", "creds", false),
+            ("off: present", &off, "team-a", "creds", true),
+        ];
+        for (name, stores, ns, secret, want) in cases {
+            assert_eq!(stores.has(ns, secret), want, "{name}");
+        }
+    }
+}
