@@ -7,10 +7,12 @@
 //!
 //! The work: the extender filters for kube-scheduler and reports a bad namespace annotation;
 //! the webhook bootstraps its certificate, publishes its caBundle and mutates pods (reached at
-//! 127.0.0.1, as the in-cluster Service would route); the hollow node registers its Nodes,
-//! renews their Leases, runs pods that reference a Secret and a ConfigMap (checking Secrets in
-//! one namespace, bound by the README's RoleBinding template), writes Events, deletes a pod and,
-//! on SIGTERM, its Nodes.
+//! 127.0.0.1, as the in-cluster Service would route), and a second replica that must serve one
+//! more name renews the certificate; the hollow node adopts a Node someone else registered
+//! without a podCIDR, registers the rest, renews their Leases, runs pods that reference a Secret
+//! and a ConfigMap (checking Secrets in one namespace, bound by the README's RoleBinding
+//! template), repeats a Warning Event, finishes a pod's deletion and, on SIGTERM, deletes its
+//! Nodes. The harness's kube-scheduler runs as the cluster admin, as does `make sandbox`.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -47,7 +49,8 @@ const SERVICES: [(&str, &str, &str); 3] = [
 
 /// Granted but not used in this run, on purpose. Each is named with its reason in
 /// deploy/README.md, "Least privilege"; the test checks that the README says so and that each
-/// one is still unused (a stale exception fails too). Written as `<account> <verb> <resource>`.
+/// one is still unused (a stale exception fails too). Each is (`<account> <verb>
+/// <resource>[/<sub>][.<group>]`, why). None at present: every grant is used.
 const EXCEPTIONS: &[(&str, &str)] = &[];
 
 // ---------------------------------------------------------------------------------------------
