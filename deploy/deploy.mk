@@ -34,6 +34,8 @@ PLATFORMS ?= linux/amd64,linux/arm64
 MOCK_KIND_IMAGES := scheduler webhook hollow-node
 
 DEPLOY_NAMESPACE := mock-kind
+# The extender's own namespace: it alone needs hostNetwork (deploy/base/namespace.yaml).
+EXTENDER_NAMESPACE := mock-kind-extender
 REGISTRY_SECRET := mock-kind-registry
 FILE ?= $(HOME)/.docker/config.json
 
@@ -111,7 +113,7 @@ deploy: ## Apply a Kustomize overlay (OVERLAY=kind|dev|scale) and wait for it
 	  exit 1; \
 	fi
 	$(KUBECTL_CTX) apply -k '$(DEPLOY_DIR)/overlays/$(OVERLAY)'
-	$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) rollout status deployment/mock-kind-scheduler --timeout=180s
+	$(KUBECTL_CTX) -n $(EXTENDER_NAMESPACE) rollout status deployment/mock-kind-scheduler --timeout=180s
 	$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) rollout status deployment/mock-kind-webhook --timeout=180s
 	$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) rollout status statefulset/hollow-node --timeout=300s
 	@$(KUBECTL_CTX) get nodes -l spoofed=true --no-headers 2>/dev/null | awk '{n++; if ($$2 == "Ready") r++} END {printf "hollow nodes: %d, Ready: %d\n", n, r}'
@@ -147,7 +149,9 @@ secret.load: ## Registry credentials for private images: FILE=~/.docker/config.j
 	@[ -f '$(FILE)' ] || { echo "make secret.load: no file '$(FILE)': set FILE to a Docker config.json holding the registry's credentials" >&2; exit 1; }
 	@grep -q '"auth"' '$(FILE)' || { echo "make secret.load: '$(FILE)' holds no inline credentials (\"auth\": a credsStore or credHelpers keeps them elsewhere); create the Secret yourself: kubectl -n $(DEPLOY_NAMESPACE) create secret docker-registry $(REGISTRY_SECRET) --docker-server=... --docker-username=... --docker-password=..." >&2; exit 1; }
 	$(need_cluster)
-	$(KUBECTL_CTX) create namespace $(DEPLOY_NAMESPACE) --dry-run=client -o yaml | $(KUBECTL_CTX) apply -f -
-	$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) create secret generic $(REGISTRY_SECRET) --type=kubernetes.io/dockerconfigjson \
-	  --from-file=.dockerconfigjson='$(FILE)' --dry-run=client -o yaml | $(KUBECTL_CTX) apply -f -
+	@set -e; for ns in $(DEPLOY_NAMESPACE) $(EXTENDER_NAMESPACE); do \
+	  $(KUBECTL_CTX) create namespace $$ns --dry-run=client -o yaml | $(KUBECTL_CTX) apply -f -; \
+	  $(KUBECTL_CTX) -n $$ns create secret generic $(REGISTRY_SECRET) --type=kubernetes.io/dockerconfigjson \
+	    --from-file=.dockerconfigjson='$(FILE)' --dry-run=client -o yaml | $(KUBECTL_CTX) apply -f -; \
+	done
 	@echo "every mock-kind pod lists imagePullSecrets $(REGISTRY_SECRET): pods waiting on an image pull retry with it"

@@ -76,6 +76,44 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The directory of mock-kind's own binaries (mock-kind-scheduler, mock-kind-webhook,
+/// hollow-node, ...) for the running test: built once per process as `make test` builds them
+/// before testing (`cargo build --workspace --bins`: a no-op there, and the same features, so
+/// nothing is built twice), into the test's own target directory and profile.
+pub fn workspace_binaries() -> Result<PathBuf, Error> {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    DIR.get_or_init(build_workspace_binaries)
+        .clone()
+        .map_err(Error::Binaries)
+}
+
+fn build_workspace_binaries() -> Result<PathBuf, String> {
+    // A test runs from <target>/<profile>/deps/.
+    let exe = std::env::current_exe().map_err(|e| format!("the test executable: {e}"))?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{} is not in <target>/<profile>/deps", exe.display()))?
+        .to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root())
+        .args(["build", "--quiet", "--workspace", "--bins"]);
+    if dir.file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run cargo build: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build --workspace --bins failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,12 @@ impl Layout {
     pub fn scheduler_config(&self) -> PathBuf {
         self.file("scheduler-config.json")
     }
+    pub fn audit_policy(&self) -> PathBuf {
+        self.file("audit-policy.json")
+    }
+    pub fn audit_log(&self) -> PathBuf {
+        self.file("audit.log")
+    }
     pub fn log(&self, component: &str) -> PathBuf {
         self.file(&format!("{component}.log"))
     }
@@ -113,6 +119,19 @@ pub fn apiserver_args(layout: &Layout, s: &Settings) -> Vec<String> {
         "--max-requests-inflight=2000".into(),
         "--max-mutating-requests-inflight=1000".into(),
         "--v=1".into(),
+    ]
+}
+
+/// The apiserver's audit flags: the policy of [`crate::audit::policy`], JSON lines written as
+/// each request completes (blocking mode, so a test reads every request it waited for).
+pub fn audit_args(layout: &Layout) -> Vec<String> {
+    vec![
+        format!("--audit-policy-file={}", p(&layout.audit_policy())),
+        format!("--audit-log-path={}", p(&layout.audit_log())),
+        "--audit-log-format=json".into(),
+        "--audit-log-mode=blocking".into(),
+        // No rotation: the harness's runs are short and a test reads the one file.
+        "--audit-log-maxbackup=0".into(),
     ]
 }
 
@@ -253,6 +272,17 @@ mod tests {
                 apiserver_args(&l, &s),
                 "--authorization-mode=Node,RBAC",
             ),
+            (
+                "audit policy",
+                audit_args(&l),
+                "--audit-policy-file=/cp/audit-policy.json",
+            ),
+            (
+                "audit log",
+                audit_args(&l),
+                "--audit-log-path=/cp/audit.log",
+            ),
+            ("audit json", audit_args(&l), "--audit-log-format=json"),
             ("cm port", controller_manager_args(&l, &s), "--port=7001"),
             (
                 "cm qps",

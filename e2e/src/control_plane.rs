@@ -29,6 +29,9 @@ pub struct Options {
     /// defaults of 20 and 50 would cap pod creation and binding, so benchmarks would measure
     /// the control plane instead of mock-kind.
     pub client_qps: u32,
+    /// Run the apiserver with an audit log of every service account's requests (Metadata
+    /// level); read it with [`ControlPlane::audit_records`].
+    pub audit_log: bool,
     pub extra_apiserver_args: Vec<String>,
     pub extra_controller_manager_args: Vec<String>,
     pub extra_scheduler_args: Vec<String>,
@@ -43,6 +46,7 @@ impl Default for Options {
             node_monitor_grace_period: None,
             pod_eviction_timeout: None,
             client_qps: 100,
+            audit_log: false,
             extra_apiserver_args: Vec::new(),
             extra_controller_manager_args: Vec::new(),
             extra_scheduler_args: Vec::new(),
@@ -63,6 +67,7 @@ pub struct ControlPlane {
     bin_dir: PathBuf,
     dir: Option<TempDir>,
     etcd_dir: Option<TempDir>,
+    audit_log: bool,
 }
 
 impl ControlPlane {
@@ -87,6 +92,11 @@ impl ControlPlane {
             (layout.sa_pub(), &pki.service_account_pub),
         ] {
             std::fs::write(&path, pem).map_err(|e| Error::io(&path, e))?;
+        }
+        if opts.audit_log {
+            let path = layout.audit_policy();
+            let text = crate::audit::policy().to_string();
+            std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
         }
 
         let mut settings = Settings {
@@ -125,6 +135,9 @@ impl ControlPlane {
                 tracing::warn!(path = %kc_path.display(), error = %e, "cannot write kubeconfig");
             }
             let mut args = config::apiserver_args(&layout, &settings);
+            if opts.audit_log {
+                args.extend(config::audit_args(&layout));
+            }
             args.extend(opts.extra_apiserver_args.iter().cloned());
             (
                 bin("kube-apiserver"),
@@ -192,6 +205,7 @@ impl ControlPlane {
         }
 
         Ok(ControlPlane {
+            audit_log: opts.audit_log,
             components,
             client,
             server,
@@ -220,6 +234,14 @@ impl ControlPlane {
     }
     pub fn dir(&self) -> &Path {
         &self.layout.dir
+    }
+    /// Every service-account request the apiserver has logged so far, in order. Empty unless
+    /// [`Options::audit_log`] was set.
+    pub fn audit_records(&self) -> Result<Vec<crate::audit::Record>, Error> {
+        if !self.audit_log {
+            return Ok(Vec::new());
+        }
+        crate::audit::read(&self.layout.audit_log())
     }
     /// Where kube-apiserver, kubemark and the rest were found.
     pub fn bin_dir(&self) -> &Path {

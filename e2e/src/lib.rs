@@ -8,6 +8,8 @@
 //! # let _ = client; Ok(()) }
 //! ```
 
+pub mod accounts;
+pub mod audit;
 pub mod bins;
 pub mod config;
 pub mod control_plane;
@@ -17,6 +19,7 @@ pub mod fault_proxy;
 pub mod pki;
 pub mod process;
 pub mod procfs;
+pub mod rbac;
 pub mod sandbox;
 pub mod wait;
 

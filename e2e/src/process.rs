@@ -2,9 +2,10 @@
 //! killed (with everything it started) when dropped.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 
 use crate::Error;
 
@@ -90,6 +91,41 @@ impl Drop for Component {
     }
 }
 
+/// Runs `cmd` to completion with `stdin` as its input (fed from a thread, so a large output
+/// never blocks the input), capturing stdout and stderr. Any exit status is returned as is.
+pub fn run_with_input(cmd: &mut Command, stdin: Option<&str>) -> Result<Output, Error> {
+    let what = format!("{cmd:?}");
+    let io = |e: std::io::Error| Error::Start {
+        component: what.clone(),
+        reason: e.to_string(),
+        log: PathBuf::new(),
+        tail: String::new(),
+    };
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(io)?;
+    let feeder = match (stdin, child.stdin.take()) {
+        (Some(text), Some(mut pipe)) => {
+            let text = text.to_owned();
+            Some(std::thread::spawn(move || pipe.write_all(text.as_bytes())))
+        }
+        _ => None,
+    };
+    let out = child.wait_with_output().map_err(io)?;
+    if let Some(feeder) = feeder {
+        feeder
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("stdin thread panicked")))
+            .map_err(io)?;
+    }
+    Ok(out)
+}
+
 pub fn tail_file(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
@@ -147,6 +183,21 @@ mod tests {
         let status = comp.kill().expect("reaped");
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
         assert_eq!(comp.kill().and_then(|s| s.signal()), Some(libc::SIGKILL));
+    }
+
+    #[test]
+    fn run_with_input_feeds_stdin_and_keeps_the_status() {
+        let big = "x".repeat(1 << 20);
+        let out = run_with_input(&mut Command::new("/bin/cat"), Some(&big)).expect("cat");
+        assert!(out.status.success());
+        assert_eq!(
+            out.stdout.len(),
+            big.len(),
+            "all of a large input came back"
+        );
+        let out = run_with_input(&mut Command::new("/bin/false"), None).expect("false");
+        assert!(!out.status.success());
+        assert!(run_with_input(&mut Command::new("/nonexistent/x"), None).is_err());
     }
 
     #[test]

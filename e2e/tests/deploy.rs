@@ -5,7 +5,9 @@
 //!   on the harness's Kubernetes (1.20: see [`for_server`] for the PodDisruptionBudget).
 //! - Applied for real, the RBAC grants each service what it calls and nothing more, as the real
 //!   authorizer answers `kubectl auth can-i --as=<service account>`; applying twice changes nothing.
-//! - Rendered pods keep the restricted pod-security settings; only the extender uses hostNetwork.
+//! - Rendered pods keep the restricted pod-security settings; only the extender uses hostNetwork,
+//!   alone in its own namespace; every other pod passes a pure check of the Pod Security
+//!   Standards' "restricted" profile, which their namespace enforces.
 //! - Every environment variable the manifests set is a flag of the binary the container runs, and
 //!   the binaries run with the manifests' environment under their service accounts' RBAC alone:
 //!   their probes answer, the webhook publishes its caBundle, the hollow node's Nodes get Ready and
@@ -17,10 +19,8 @@
 //!   `make kind` with stand-ins for kind and docker (neither runs on this machine).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use e2e::{ControlPlane, Options, workspace_root};
 use serde::Deserialize;
@@ -28,6 +28,8 @@ use serde_json::Value;
 
 const OVERLAYS: [&str; 3] = ["kind", "dev", "scale"];
 const NAMESPACE: &str = "mock-kind";
+/// The extender's namespace: it alone needs hostNetwork, so it alone is not "restricted".
+const EXTENDER_NAMESPACE: &str = "mock-kind-extender";
 const REGISTRY_SECRET: &str = "mock-kind-registry";
 /// The node the kind overlays bind the extender to: `<cluster name>-control-plane`.
 const KIND_CONTROL_PLANE: &str = "mock-kind-control-plane";
@@ -35,6 +37,7 @@ const KIND_CONTROL_PLANE: &str = "mock-kind-control-plane";
 /// A workload of the base, its container and the binary that container's image runs.
 struct Service {
     kind: &'static str,
+    namespace: &'static str,
     workload: &'static str,
     container: &'static str,
     image: &'static str,
@@ -47,6 +50,7 @@ struct Service {
 const SERVICES: [Service; 3] = [
     Service {
         kind: "Deployment",
+        namespace: EXTENDER_NAMESPACE,
         workload: "mock-kind-scheduler",
         container: "scheduler",
         image: "mock-kind/scheduler",
@@ -56,6 +60,7 @@ const SERVICES: [Service; 3] = [
     },
     Service {
         kind: "Deployment",
+        namespace: NAMESPACE,
         workload: "mock-kind-webhook",
         container: "webhook",
         image: "mock-kind/webhook",
@@ -65,6 +70,7 @@ const SERVICES: [Service; 3] = [
     },
     Service {
         kind: "StatefulSet",
+        namespace: NAMESPACE,
         workload: "hollow-node",
         container: "hollow-node",
         image: "mock-kind/hollow-node",
@@ -94,34 +100,9 @@ fn repo(rel: &str) -> PathBuf {
     workspace_root().join(rel)
 }
 
-/// Runs `cmd` (feeding `stdin` from a thread, so a large output never blocks the input).
+/// Runs `cmd` with `stdin` as its input (see [`e2e::process::run_with_input`]).
 fn output(cmd: &mut Command, stdin: Option<&str>) -> Output {
-    let what = format!("{cmd:?}");
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    let feeder = stdin.map(|text| {
-        let mut pipe = child.stdin.take().expect("child stdin");
-        let text = text.to_owned();
-        std::thread::spawn(move || pipe.write_all(text.as_bytes()))
-    });
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    if let Some(feeder) = feeder {
-        feeder
-            .join()
-            .expect("stdin thread")
-            .unwrap_or_else(|e| panic!("{what}: writing stdin: {e}"));
-    }
-    out
+    e2e::process::run_with_input(cmd, stdin).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `cmd` and returns its stdout; fails the test with both streams when it fails.
@@ -329,6 +310,7 @@ fn every_overlay_renders_what_it_promises() {
         let o = want.overlay;
         let objs = render(o);
         find(&objs, "Namespace", NAMESPACE);
+        find(&objs, "Namespace", EXTENDER_NAMESPACE);
 
         // Images: the tags `make images` builds for this overlay, never pulled when present.
         for s in &SERVICES {
@@ -524,6 +506,8 @@ fn every_overlay_renders_what_it_promises() {
                 let ns = text(obj, "/metadata/namespace");
                 let want_ns = if kind.starts_with("Role") && ns == "kube-node-lease" {
                     "kube-node-lease"
+                } else if text(obj, "/metadata/name") == "mock-kind-scheduler" {
+                    EXTENDER_NAMESPACE
                 } else {
                     NAMESPACE
                 };
@@ -532,15 +516,18 @@ fn every_overlay_renders_what_it_promises() {
         }
         for (workload, pod) in pod_specs(&objs) {
             let sa = text(pod, "/serviceAccountName");
-            find(&objs, "ServiceAccount", sa);
+            let sa_ns = text(find(&objs, "ServiceAccount", sa), "/metadata/namespace");
+            let workload_ns = SERVICES
+                .iter()
+                .find(|s| format!("{}/{}", s.kind, s.workload) == workload)
+                .map_or("", |s| s.namespace);
+            assert_eq!(sa_ns, workload_ns, "{o}: {workload}'s ServiceAccount {sa}");
             let bound = objs
                 .iter()
                 .filter(|b| text(b, "/kind").ends_with("RoleBinding"))
                 .any(|b| {
                     b["subjects"].as_array().into_iter().flatten().any(|s| {
-                        s["kind"] == "ServiceAccount"
-                            && s["name"] == sa
-                            && s["namespace"] == NAMESPACE
+                        s["kind"] == "ServiceAccount" && s["name"] == sa && s["namespace"] == sa_ns
                     })
                 });
             assert!(
@@ -659,6 +646,242 @@ fn rendered_pods_meet_the_restricted_profile() {
                 }
             }
         }
+    }
+}
+
+/// What keeps a pod out of the Pod Security Standards' "restricted" profile (Kubernetes docs,
+/// "Pod Security Standards", every baseline and restricted control), read from its spec alone,
+/// as the PodSecurity admission of a 1.23+ cluster would. The harness's 1.20 has no such
+/// admission, so this pure check stands in for it.
+fn restricted_violations(pod: &Value) -> BTreeSet<String> {
+    const VOLUME_TYPES: [&str; 8] = [
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    ];
+    const SAFE_SYSCTLS: [&str; 5] = [
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+    ];
+    let mut out = BTreeSet::new();
+    let mut flag = |cond: bool, what: String| {
+        if cond {
+            out.insert(what);
+        }
+    };
+    let psc = &pod["securityContext"];
+    for host in ["hostNetwork", "hostPID", "hostIPC"] {
+        flag(pod[host] == true, host.to_owned());
+    }
+    for v in pod["volumes"].as_array().into_iter().flatten() {
+        let kind = v
+            .as_object()
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .find(|k| *k != "name")
+            .map_or("", String::as_str);
+        flag(
+            !VOLUME_TYPES.contains(&kind),
+            format!("volume {} of type {kind}", text(v, "/name")),
+        );
+    }
+    for sysctl in psc["sysctls"].as_array().into_iter().flatten() {
+        let name = text(sysctl, "/name");
+        flag(!SAFE_SYSCTLS.contains(&name), format!("sysctl {name}"));
+    }
+    let seccomp_ok = |sc: &Value| {
+        matches!(
+            text(sc, "/seccompProfile/type"),
+            "RuntimeDefault" | "Localhost"
+        )
+    };
+    let selinux_ok = |sc: &Value| {
+        matches!(
+            text(sc, "/seLinuxOptions/type"),
+            "" | "container_t" | "container_init_t" | "container_kvm_t"
+        ) && text(sc, "/seLinuxOptions/user").is_empty()
+            && text(sc, "/seLinuxOptions/role").is_empty()
+    };
+    flag(!selinux_ok(psc), "pod seLinuxOptions".into());
+    flag(psc["runAsUser"] == 0, "pod runAsUser 0".into());
+    flag(
+        text(psc, "/seccompProfile/type") == "Unconfined",
+        "pod seccomp Unconfined".into(),
+    );
+    for c in all_containers(pod) {
+        let name = text(c, "/name");
+        let sc = &c["securityContext"];
+        let field = |f: &str| format!("container {name}: {f}");
+        flag(sc["privileged"] == true, field("privileged"));
+        flag(
+            sc["allowPrivilegeEscalation"] != false,
+            field("allowPrivilegeEscalation not false"),
+        );
+        flag(
+            sc["runAsNonRoot"] != true && psc["runAsNonRoot"] != true
+                || sc["runAsNonRoot"] == false,
+            field("runAsNonRoot not true"),
+        );
+        flag(sc["runAsUser"] == 0, field("runAsUser 0"));
+        flag(
+            !(seccomp_ok(sc) || sc["seccompProfile"].is_null() && seccomp_ok(psc)),
+            field("seccompProfile not RuntimeDefault or Localhost"),
+        );
+        let caps = |k: &str| -> Vec<&str> {
+            sc["capabilities"][k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect()
+        };
+        flag(
+            !caps("drop").contains(&"ALL"),
+            field("capabilities not dropping ALL"),
+        );
+        for cap in caps("add") {
+            flag(
+                cap != "NET_BIND_SERVICE",
+                field(&format!("capability {cap} added")),
+            );
+        }
+        flag(!selinux_ok(sc), field("seLinuxOptions"));
+        flag(
+            !matches!(text(sc, "/procMount"), "" | "Default"),
+            field("procMount"),
+        );
+        for p in c["ports"].as_array().into_iter().flatten() {
+            flag(
+                p["hostPort"].as_i64().unwrap_or(0) != 0,
+                field(&format!("hostPort {}", p["hostPort"])),
+            );
+        }
+    }
+    out
+}
+
+/// The namespace a rendered pod template lands in, and that namespace's Pod Security labels.
+fn pod_security(objs: &[Value], workload: &str) -> (String, String) {
+    let obj = objs
+        .iter()
+        .find(|o| id(o) == workload)
+        .unwrap_or_else(|| panic!("no {workload}"));
+    let ns = text(obj, "/metadata/namespace").to_owned();
+    let enforce = text(
+        find(objs, "Namespace", &ns),
+        "/metadata/labels/pod-security.kubernetes.io~1enforce",
+    )
+    .to_owned();
+    (ns, enforce)
+}
+
+#[test]
+fn only_the_extender_leaves_the_restricted_profile_in_its_own_namespace() {
+    for o in OVERLAYS {
+        let objs = render(o);
+        for (workload, pod) in pod_specs(&objs) {
+            let (ns, enforce) = pod_security(&objs, &workload);
+            let violations = restricted_violations(pod);
+            if workload == "Deployment/mock-kind-scheduler" {
+                // hostNetwork and nothing else; its namespace says so and holds nothing else.
+                assert_eq!(
+                    violations,
+                    BTreeSet::from(["hostNetwork".to_owned()]),
+                    "{o}: {workload}"
+                );
+                assert_eq!(
+                    (ns.as_str(), enforce.as_str()),
+                    (EXTENDER_NAMESPACE, "privileged"),
+                    "{o}: {workload}"
+                );
+            } else {
+                assert!(violations.is_empty(), "{o}: {workload}: {violations:?}");
+                assert_eq!(enforce, "restricted", "{o}: {workload} in {ns}");
+            }
+        }
+        let in_extender_ns: Vec<String> = pod_specs(&objs)
+            .into_iter()
+            .map(|(w, _)| w)
+            .filter(|w| pod_security(&objs, w).0 == EXTENDER_NAMESPACE)
+            .collect();
+        assert_eq!(in_extender_ns, ["Deployment/mock-kind-scheduler"], "{o}");
+        let restricted = find(&objs, "Namespace", NAMESPACE);
+        for mode in ["warn", "audit"] {
+            assert_eq!(
+                text(
+                    restricted,
+                    &format!("/metadata/labels/pod-security.kubernetes.io~1{mode}")
+                ),
+                "restricted",
+                "{o}: {NAMESPACE} {mode}"
+            );
+        }
+    }
+
+    // The check can fail: each edit of the webhook's pod breaks one control.
+    let objs = render("kind");
+    let (pod, _) = service_container(&objs, &SERVICES[1]);
+    type Edit = fn(&mut Value);
+    let edits: [(&str, Edit, &str); 8] = [
+        (
+            "escalation",
+            |p| p["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = true.into(),
+            "allowPrivilegeEscalation",
+        ),
+        (
+            "caps kept",
+            |p| p["containers"][0]["securityContext"]["capabilities"] = serde_json::json!({}),
+            "dropping ALL",
+        ),
+        (
+            "cap added",
+            |p| {
+                p["containers"][0]["securityContext"]["capabilities"]["add"] =
+                    serde_json::json!(["NET_ADMIN"])
+            },
+            "NET_ADMIN",
+        ),
+        (
+            "root allowed",
+            |p| {
+                p["securityContext"]["runAsNonRoot"] = false.into();
+                p["containers"][0]["securityContext"]["runAsNonRoot"] = Value::Null;
+            },
+            "runAsNonRoot",
+        ),
+        (
+            "no seccomp",
+            |p| {
+                p["securityContext"]["seccompProfile"] = Value::Null;
+                p["containers"][0]["securityContext"]["seccompProfile"] = Value::Null;
+            },
+            "seccompProfile",
+        ),
+        (
+            "hostPath",
+            |p| p["volumes"] = serde_json::json!([{"name": "h", "hostPath": {"path": "/"}}]),
+            "hostPath",
+        ),
+        (
+            "hostPort",
+            |p| p["containers"][0]["ports"][0]["hostPort"] = 8443.into(),
+            "hostPort",
+        ),
+        ("hostPID", |p| p["hostPID"] = true.into(), "hostPID"),
+    ];
+    for (name, edit, want) in edits {
+        let mut bad = pod.clone();
+        edit(&mut bad);
+        let got = restricted_violations(&bad);
+        assert!(got.iter().any(|v| v.contains(want)), "{name}: {got:?}");
     }
 }
 
@@ -1019,7 +1242,9 @@ async fn every_overlay_passes_a_server_side_dry_run() {
 
     // A server-side dry run persists nothing, so the namespace would be missing for every object
     // in it: create it first, as `kubectl apply` of the Namespace does before them for real.
-    succeed(kubectl(&kc).args(["create", "namespace", NAMESPACE]), None);
+    for ns in [NAMESPACE, EXTENDER_NAMESPACE] {
+        succeed(kubectl(&kc).args(["create", "namespace", ns]), None);
+    }
 
     for o in OVERLAYS {
         let objs = render(o);
@@ -1115,7 +1340,7 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
         second.join("\n")
     );
 
-    const SCHED: &str = "system:serviceaccount:mock-kind:mock-kind-scheduler";
+    const SCHED: &str = "system:serviceaccount:mock-kind-extender:mock-kind-scheduler";
     const HOOK: &str = "system:serviceaccount:mock-kind:mock-kind-webhook";
     const HOLLOW: &str = "system:serviceaccount:mock-kind:hollow-node";
     const MWC: &str = "mutatingwebhookconfigurations.admissionregistration.k8s.io";
@@ -1125,8 +1350,10 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
         (SCHED, "list", "nodes", "", "", true),
         (SCHED, "watch", "nodes", "", "", true),
         (SCHED, "watch", "namespaces", "", "", true),
-        (SCHED, "create", "events", "default", "", true),
-        (SCHED, "patch", "events.events.k8s.io", "default", "", true),
+        (SCHED, "create", "events.events.k8s.io", "default", "", true),
+        (SCHED, "create", "events", "default", "", false),
+        (SCHED, "patch", "events.events.k8s.io", "default", "", false),
+        (SCHED, "get", "nodes", "", "", false),
         (SCHED, "list", "pods", "*", "", false),
         (SCHED, "patch", "nodes", "", "", false),
         (SCHED, "update", "namespaces", "", "", false),
@@ -1134,6 +1361,16 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
         (SCHED, "*", "*", "*", "", false),
         (HOOK, "watch", "namespaces", "", "", true),
         (HOOK, "patch", "namespaces", "", "", true),
+        (HOOK, "update", "namespaces", "", "", false),
+        (HOOK, "get", "namespaces", "", "", false),
+        (
+            HOOK,
+            "patch",
+            "secrets/mock-kind-webhook-tls",
+            NAMESPACE,
+            "",
+            false,
+        ),
         (HOOK, "delete", "namespaces", "", "", false),
         (HOOK, "create", "secrets", "mock-kind", "", true),
         (
@@ -1184,7 +1421,7 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
             &format!("{MWC}/mock-kind-webhook"),
             "",
             "",
-            true,
+            false,
         ),
         (
             HOOK,
@@ -1209,19 +1446,44 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
         (HOLLOW, "patch", "nodes", "", "", true),
         (HOLLOW, "delete", "nodes", "", "", true),
         (HOLLOW, "patch", "nodes", "", "status", true),
-        (HOLLOW, "update", "nodes", "", "status", true),
+        (HOLLOW, "update", "nodes", "", "status", false),
+        (HOLLOW, "update", "nodes", "", "", false),
         (HOLLOW, "create", LEASES, "kube-node-lease", "", true),
-        (HOLLOW, "update", LEASES, "kube-node-lease", "", true),
+        (HOLLOW, "patch", LEASES, "kube-node-lease", "", true),
+        (HOLLOW, "update", LEASES, "kube-node-lease", "", false),
+        (HOLLOW, "watch", LEASES, "kube-node-lease", "", false),
         (HOLLOW, "create", LEASES, "default", "", false),
         (HOLLOW, "watch", "pods", "*", "", true),
         (HOLLOW, "delete", "pods", "default", "", true),
         (HOLLOW, "patch", "pods", "default", "status", true),
         (HOLLOW, "create", "pods", "default", "", false),
         (HOLLOW, "update", "pods", "default", "", false),
-        (HOLLOW, "create", "events", "default", "", true),
-        (HOLLOW, "get", "secrets", "default", "", true),
+        (
+            HOLLOW,
+            "create",
+            "events.events.k8s.io",
+            "default",
+            "",
+            true,
+        ),
+        (HOLLOW, "patch", "events.events.k8s.io", "default", "", true),
+        (HOLLOW, "create", "events", "default", "", false),
+        // Secrets: nothing unless a namespace binds mock-kind-hollow-node-secret-refs.
+        (HOLLOW, "get", "secrets", "default", "", false),
+        (HOLLOW, "list", "secrets", "*", "", false),
+        (HOLLOW, "watch", "secrets", "default", "", false),
         (HOLLOW, "list", "configmaps", "*", "", true),
-        (HOLLOW, "get", "persistentvolumeclaims", "default", "", true),
+        (HOLLOW, "get", "configmaps", "default", "", false),
+        (HOLLOW, "watch", "persistentvolumeclaims", "*", "", true),
+        (
+            HOLLOW,
+            "get",
+            "persistentvolumeclaims",
+            "default",
+            "",
+            false,
+        ),
+        (HOLLOW, "get", "pods", "default", "", false),
         (HOLLOW, "create", "secrets", "default", "", false),
         (HOLLOW, "update", "configmaps", "default", "", false),
         (HOLLOW, "delete", "namespaces", "", "", false),
@@ -1272,82 +1534,25 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
 // ---------------------------------------------------------------------------------------------
 // The binaries, run as the kind overlay's pods would run them.
 
-/// The binary `s.bin`. Built once per test process as `make test` builds them before testing
-/// (`cargo build --workspace --bins`: a no-op there, and the same features, so nothing is built
-/// twice), into this test's target directory and profile.
+/// The binary `s.bin`, built as `make test` builds it (see [`e2e::bins::workspace_binaries`]).
 fn built_binary(s: &Service) -> PathBuf {
-    static PROFILE_DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = PROFILE_DIR.get_or_init(|| {
-        // This test runs from <target>/<profile>/deps/.
-        let exe = std::env::current_exe().expect("test executable");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>")
-            .to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "--quiet", "--workspace", "--bins"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        succeed(&mut cmd, None);
-        dir
-    });
-    let bin = dir.join(s.bin);
+    let bin = e2e::bins::workspace_binaries()
+        .expect("workspace binaries")
+        .join(s.bin);
     assert!(bin.is_file(), "{} was not built", bin.display());
     bin
 }
 
 /// The ServiceAccount's token (Kubernetes 1.20: the token Secret the controller-manager makes).
-async fn sa_token(client: &kube::Client, sa: &str) -> String {
-    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-    let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), NAMESPACE);
-    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), NAMESPACE);
-    e2e::wait_for(
-        std::time::Duration::from_secs(60),
-        &format!("a token for ServiceAccount {NAMESPACE}/{sa}"),
-        || {
-            let (sas, secrets) = (sas.clone(), secrets.clone());
-            async move {
-                let Some(account) = sas.get_opt(sa).await? else {
-                    return Ok(None);
-                };
-                for r in account.secrets.into_iter().flatten() {
-                    let Some(name) = r.name else { continue };
-                    let token = secrets
-                        .get_opt(&name)
-                        .await?
-                        .and_then(|s| s.data?.remove("token"));
-                    if let Some(token) = token {
-                        return Ok(Some(String::from_utf8_lossy(&token.0).into_owned()));
-                    }
-                }
-                Ok(None)
-            }
-        },
-    )
-    .await
-    .expect("service account token")
+async fn sa_token(client: &kube::Client, namespace: &str, sa: &str) -> String {
+    e2e::accounts::token(client, namespace, sa)
+        .await
+        .expect("service account token")
 }
 
 /// A kubeconfig that authenticates as the ServiceAccount: the process gets its RBAC and no more.
 fn sa_kubeconfig(cp: &ControlPlane, sa: &str, token: &str) -> PathBuf {
-    // One CA file per account: a file rewritten while another process reads it would be empty.
-    let ca = cp.dir().join(format!("{sa}-ca.crt"));
-    std::fs::write(&ca, cp.ca_pem()).expect("write CA");
-    let path = cp.dir().join(format!("{sa}.kubeconfig"));
-    let config = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{ "name": "cp", "cluster": { "server": cp.server(), "certificate-authority": ca } }],
-        "users": [{ "name": sa, "user": { "token": token } }],
-        "contexts": [{ "name": sa, "context": { "cluster": "cp", "user": sa } }],
-        "current-context": sa,
-    });
-    std::fs::write(&path, config.to_string()).expect("write kubeconfig");
-    path
+    e2e::accounts::kubeconfig(cp, sa, token).expect("service account kubeconfig")
 }
 
 /// A service process; killed when dropped.
@@ -1436,7 +1641,7 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
     for s in &SERVICES {
         let (pod, c) = service_container(&objs, s);
         let sa = text(pod, "/serviceAccountName");
-        let token = sa_token(&client, sa).await;
+        let token = sa_token(&client, s.namespace, sa).await;
         let mut cmd = Command::new(built_binary(s));
         cmd.env_clear()
             .env(s.kubeconfig_env, sa_kubeconfig(&cp, sa, &token));
@@ -1449,7 +1654,7 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
             let mut value = match e["value"].as_str() {
                 Some(v) => v.to_owned(),
                 None => match text(e, "/valueFrom/fieldRef/fieldPath") {
-                    "metadata.namespace" => NAMESPACE.to_owned(),
+                    "metadata.namespace" => s.namespace.to_owned(),
                     "metadata.name" => format!("{}-0", s.workload),
                     "status.podIP" | "status.hostIP" => "127.0.0.1".to_owned(),
                     other => panic!(
@@ -1689,18 +1894,22 @@ async fn make_secret_load_nodes_and_deploy_guards_on_the_real_control_plane() {
             stderr_of(&out)
         );
     }
-    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), NAMESPACE);
-    let secret = secrets.get(REGISTRY_SECRET).await.expect("registry Secret");
-    assert_eq!(
-        secret.type_.as_deref(),
-        Some("kubernetes.io/dockerconfigjson")
-    );
-    let data = secret.data.unwrap_or_default();
-    assert_eq!(
-        data.get(".dockerconfigjson").map(|b| b.0.as_slice()),
-        Some(auth.as_bytes()),
-        "the Secret holds the file"
-    );
+    // In both namespaces: every mock-kind pod names it in imagePullSecrets.
+    for ns in [NAMESPACE, EXTENDER_NAMESPACE] {
+        let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), ns);
+        let secret = secrets.get(REGISTRY_SECRET).await.expect("registry Secret");
+        assert_eq!(
+            secret.type_.as_deref(),
+            Some("kubernetes.io/dockerconfigjson"),
+            "{ns}"
+        );
+        let data = secret.data.unwrap_or_default();
+        assert_eq!(
+            data.get(".dockerconfigjson").map(|b| b.0.as_slice()),
+            Some(auth.as_bytes()),
+            "{ns}: the Secret holds the file"
+        );
+    }
     // A config whose credentials live in a helper is refused with the reason.
     let helper = cp.dir().join("helper-config.json");
     std::fs::write(&helper, r#"{"credsStore":"desktop"}"#).expect("write config.json");

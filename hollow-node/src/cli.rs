@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::annotations::parse_duration;
-use crate::config::{Config, ConfigError, parse_map, parse_taints};
+use crate::config::{Config, ConfigError, SecretRefs, parse_map, parse_taints};
 use crate::faults::FaultSchedule;
 use crate::ipam::Cidr;
 use crate::lease::LeaseTiming;
@@ -125,6 +125,14 @@ pub struct Args {
     /// Delete the nodes (and leases) on SIGTERM.
     #[arg(long, env = "MOCK_KIND_DELETE_NODES_ON_EXIT", default_value_t = false)]
     pub delete_nodes_on_exit: bool,
+    /// Where a pod's Secret references are checked: `off` (each counts as present; needs no
+    /// access to Secrets), `namespaces` (only in --secret-namespaces; needs list/watch of Secrets
+    /// there) or `cluster` (everywhere; needs list/watch of every Secret in the cluster).
+    #[arg(long, env = "MOCK_KIND_SECRET_REFS", default_value = "off", value_parser = ["off", "namespaces", "cluster"])]
+    pub secret_refs: String,
+    /// With --secret-refs=namespaces: the namespaces to check, comma-separated.
+    #[arg(long, env = "MOCK_KIND_SECRET_NAMESPACES", default_value = "")]
+    pub secret_namespaces: String,
     /// Log as JSON.
     #[arg(long, env = "MOCK_KIND_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -193,6 +201,7 @@ impl Args {
         c.burst = self.kube_api_burst;
         c.workers = self.workers;
         c.delete_nodes_on_exit = self.delete_nodes_on_exit;
+        c.secret_refs = SecretRefs::parse(&self.secret_refs, &self.secret_namespaces)?;
         c.validate()
     }
 }
@@ -233,5 +242,21 @@ mod tests {
             .into_config()
             .expect("config");
         assert!(!real.template.spoofed);
+        assert_eq!(
+            real.secret_refs,
+            SecretRefs::Off,
+            "no Secret access by default"
+        );
+        let some = Args::try_parse_from([
+            "hollow-node",
+            "--node-prefix=hn",
+            "--secret-refs=namespaces",
+            "--secret-namespaces=team-a,team-b",
+        ])
+        .expect("args")
+        .into_config()
+        .expect("config");
+        assert!(matches!(some.secret_refs, SecretRefs::Namespaces(ref n) if n.len() == 2));
+        assert!(Args::try_parse_from(["hollow-node", "--secret-refs=some"]).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! The validated configuration of one hollow-node process, kept apart from the flags so tests
 //! build it directly.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +34,72 @@ pub struct Config {
     pub burst: u32,
     pub workers: usize,
     pub delete_nodes_on_exit: bool,
+    /// Where the Secrets that pods reference are checked, and so what Secret access it needs.
+    pub secret_refs: SecretRefs,
+}
+
+/// Where the hollow node checks that the Secrets a pod references exist. Each choice needs
+/// exactly the Secret access it names, and nothing else reads Secrets (metadata only: a
+/// Secret's data is never asked for).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SecretRefs {
+    /// Not checked: every referenced Secret counts as present. Needs no Secret access.
+    #[default]
+    Off,
+    /// Checked in these namespaces (one watch each); elsewhere as `Off`. Needs list and watch
+    /// of Secrets in these namespaces only.
+    Namespaces(BTreeSet<String>),
+    /// Checked everywhere with one cluster-wide watch. Needs list and watch of every Secret.
+    Cluster,
+}
+
+impl SecretRefs {
+    /// `--secret-refs` (`off`, `namespaces` or `cluster`) with `--secret-namespaces`, which
+    /// `namespaces` needs and the others refuse, so a list is never silently ignored.
+    pub fn parse(mode: &str, namespaces: &str) -> Result<Self, ConfigError> {
+        let list: BTreeSet<String> = namespaces
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .collect();
+        if let Some(bad) = list.iter().find(|n| !is_dns_label(n)) {
+            return Err(invalid(
+                "secret-namespaces",
+                bad.as_str(),
+                "not a namespace name (a lowercase DNS label)",
+            ));
+        }
+        match (mode, list.is_empty()) {
+            ("namespaces", false) => Ok(SecretRefs::Namespaces(list)),
+            ("namespaces", true) => Err(invalid(
+                "secret-namespaces",
+                namespaces,
+                "--secret-refs=namespaces needs at least one namespace",
+            )),
+            ("off" | "cluster", false) => Err(invalid(
+                "secret-namespaces",
+                namespaces,
+                format!("only used with --secret-refs=namespaces, not {mode}"),
+            )),
+            ("off", true) => Ok(SecretRefs::Off),
+            ("cluster", true) => Ok(SecretRefs::Cluster),
+            _ => Err(invalid(
+                "secret-refs",
+                mode,
+                "must be off, namespaces or cluster",
+            )),
+        }
+    }
+}
+
+/// A namespace name: 1-63 of `[a-z0-9-]`, starting and ending alphanumeric.
+fn is_dns_label(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&s.len())
+        && s.chars().all(|c| alnum(c) || c == '-')
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +214,7 @@ impl Config {
             burst: 0,
             workers: 0,
             delete_nodes_on_exit: false,
+            secret_refs: SecretRefs::Off,
         }
     }
 
@@ -297,5 +364,82 @@ mod tests {
         }
         assert_eq!(ordinal("hollow-node-3"), 3);
         assert_eq!(ordinal("host"), 0);
+    }
+
+    #[test]
+    fn secret_refs_modes() {
+        let ns =
+            |names: &[&str]| SecretRefs::Namespaces(names.iter().map(|n| n.to_string()).collect());
+        let cases: Vec<(&str, &str, &str, Result<SecretRefs, &str>)> = vec![
+            ("off", "off", "", Ok(SecretRefs::Off)),
+            ("cluster", "cluster", "", Ok(SecretRefs::Cluster)),
+            ("one namespace", "namespaces", "team-a", Ok(ns(&["team-a"]))),
+            (
+                "list, spaces, dup",
+                "namespaces",
+                " b, a ,b,",
+                Ok(ns(&["a", "b"])),
+            ),
+            (
+                "namespaces without a list",
+                "namespaces",
+                " , ",
+                Err("needs at least one"),
+            ),
+            ("list with off", "off", "a", Err("only used with")),
+            ("list with cluster", "cluster", "a", Err("only used with")),
+            (
+                "unknown mode",
+                "some",
+                "",
+                Err("must be off, namespaces or cluster"),
+            ),
+            (
+                "uppercase",
+                "namespaces",
+                "Team",
+                Err("not a namespace name"),
+            ),
+            (
+                "leading dash",
+                "namespaces",
+                "-a",
+                Err("not a namespace name"),
+            ),
+            ("dot", "namespaces", "a.b", Err("not a namespace name")),
+        ];
+        for (name, mode, list, want) in cases {
+            match (SecretRefs::parse(mode, list), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{name}"),
+                (Err(e), Err(part)) => assert!(e.to_string().contains(part), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert_eq!(
+            Config::new("hn", 1).secret_refs,
+            SecretRefs::Off,
+            "least access by default"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn secret_namespaces_never_panic_and_keep_only_names(list in ".{0,80}") {
+            if let Ok(SecretRefs::Namespaces(set)) = SecretRefs::parse("namespaces", &list) {
+                proptest::prop_assert!(!set.is_empty());
+                for n in set {
+                    proptest::prop_assert!(is_dns_label(&n), "{:?}", n);
+                }
+            }
+        }
+
+        #[test]
+        fn valid_names_round_trip(names in proptest::collection::btree_set("[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", 1..5)) {
+            let joined = names.iter().cloned().collect::<Vec<_>>().join(",");
+            proptest::prop_assert_eq!(
+                SecretRefs::parse("namespaces", &joined).ok(),
+                Some(SecretRefs::Namespaces(names))
+            );
+        }
     }
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::SecretRefs;
 use crate::metrics::Phase;
 use crate::pod_status::{
     INVALID_ANNOTATION, ObjRef, Outcome, PodContext, RefKind, RefState, evaluate, pod_key,
@@ -49,18 +50,51 @@ pub struct PodTable {
 /// Stores of the objects pods reference (metadata only for Secrets and ConfigMaps).
 #[derive(Clone)]
 pub struct RefStores {
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub secrets: SecretStores,
     pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
     pub pvcs: Store<PersistentVolumeClaim>,
+}
+
+/// The Secrets `--secret-refs` asks to check: none, some namespaces', or all of them.
+#[derive(Clone)]
+pub enum SecretStores {
+    Off,
+    Namespaces(Arc<HashMap<String, Store<PartialObjectMeta<Secret>>>>),
+    Cluster(Store<PartialObjectMeta<Secret>>),
+}
+
+impl SecretStores {
+    /// Whether a pod in `namespace` finds the Secret `name`: always, where nothing is checked.
+    fn has(&self, namespace: &str, name: &str) -> bool {
+        let key = ObjectRef::new(name).within(namespace);
+        match self {
+            SecretStores::Off => true,
+            SecretStores::Namespaces(stores) => stores
+                .get(namespace)
+                .is_none_or(|store| store.get(&key).is_some()),
+            SecretStores::Cluster(store) => store.get(&key).is_some(),
+        }
+    }
+
+    /// Resolves once every store has been listed.
+    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        match self {
+            SecretStores::Off => Ok(()),
+            SecretStores::Namespaces(stores) => {
+                for store in stores.values() {
+                    store.wait_until_ready().await?;
+                }
+                Ok(())
+            }
+            SecretStores::Cluster(store) => store.wait_until_ready().await,
+        }
+    }
 }
 
 impl RefStores {
     pub fn lookup(&self, namespace: &str, r: &ObjRef) -> RefState {
         let present = match r.kind {
-            RefKind::Secret => self
-                .secrets
-                .get(&ObjectRef::new(&r.name).within(namespace))
-                .is_some(),
+            RefKind::Secret => self.secrets.has(namespace, &r.name),
             RefKind::ConfigMap => self
                 .configmaps
                 .get(&ObjectRef::new(&r.name).within(namespace))
@@ -83,50 +117,67 @@ impl RefStores {
     }
 }
 
+/// A reflector of `api` into a new store (managed fields dropped), yielding `()` for each
+/// touched object.
+fn reflect<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    futures::stream::BoxStream<'static, Result<(), watcher::Error>>,
+)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned,
+    K: std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(|m| m.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+        .map(|r| r.map(|_| ()))
+        .boxed();
+    (store, stream)
+}
+
 /// Starts the reflectors for referenced objects; each change requeues the pods waiting for one.
+/// Secrets are watched only as far as `config.secret_refs` asks: in a few namespaces, each with
+/// its own namespaced watch (so a namespaced Role is enough), or cluster-wide, or not at all.
 pub fn start_ref_reflectors(
     shared: &Arc<Shared>,
     health: &telemetry::Health,
     shutdown: &CancellationToken,
 ) -> (RefStores, Vec<tokio::task::JoinHandle<()>>) {
-    let (secrets, sw) = reflector::store();
-    let (configmaps, cw) = reflector::store();
-    let (pvcs, pw) = reflector::store();
     let client = shared.client.clone();
-    let s1 = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|m| m.managed_fields_mut().clear())
-    .reflect(sw)
-    .touched_objects()
-    .boxed();
-    let s2 = watcher(
-        Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|m| m.managed_fields_mut().clear())
-    .reflect(cw)
-    .touched_objects()
-    .boxed();
-    let s3 = watcher(
-        Api::<PersistentVolumeClaim>::all(client),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|m| m.managed_fields_mut().clear())
-    .reflect(pw)
-    .touched_objects()
-    .map(|r| r.map(|_| ()))
-    .boxed();
+    let mut streams = Vec::new();
+    let secrets = match &shared.config.secret_refs {
+        SecretRefs::Off => SecretStores::Off,
+        SecretRefs::Cluster => {
+            let (store, stream) = reflect(Api::<PartialObjectMeta<Secret>>::all(client.clone()));
+            streams.push(("secret watch", stream));
+            SecretStores::Cluster(store)
+        }
+        SecretRefs::Namespaces(names) => {
+            let mut stores = HashMap::new();
+            let mut all = Vec::new();
+            for ns in names {
+                let (store, stream) = reflect(Api::<PartialObjectMeta<Secret>>::namespaced(
+                    client.clone(),
+                    ns,
+                ));
+                stores.insert(ns.clone(), store);
+                all.push(stream);
+            }
+            streams.push(("secret watch", futures::stream::select_all(all).boxed()));
+            SecretStores::Namespaces(Arc::new(stores))
+        }
+    };
+    let (configmaps, stream) = reflect(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()));
+    streams.push(("configmap watch", stream));
+    let (pvcs, pvc_stream) = reflect(Api::<PersistentVolumeClaim>::all(client));
+    streams.push(("pvc watch", pvc_stream));
     let mut tasks = Vec::new();
-    for (task, stream) in [
-        ("secret watch", s1.map(|r| r.map(|_| ())).boxed()),
-        ("configmap watch", s2.map(|r| r.map(|_| ())).boxed()),
-        ("pvc watch", s3),
-    ] {
+    for (task, stream) in streams {
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tasks.push(health.spawn_critical(task, shutdown.clone(), async move {
@@ -470,5 +521,54 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
     }
     if let Some(after) = requeue {
         shared.queue().add(Work::Pod(key), after);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::core::PartialObjectMetaExt;
+
+    #[test]
+    fn secrets_count_as_present_where_they_are_not_checked() {
+        let (store, mut writer) = reflector::store::<PartialObjectMeta<Secret>>();
+        let creds = ObjectMeta {
+            name: Some("creds".into()),
+            namespace: Some("team-a".into()),
+            ..ObjectMeta::default()
+        };
+        writer.apply_watcher_event(&watcher::Event::Apply(creds.into_response_partial()));
+        let off = SecretStores::Off;
+        let some = SecretStores::Namespaces(Arc::new(HashMap::from([(
+            "team-a".to_string(),
+            store.clone(),
+        )])));
+        let all = SecretStores::Cluster(store);
+        let cases: [(&str, &SecretStores, &str, &str, bool); 8] = [
+            (
+                "off: missing counts as present",
+                &off,
+                "team-a",
+                "nope",
+                true,
+            ),
+            ("namespaces: present", &some, "team-a", "creds", true),
+            ("namespaces: missing", &some, "team-a", "nope", false),
+            (
+                "namespaces: unchecked namespace",
+                &some,
+                "team-b",
+                "nope",
+                true,
+            ),
+            ("cluster: present", &all, "team-a", "creds", true),
+            ("cluster: missing", &all, "team-a", "nope", false),
+            ("cluster: other namespace", &all, "team-b", "creds", false),
+            ("off: present", &off, "team-a", "creds", true),
+        ];
+        for (name, stores, ns, secret, want) in cases {
+            assert_eq!(stores.has(ns, secret), want, "{name}");
+        }
     }
 }

@@ -22,6 +22,8 @@ pub fn config(cp: &e2e::ControlPlane, prefix: &str, nodes: usize) -> hollow_node
     c.kubeconfig = Some(cp.kubeconfig());
     c.listen = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
     c.pods.job_complete_after = Duration::from_secs(2);
+    // The tests check missing-Secret handling everywhere (the flag's default checks none).
+    c.secret_refs = hollow_node::config::SecretRefs::Cluster;
     c
 }
 
