@@ -62,6 +62,7 @@ fn file_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
         cert_check_interval: Duration::from_secs(60),
         kubeconfig: None,
         shutdown_grace: Duration::from_secs(2),
+        apiserver_deadline: Duration::from_secs(4),
         clock: webhook::tls::system_clock(),
     }
 }
@@ -393,6 +394,7 @@ async fn rig(options: e2e::Options) -> Rig {
         cert_check_interval: Duration::from_secs(1),
         kubeconfig: Some(cp.kubeconfig().to_path_buf()),
         shutdown_grace: Duration::from_secs(2),
+        apiserver_deadline: Duration::from_secs(4),
         clock: webhook::tls::system_clock(),
     };
     // Its own thread and runtime, as its own process would be (main.rs: one worker per core),

@@ -61,6 +61,8 @@ pub struct Config {
     pub kubeconfig: Option<PathBuf>,
     /// How long in-flight requests may finish after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// How long a review may wait on the apiserver for its namespace (see `AppState`).
+    pub apiserver_deadline: Duration,
     pub clock: Clock,
 }
 
@@ -70,6 +72,21 @@ impl Config {
             return Err(Error::Config(format!(
                 "pod UID range [{}, {}] is empty or negative",
                 self.pod_uid_min, self.pod_uid_max
+            )));
+        }
+        if self.pod_uid_max > i64::from(i32::MAX) {
+            return Err(Error::Config(format!(
+                "pod UID {} is above {}, the largest UID Kubernetes accepts",
+                self.pod_uid_max,
+                i32::MAX
+            )));
+        }
+        if self.apiserver_deadline.is_zero()
+            || self.apiserver_deadline >= Duration::from_millis(cli::MAX_DEADLINE_MS)
+        {
+            return Err(Error::Config(format!(
+                "apiserver deadline {:?} must be above 0 and below a webhook's 30 s timeout",
+                self.apiserver_deadline
             )));
         }
         if self.cert_check_interval.is_zero() {
@@ -161,6 +178,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         uids: Arc::new(uids),
         metrics,
         exclude_namespaces: config.exclude_namespaces.clone().into(),
+        apiserver_deadline: config.apiserver_deadline,
     };
     let app = server::router(state, registry, ready.clone(), health);
 

@@ -51,6 +51,7 @@ fn config(cp: &e2e::ControlPlane, strategy: Strategy, clock: webhook::Clock) -> 
         cert_check_interval: Duration::from_millis(200),
         kubeconfig: Some(cp.kubeconfig().to_path_buf()),
         shutdown_grace: Duration::from_secs(5),
+        apiserver_deadline: Duration::from_secs(4),
         clock,
     }
 }

@@ -30,6 +30,7 @@ fn files_config(dir: &Path) -> Config {
         cert_check_interval: Duration::from_millis(100),
         kubeconfig: None,
         shutdown_grace: Duration::from_secs(5),
+        apiserver_deadline: Duration::from_secs(4),
         clock: webhook::tls::system_clock(),
     }
 }
