@@ -4,6 +4,8 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -117,8 +119,77 @@ pub fn allow(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::fuzz::arbitrary_json;
+    use proptest::prelude::*;
+
+    /// A JSON object with the AdmissionReview keys, each holding something arbitrary or
+    /// something close to right.
+    pub(crate) fn review_like() -> impl Strategy<Value = Value> {
+        // Mostly right, so that the deeper paths are reached too.
+        let kind = prop_oneof![3 => Just(json!(KIND)), 1 => arbitrary_json()];
+        let api_version = prop_oneof![3 => Just(json!(API_VERSION)), 1 => arbitrary_json()];
+        let uid = prop_oneof![3 => "\\PC{0,40}".prop_map(Value::from), 1 => arbitrary_json()];
+        let operation = prop_oneof![
+            3 => Just(json!("CREATE")),
+            1 => Just(json!("UPDATE")),
+            1 => arbitrary_json()
+        ];
+        let namespace = prop_oneof![3 => Just(json!("team-a")), 1 => arbitrary_json()];
+        let dry_run = prop_oneof![3 => any::<bool>().prop_map(Value::Bool), 1 => arbitrary_json()];
+        let request = (uid, operation, namespace, arbitrary_json(), dry_run).prop_map(
+            |(uid, operation, namespace, object, dry_run)| {
+                json!({"uid": uid, "operation": operation, "namespace": namespace,
+                       "resource": {"group": "", "version": "v1", "resource": "pods"},
+                       "object": object, "dryRun": dry_run})
+            },
+        );
+        let request = prop_oneof![4 => request.prop_map(Some), 1 => arbitrary_json().prop_map(Some), 1 => Just(None)];
+        (kind, api_version, request).prop_map(|(k, a, r)| {
+            let mut review = json!({"kind": k, "apiVersion": a});
+            if let Some(r) = r {
+                review["request"] = r;
+            }
+            review
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(e) = parse(&body) {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        #[test]
+        fn parse_never_panics_on_json_shapes(review in review_like()) {
+            let body = serde_json::to_vec(&review).expect("a Value serializes");
+            match parse(&body) {
+                Ok(req) => {
+                    prop_assert!(!req.uid.is_empty());
+                    prop_assert_eq!(&review["kind"], &json!(KIND));
+                    prop_assert_eq!(&review["apiVersion"], &json!(API_VERSION));
+                }
+                Err(e) => prop_assert!(!e.is_empty()),
+            }
+        }
+
+        #[test]
+        fn allow_round_trips_the_uid_and_warnings(
+            uid in "\\PC{1,40}",
+            warnings in proptest::collection::vec("\\PC{0,40}", 0..3),
+        ) {
+            let v = serde_json::to_value(allow(&uid, None, warnings.clone())).expect("json");
+            prop_assert_eq!(&v["response"]["uid"], &json!(uid));
+            prop_assert_eq!(&v["response"]["allowed"], &json!(true));
+            let got: Vec<String> = v["response"].get("warnings")
+                .map(|w| serde_json::from_value(w.clone()).expect("strings"))
+                .unwrap_or_default();
+            prop_assert_eq!(got, warnings);
+        }
+    }
 
     #[test]
     fn parse_table() {

@@ -6,6 +6,8 @@
 
 pub mod admission;
 pub mod cli;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod mutation;
 pub mod namespaces;

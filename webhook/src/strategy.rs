@@ -16,6 +16,8 @@ pub const SUPPLEMENTAL_GROUPS: &str = "openshift.io/sa.scc.supplemental-groups";
 pub const BLOCK_SIZE: i64 = 10_000;
 pub const BLOCKS_START: i64 = 1_000_000_000;
 pub const BLOCKS_END: i64 = 2_000_000_000;
+/// The largest UID or GID Kubernetes accepts in `runAsUser` and `fsGroup` (2^31 - 1).
+pub const MAX_ID: i64 = i32::MAX as i64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Strategy {
@@ -48,33 +50,50 @@ impl Block {
 }
 
 /// Parses `"<start>/<size>"` or `"<start>-<end>"`; of a comma-separated list, the first block.
+/// Every ID of the block must be one Kubernetes accepts, `[0, MAX_ID]`; the arithmetic is
+/// checked, so no annotation value can overflow it.
 pub fn parse_block(value: &str) -> Result<Block, String> {
+    let shown = Shown(value);
     let first = value.split(',').next().unwrap_or_default().trim();
     let parse = |s: &str| {
         s.trim()
             .parse::<i64>()
-            .map_err(|_| format!("{s:?} is not an integer in {value:?}"))
+            .map_err(|_| format!("{} is not an integer in {shown}", Shown(s)))
     };
-    let block = if let Some((start, size)) = first.split_once('/') {
-        Block {
-            start: parse(start)?,
-            size: parse(size)?,
-        }
+    let (start, size) = if let Some((start, size)) = first.split_once('/') {
+        (parse(start)?, parse(size)?)
     } else if let Some((start, end)) = first.split_once('-') {
         let (start, end) = (parse(start)?, parse(end)?);
-        Block {
+        (
             start,
-            size: end - start + 1,
-        }
+            end.checked_sub(start)
+                .and_then(|d| d.checked_add(1))
+                .unwrap_or(0),
+        )
     } else {
         return Err(format!(
-            "{value:?} is neither <start>/<size> nor <start>-<end>"
+            "{shown} is neither <start>/<size> nor <start>-<end>"
         ));
     };
-    if block.start < 0 || block.size <= 0 || block.start.checked_add(block.size).is_none() {
-        return Err(format!("{value:?} is not a block of non-negative IDs"));
+    let last = start.checked_add(size.saturating_sub(1));
+    if start < 0 || size <= 0 || last.is_none_or(|last| last > MAX_ID) {
+        return Err(format!("{shown} is not a block of IDs in [0, {MAX_ID}]"));
     }
-    Ok(block)
+    Ok(Block { start, size })
+}
+
+/// An annotation value in a message, cut to 64 characters: messages end up in warnings, logs
+/// and Events, and the value may be as long as the apiserver allows.
+struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MAX: usize = 64;
+        match self.0.char_indices().nth(MAX) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}…", &self.0[..cut]),
+        }
+    }
 }
 
 /// What a namespace's annotations say.
@@ -132,9 +151,10 @@ pub fn allocation(block: Block, groups: Option<Block>) -> (BTreeMap<String, Stri
     (add, ids)
 }
 
-/// The `pod` strategy: a random UID in `[min, max]`, also used as fsGroup.
+/// The `pod` strategy: a random UID in `[min, max]`, also used as fsGroup. `Config::validate`
+/// keeps `min <= max`; should they ever arrive swapped, they are taken in order, not a panic.
 pub fn random_pod_ids(rng: &mut impl Rng, min: i64, max: i64) -> Ids {
-    let uid = rng.random_range(min..=max);
+    let uid = rng.random_range(min.min(max)..=max.max(min));
     Ids { uid, fs_group: uid }
 }
 
@@ -172,6 +192,29 @@ mod tests {
             ("100/0", Err("not a block")),
             ("-5/10", Err("not a block")),
             ("", Err("neither")),
+            (
+                "2147483647/1",
+                Ok(Block {
+                    start: MAX_ID,
+                    size: 1,
+                }),
+            ),
+            ("2147483647/2", Err("not a block")),
+            (
+                "0/2147483648",
+                Ok(Block {
+                    start: 0,
+                    size: MAX_ID + 1,
+                }),
+            ),
+            ("1000680000-1000679999", Err("not a block")),
+            ("0-9223372036854775807", Err("not a block")),
+            ("1--9223372036854775808", Err("not a block")),
+            (
+                "9223372036854775807/9223372036854775807",
+                Err("not a block"),
+            ),
+            ("99999999999999999999/1", Err("not an integer")),
         ];
         for (input, want) in cases {
             match (parse_block(input), want) {
@@ -307,6 +350,86 @@ mod tests {
                 fs_group: 5_000
             }
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn block_is_valid(b: Block) -> bool {
+            b.start >= 0 && b.size >= 1 && b.start + (b.size - 1) <= MAX_ID
+        }
+
+        proptest! {
+            #[test]
+            fn parse_block_never_panics_and_stays_in_bounds(s in "\\PC*") {
+                if let Ok(b) = parse_block(&s) {
+                    prop_assert!(block_is_valid(b), "{s:?}: {b:?}");
+                }
+            }
+
+            #[test]
+            fn parse_block_on_any_pair_of_numbers(
+                a in any::<i64>(),
+                b in any::<i64>(),
+                sep in prop_oneof![Just('/'), Just('-')],
+            ) {
+                let s = format!("{a}{sep}{b}");
+                let want = match sep {
+                    '/' => (a >= 0 && b >= 1 && a.checked_add(b - 1).is_some_and(|l| l <= MAX_ID))
+                        .then_some(Block { start: a, size: b }),
+                    // "a--b" reads b as negative; "-a-b" has no start.
+                    _ => (a >= 0 && b >= a && b <= MAX_ID)
+                        .then(|| Block { start: a, size: b - a + 1 }),
+                };
+                match (parse_block(&s), want) {
+                    (Ok(got), Some(w)) => prop_assert_eq!(got, w),
+                    (Err(e), None) => prop_assert!(e.len() < 300, "{e}"),
+                    (got, want) => prop_assert!(false, "{s:?}: got {got:?}, want {want:?}"),
+                }
+            }
+
+            #[test]
+            fn blocks_round_trip(start in 0..=MAX_ID, size in 1..=MAX_ID + 1) {
+                let size = size.min(MAX_ID - start + 1);
+                let block = Block { start, size };
+                prop_assert_eq!(parse_block(&block.annotation()), Ok(block));
+                let range = format!("{}-{}", start, start + size - 1);
+                prop_assert_eq!(parse_block(&range), Ok(block));
+            }
+
+            #[test]
+            fn from_annotations_never_panics_and_ids_stay_in_bounds(
+                entries in proptest::collection::btree_map(
+                    prop_oneof![
+                        Just(UID_RANGE.to_owned()),
+                        Just(SUPPLEMENTAL_GROUPS.to_owned()),
+                        "\\PC{0,20}",
+                    ],
+                    prop_oneof!["[0-9/,-]{0,30}", "\\PC{0,40}"],
+                    0..4,
+                )
+            ) {
+                match from_annotations(Some(&entries)) {
+                    Ok(NamespaceIds::Recorded(ids)) => {
+                        prop_assert!((0..=MAX_ID).contains(&ids.uid), "{ids:?}");
+                        prop_assert!((0..=MAX_ID).contains(&ids.fs_group), "{ids:?}");
+                    }
+                    Ok(NamespaceIds::Missing { groups }) => {
+                        prop_assert!(!entries.contains_key(UID_RANGE));
+                        prop_assert!(groups.is_none_or(block_is_valid));
+                    }
+                    Err(e) => prop_assert!(e.len() < 400, "{e}"),
+                }
+            }
+
+            #[test]
+            fn pod_ids_stay_in_any_range(a in 0..=MAX_ID, b in 0..=MAX_ID) {
+                let ids = random_pod_ids(&mut rand::rng(), a, b);
+                prop_assert!((a.min(b)..=a.max(b)).contains(&ids.uid));
+                prop_assert_eq!(ids.uid, ids.fs_group);
+            }
+        }
     }
 
     #[test]
