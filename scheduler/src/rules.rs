@@ -270,14 +270,16 @@ impl fmt::Display for Reason<'_> {
         match (self.rejection, self.placement) {
             (Rejection::PinnedElsewhere, Placement::Pinned(pinned)) => write!(
                 f,
-                "pod {ns}/{pod} is pinned to node {pinned} by its nodeName annotation: node {node} is another node"
+                "pod {ns}/{pod} is pinned to node {} by its nodeName annotation: node {node} is another node",
+                Cut(pinned)
             ),
             (Rejection::RealNode, _) => {
                 write!(f, "namespace {ns} is spoofed: node {node} is a real node")
             }
             (Rejection::SpoofedNodeExcludedPod, Placement::RealOnlyExcluded(entry)) => write!(
                 f,
-                "namespace {ns} is spoofed but pod {pod} is excluded by spoofed_excluded_pods entry \"{entry}\": node {node} is a spoofed node"
+                "namespace {ns} is spoofed but pod {pod} is excluded by spoofed_excluded_pods entry \"{}\": node {node} is a spoofed node",
+                Cut(entry)
             ),
             (Rejection::SpoofedNode, _) => {
                 write!(
@@ -292,6 +294,25 @@ impl fmt::Display for Reason<'_> {
             // Unreachable combinations still render something a person understands.
             (rejection, _) => write!(f, "node {node} rejected for pod {ns}/{pod}: {rejection:?}"),
         }
+    }
+}
+
+/// An annotation value in a reason, cut to the longest node name (253 bytes): the reason is
+/// repeated for every rejected node, so a 256 KiB `nodeName` annotation on a pod must not make
+/// a 5,000-node answer a gigabyte.
+struct Cut<'a>(&'a str);
+
+impl fmt::Display for Cut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 253;
+        if self.0.len() <= MAX {
+            return f.write_str(self.0);
+        }
+        let mut end = MAX;
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{}…", &self.0[..end])
     }
 }
 
@@ -889,6 +910,19 @@ mod tests {
                 if let Verdict::Reject(rejection) = verdict {
                     let reason = Reason { pod: &pod, placement: &placement, node: &node, rejection }.to_string();
                     prop_assert!(reason.contains(&format!("node {node}")), "{reason}");
+                }
+            }
+
+            #[test]
+            fn reasons_stay_short_whatever_the_annotation(pinned in "\\PC{0,600}", entry in "[a-zé]{0,600}") {
+                let pod = PodFacts { namespace: "team-a", name: "p", pinned_node: Some(&pinned) };
+                let cases = [
+                    (Placement::Pinned(&pinned), Rejection::PinnedElsewhere),
+                    (Placement::RealOnlyExcluded(&entry), Rejection::SpoofedNodeExcludedPod),
+                ];
+                for (placement, rejection) in cases {
+                    let reason = Reason { pod: &pod, placement: &placement, node: "n", rejection }.to_string();
+                    prop_assert!(reason.len() <= 253 + 200, "{} bytes", reason.len());
                 }
             }
         }
