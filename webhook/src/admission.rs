@@ -47,8 +47,27 @@ pub struct AdmissionRequest {
     pub dry_run: Option<bool>,
 }
 
-/// Parses a request body; the error is the message for the HTTP 400.
+/// Longest message of a refused body: serde quotes the offending value whole, and a body may be
+/// megabytes; the message goes into the 400 answer and a log line.
+pub const MAX_ERROR_LEN: usize = 512;
+
+/// Parses a request body; the error is the message for the HTTP 400, at most
+/// [`MAX_ERROR_LEN`] bytes.
 pub fn parse(body: &[u8]) -> Result<AdmissionRequest, String> {
+    parse_unbounded(body).map_err(|mut message| {
+        if message.len() > MAX_ERROR_LEN {
+            let mut end = MAX_ERROR_LEN - '…'.len_utf8();
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        message
+    })
+}
+
+fn parse_unbounded(body: &[u8]) -> Result<AdmissionRequest, String> {
     let review: AdmissionReview =
         serde_json::from_slice(body).map_err(|e| format!("body is not an AdmissionReview: {e}"))?;
     if review.kind.as_deref() != Some(KIND) {
@@ -159,8 +178,21 @@ pub(crate) mod tests {
         #[test]
         fn parse_never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..256)) {
             if let Err(e) = parse(&body) {
-                prop_assert!(!e.is_empty());
+                prop_assert!(!e.is_empty() && e.len() <= MAX_ERROR_LEN);
             }
+        }
+
+        #[test]
+        fn errors_stay_short_whatever_the_value(big in "\\PC{600,2000}", place in 0usize..4) {
+            let mut review = json!({"kind": KIND, "apiVersion": API_VERSION, "request": {"uid": "u", "operation": "CREATE"}});
+            match place {
+                0 => review["kind"] = json!(big),
+                1 => review["apiVersion"] = json!(big),
+                2 => review["request"] = json!(big),
+                _ => review["request"]["dryRun"] = json!(big),
+            }
+            let e = parse(&serde_json::to_vec(&review).expect("json")).expect_err("refused");
+            prop_assert!(e.len() <= MAX_ERROR_LEN, "{} bytes", e.len());
         }
 
         #[test]
@@ -172,7 +204,7 @@ pub(crate) mod tests {
                     prop_assert_eq!(&review["kind"], &json!(KIND));
                     prop_assert_eq!(&review["apiVersion"], &json!(API_VERSION));
                 }
-                Err(e) => prop_assert!(!e.is_empty()),
+                Err(e) => prop_assert!(!e.is_empty() && e.len() <= MAX_ERROR_LEN),
             }
         }
 
