@@ -37,14 +37,15 @@ impl UidSource {
         }
     }
 
-    async fn ids(&self, namespace: &str, dry_run: bool) -> Result<Ids, String> {
+    /// The IDs, and why an annotation was passed over if one was (for the answer's warnings).
+    async fn ids(&self, namespace: &str, dry_run: bool) -> Result<(Ids, Option<String>), String> {
         match self {
             UidSource::Namespace(ranges) => ranges
-                .ids(namespace, dry_run)
+                .resolve(namespace, dry_run)
                 .await
                 .map_err(|e| e.to_string()),
             UidSource::Pod { min, max } => {
-                Ok(strategy::random_pod_ids(&mut rand::rng(), *min, *max))
+                Ok((strategy::random_pod_ids(&mut rand::rng(), *min, *max), None))
             }
         }
     }
@@ -150,8 +151,8 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
     let dry_run = request.dry_run.unwrap_or(false);
     let deadline = state.apiserver_deadline;
     let decided = tokio::time::timeout(deadline, state.uids.ids(&namespace, dry_run)).await;
-    let ids = match decided {
-        Ok(Ok(ids)) => ids,
+    let (ids, ignored) = match decided {
+        Ok(Ok(decided)) => decided,
         Ok(Err(message)) => {
             tracing::warn!(%message, "no UID decided; allowed unchanged");
             let warning =
@@ -178,7 +179,11 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         dry_run,
         "patched"
     );
-    (Outcome::Patched, allow(Some(&patch), Vec::new()))
+    let warnings = ignored
+        .map(|why| truncate(format!("mock-kind-webhook: namespace {namespace}: {why}")))
+        .into_iter()
+        .collect();
+    (Outcome::Patched, allow(Some(&patch), warnings))
 }
 
 /// Warnings over 256 characters may be cut by the apiserver; cut them ourselves on a char edge.

@@ -100,32 +100,39 @@ impl std::fmt::Display for Shown<'_> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamespaceIds {
     /// The UID block is recorded: use it (fsGroup from supplemental-groups, else the UID block).
-    Recorded(Ids),
+    /// `ignored` says why a supplemental-groups value that does not parse was passed over.
+    Recorded { ids: Ids, ignored: Option<String> },
     /// No UID block yet; `groups` is the supplemental-groups block if one is recorded.
     Missing { groups: Option<Block> },
 }
 
-/// Reads OpenShift's annotations. An annotation that does not parse is an error naming it; it is
-/// never overwritten.
+/// Reads OpenShift's annotations. A UID range that does not parse is an error naming it, and it
+/// is never overwritten. A supplemental-groups value that does not parse beside a good UID range
+/// is handled as if absent (fsGroup from the UID block), with the reason in `ignored`; without a
+/// UID range it is an error, since allocating would overwrite it.
 pub fn from_annotations(
     annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<NamespaceIds, String> {
     let get = |key: &str| annotations.and_then(|a| a.get(key));
-    let groups = match get(SUPPLEMENTAL_GROUPS) {
-        Some(v) => {
-            Some(parse_block(v).map_err(|e| format!("annotation {SUPPLEMENTAL_GROUPS}: {e}"))?)
-        }
-        None => None,
-    };
+    let groups = get(SUPPLEMENTAL_GROUPS)
+        .map(|v| parse_block(v).map_err(|e| format!("annotation {SUPPLEMENTAL_GROUPS}: {e}")))
+        .transpose();
     match get(UID_RANGE) {
         Some(v) => {
             let uids = parse_block(v).map_err(|e| format!("annotation {UID_RANGE}: {e}"))?;
-            Ok(NamespaceIds::Recorded(Ids {
-                uid: uids.start,
-                fs_group: groups.unwrap_or(uids).start,
-            }))
+            let (groups, ignored) = match groups {
+                Ok(groups) => (groups, None),
+                Err(e) => (None, Some(format!("{e}; fsGroup taken from {UID_RANGE}"))),
+            };
+            Ok(NamespaceIds::Recorded {
+                ids: Ids {
+                    uid: uids.start,
+                    fs_group: groups.unwrap_or(uids).start,
+                },
+                ignored,
+            })
         }
-        None => Ok(NamespaceIds::Missing { groups }),
+        None => Ok(NamespaceIds::Missing { groups: groups? }),
     }
 }
 
@@ -250,18 +257,24 @@ mod tests {
                     (UID_RANGE, "1000230000/10000"),
                     (SUPPLEMENTAL_GROUPS, "1000240000/10000"),
                 ])),
-                Ok(NamespaceIds::Recorded(Ids {
-                    uid: 1_000_230_000,
-                    fs_group: 1_000_240_000,
-                })),
+                Ok(NamespaceIds::Recorded {
+                    ids: Ids {
+                        uid: 1_000_230_000,
+                        fs_group: 1_000_240_000,
+                    },
+                    ignored: None,
+                }),
             ),
             (
                 "uid range only: groups from it",
                 Some(ann(&[(UID_RANGE, "1000230000/10000")])),
-                Ok(NamespaceIds::Recorded(Ids {
-                    uid: 1_000_230_000,
-                    fs_group: 1_000_230_000,
-                })),
+                Ok(NamespaceIds::Recorded {
+                    ids: Ids {
+                        uid: 1_000_230_000,
+                        fs_group: 1_000_230_000,
+                    },
+                    ignored: None,
+                }),
             ),
             (
                 "groups only",
@@ -279,8 +292,21 @@ mod tests {
                 Err(UID_RANGE),
             ),
             (
-                "broken groups",
+                "broken groups beside a uid range: as if absent",
                 Some(ann(&[(UID_RANGE, "1/1"), (SUPPLEMENTAL_GROUPS, "y")])),
+                Ok(NamespaceIds::Recorded {
+                    ids: Ids {
+                        uid: 1,
+                        fs_group: 1,
+                    },
+                    ignored: Some(format!(
+                        "annotation {SUPPLEMENTAL_GROUPS}: \"y\" is neither <start>/<size> nor <start>-<end>; fsGroup taken from {UID_RANGE}"
+                    )),
+                }),
+            ),
+            (
+                "broken groups alone: never overwritten",
+                Some(ann(&[(SUPPLEMENTAL_GROUPS, "2147483647/2")])),
                 Err(SUPPLEMENTAL_GROUPS),
             ),
         ];
@@ -411,7 +437,7 @@ mod tests {
                 )
             ) {
                 match from_annotations(Some(&entries)) {
-                    Ok(NamespaceIds::Recorded(ids)) => {
+                    Ok(NamespaceIds::Recorded { ids, .. }) => {
                         prop_assert!((0..=MAX_ID).contains(&ids.uid), "{ids:?}");
                         prop_assert!((0..=MAX_ID).contains(&ids.fs_group), "{ids:?}");
                     }

@@ -207,6 +207,13 @@ async fn namespace_strategy_uses_cached_annotations() {
             ),
         ],
     )));
+    writer.apply_watcher_event(&watcher::Event::InitApply(namespace(
+        "team-b",
+        &[
+            ("openshift.io/sa.scc.uid-range", "1000700000/10000"),
+            ("openshift.io/sa.scc.supplemental-groups", "2147483647/2"),
+        ],
+    )));
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
@@ -214,16 +221,36 @@ async fn namespace_strategy_uses_cached_annotations() {
     let (app, _) = app(UidSource::Namespace(Arc::new(ranges)));
 
     let body = fixture("create_pod_runasnonroot.json");
-    let (status, bytes) = post(&app, body.clone()).await;
-    assert_eq!(status, StatusCode::OK);
-    let resp: Value = serde_json::from_slice(&bytes).expect("json");
-    let (_, pod) = apply(&body, &resp).expect("patched");
-    let sc = pod
-        .spec
-        .and_then(|s| s.security_context)
-        .expect("securityContext");
-    assert_eq!(sc.run_as_user, Some(1_000_680_000));
-    assert_eq!(sc.fs_group, Some(1_000_690_000));
+    // The pod's (runAsUser, fsGroup) after the patch, and the answer.
+    let patched_in = |namespace: &'static str| {
+        let mut review: Value = serde_json::from_slice(&body).expect("json");
+        review["request"]["namespace"] = namespace.into();
+        let body = serde_json::to_vec(&review).expect("json");
+        let app = app.clone();
+        async move {
+            let (status, bytes) = post(&app, body.clone()).await;
+            assert_eq!(status, StatusCode::OK);
+            let resp: Value = serde_json::from_slice(&bytes).expect("json");
+            let (_, pod) = apply(&body, &resp).expect("patched");
+            let sc = pod
+                .spec
+                .and_then(|s| s.security_context)
+                .expect("securityContext");
+            ((sc.run_as_user, sc.fs_group), resp)
+        }
+    };
+    let (ids, _) = patched_in("team-a").await;
+    assert_eq!(ids, (Some(1_000_680_000), Some(1_000_690_000)));
+
+    // Supplemental groups out of range beside a good UID range: handled as if absent (fsGroup
+    // from the UID block), and the answer says so.
+    let (ids, resp) = patched_in("team-b").await;
+    assert_eq!(ids, (Some(1_000_700_000), Some(1_000_700_000)));
+    let warning = resp["response"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("team-b") && warning.contains("supplemental-groups"),
+        "{warning}"
+    );
 
     // Same pod in a namespace the cache does not know; the GET fails: allowed, warned, no patch.
     let mut review: Value = serde_json::from_slice(&body).expect("json");
