@@ -34,10 +34,22 @@ test: ## Unit, integration and end-to-end tests on a real local control plane
 	$(CARGO) build --workspace --bins; \
 	KUBE_BIN_DIR="$$dir" $(CARGO) test --workspace --no-fail-fast
 
+# cargo-deny, pinned; installed from crates.io on first use, so a machine with only the Rust
+# toolchain can lint.
+CARGO_DENY_VERSION := 0.20.2
+
 .PHONY: lint
-lint: ## cargo fmt --check and clippy with warnings as errors
+lint: cargo-deny ## cargo fmt --check, clippy with warnings as errors, cargo deny (licenses, bans, sources; offline)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) deny --offline --locked check --hide-inclusion-graph bans licenses sources
+
+.PHONY: cargo-deny
+cargo-deny: ## Install the pinned cargo-deny if it is missing or another version
+	@if ! $(CARGO) deny --version 2>/dev/null | grep -qx 'cargo-deny $(CARGO_DENY_VERSION)'; then \
+	  echo "installing cargo-deny $(CARGO_DENY_VERSION)"; \
+	  $(CARGO) install --locked cargo-deny@$(CARGO_DENY_VERSION); \
+	fi
 
 .PHONY: bench
 bench: ## Benchmarks: print the numbers behind the README's table

@@ -20,6 +20,17 @@ pub const NEVER_READY: &str = "neverReady";
 /// Node annotation `mock-kind.io/health: NotReady` stops the lease and reports Ready=False.
 pub const NODE_HEALTH: &str = "mock-kind.io/health";
 
+/// Longest `mock-kind.io/health` value carried into the node's Ready condition message.
+pub const MAX_HEALTH_LEN: usize = 63;
+
+/// The fault a node's `mock-kind.io/health` value asks for: none when absent or `Ready`; any
+/// other value makes the node NotReady and is kept, cut to [`MAX_HEALTH_LEN`] characters, for
+/// the condition message (the annotation may be as long as the apiserver allows).
+pub fn node_health(value: Option<&str>) -> Option<String> {
+    let value = value.filter(|v| *v != "Ready")?;
+    Some(value.chars().take(MAX_HEALTH_LEN).collect())
+}
+
 /// Default first back-off of a crash loop, the kubelet's.
 pub const DEFAULT_CRASH_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -428,6 +439,16 @@ mod tests {
                 let s: String = parts.iter().map(|(n, u)| format!("{n}{u}")).collect();
                 if let Ok(d) = parse_duration(&s) {
                     prop_assert!(d <= MAX_DURATION, "{s}: {d:?}");
+                }
+            }
+
+            #[test]
+            fn node_health_is_bounded(value in proptest::option::of("\\PC{0,200}")) {
+                let got = node_health(value.as_deref());
+                prop_assert_eq!(got.is_none(), value.as_deref().is_none_or(|v| v == "Ready"));
+                if let (Some(got), Some(value)) = (got, value) {
+                    prop_assert!(got.chars().count() <= MAX_HEALTH_LEN);
+                    prop_assert!(value.starts_with(&got));
                 }
             }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::annotations::parse_duration;
-use crate::config::{Config, ConfigError, SecretRefs, parse_map, parse_taints};
+use crate::config::{Config, ConfigError, MAX_QPS, SecretRefs, parse_map, parse_taints};
 use crate::faults::FaultSchedule;
 use crate::ipam::Cidr;
 use crate::lease::LeaseTiming;
@@ -22,19 +22,36 @@ fn cidr(s: &str) -> Result<Cidr, String> {
     Cidr::parse(s).map_err(|e| e.to_string())
 }
 
+/// A finite number of requests per second in `[0, MAX_QPS]` (NaN and infinities parse as f64).
+fn qps(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !(0.0..=MAX_QPS).contains(&v) {
+        return Err(format!("{v} is not between 0 and {MAX_QPS}"));
+    }
+    Ok(v)
+}
+
+/// Most nodes one process may be asked to keep.
+const MAX_NODES: u64 = 100_000;
+
 /// Hollow kubelet: registers many fake Nodes and drives the pods bound to them.
 #[derive(Debug, Parser)]
 #[command(name = "hollow-node", version)]
 pub struct Args {
     /// Number of nodes this process registers.
-    #[arg(long, env = "MOCK_KIND_NODES", default_value_t = 10)]
+    #[arg(long, env = "MOCK_KIND_NODES", default_value_t = 10,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_NODES))]
     pub nodes: usize,
     /// Node names are `<prefix>-<i>`. Default: $POD_NAME, else the hostname.
     #[arg(long, env = "MOCK_KIND_NODE_PREFIX")]
     pub node_prefix: Option<String>,
     /// Offsets this process's podCIDR blocks. Default: the number ending the prefix (a
     /// StatefulSet ordinal), else 0.
-    #[arg(long, env = "MOCK_KIND_REPLICA_INDEX")]
+    #[arg(long, env = "MOCK_KIND_REPLICA_INDEX",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_NODES))]
     pub replica_index: Option<u64>,
     /// Kubeconfig file. Default: $KUBECONFIG, ~/.kube/config or the in-cluster account.
     #[arg(long, env = "MOCK_KIND_KUBECONFIG")]
@@ -77,13 +94,15 @@ pub struct Args {
     #[arg(long, env = "MOCK_KIND_SPOOFED", default_value_t = true, action = clap::ArgAction::Set)]
     pub spoofed: bool,
     /// Port advertised as the kubelet endpoint (nothing listens there).
-    #[arg(long, env = "MOCK_KIND_KUBELET_PORT", default_value_t = 10250)]
+    #[arg(long, env = "MOCK_KIND_KUBELET_PORT", default_value_t = 10250,
+          value_parser = clap::value_parser!(i32).range(1..=65_535))]
     pub kubelet_port: i32,
     /// Pod IPs come from per-node blocks inside this range.
     #[arg(long, env = "MOCK_KIND_CLUSTER_CIDR", default_value = "10.128.0.0/9", value_parser = cidr)]
     pub cluster_cidr: Cidr,
     /// Size of each node's podCIDR block inside the cluster CIDR.
-    #[arg(long, env = "MOCK_KIND_NODE_CIDR_MASK", default_value_t = 24)]
+    #[arg(long, env = "MOCK_KIND_NODE_CIDR_MASK", default_value_t = 24,
+          value_parser = clap::value_parser!(u8).range(0..=30))]
     pub node_cidr_mask: u8,
     /// leaseDurationSeconds of each node's Lease in kube-node-lease.
     #[arg(long, env = "MOCK_KIND_LEASE_DURATION", default_value = "40s", value_parser = duration)]
@@ -113,14 +132,16 @@ pub struct Args {
     #[arg(long, env = "MOCK_KIND_TERMINATION_GRACE_CAP", default_value = "1s", value_parser = duration)]
     pub termination_grace_cap: Duration,
     /// API requests per second (0: nodes/2 + 50).
-    #[arg(long, env = "MOCK_KIND_KUBE_API_QPS", default_value_t = 0.0)]
+    #[arg(long, env = "MOCK_KIND_KUBE_API_QPS", default_value_t = 0.0, value_parser = qps)]
     pub kube_api_qps: f64,
     /// API request burst (0: twice the QPS).
-    #[arg(long, env = "MOCK_KIND_KUBE_API_BURST", default_value_t = 0)]
+    #[arg(long, env = "MOCK_KIND_KUBE_API_BURST", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=200_000))]
     pub kube_api_burst: u32,
     /// Requests in flight at once for node and pod work, half each (0: nodes/4, at least 64,
     /// at most 1024).
-    #[arg(long, env = "MOCK_KIND_WORKERS", default_value_t = 0)]
+    #[arg(long, env = "MOCK_KIND_WORKERS", default_value_t = 0,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=4_096))]
     pub workers: usize,
     /// Delete the nodes (and leases) on SIGTERM.
     #[arg(long, env = "MOCK_KIND_DELETE_NODES_ON_EXIT", default_value_t = false)]
@@ -237,6 +258,27 @@ mod tests {
         assert_eq!(c.template.internal_ip, "127.0.0.5");
         assert!(c.template.spoofed, "spoofed by default");
         assert!(Args::try_parse_from(["hollow-node", "--lease-duration=soon"]).is_err());
+        // Every numeric flag is bounded where clap parses it.
+        for flag in [
+            "--nodes=0",
+            "--nodes=100001",
+            "--replica-index=18446744073709551615",
+            "--kubelet-port=0",
+            "--kubelet-port=65536",
+            "--node-cidr-mask=31",
+            "--kube-api-qps=NaN",
+            "--kube-api-qps=inf",
+            "--kube-api-qps=-1",
+            "--kube-api-qps=100001",
+            "--kube-api-burst=200001",
+            "--workers=4097",
+            "--lease-duration=10000h",
+        ] {
+            let err = Args::try_parse_from(["hollow-node", flag]).map(|_| ());
+            let err = err.expect_err(flag).to_string();
+            let name = flag.split('=').next().unwrap_or_default();
+            assert!(err.contains(name), "{flag}: {err}");
+        }
         let real = Args::try_parse_from(["hollow-node", "--node-prefix=real", "--spoofed=false"])
             .expect("args")
             .into_config()

@@ -120,6 +120,9 @@ fn invalid(flag: &'static str, value: impl Into<String>, reason: impl Into<Strin
     }
 }
 
+/// The most API requests per second a process may be set to make.
+pub const MAX_QPS: f64 = 100_000.0;
+
 /// Parses `k=v,k2=v2`.
 pub fn parse_map(flag: &'static str, s: &str) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut out = BTreeMap::new();
@@ -243,7 +246,12 @@ impl Config {
             ));
         }
         let blocks = 1u64 << (self.node_cidr_mask - self.cluster_cidr.prefix);
-        let last = (self.replica_index + 1) * self.nodes as u64;
+        // Checked: the replica index comes from a flag or a host name ending in any number.
+        let last = self
+            .replica_index
+            .checked_add(1)
+            .and_then(|r| r.checked_mul(self.nodes as u64))
+            .unwrap_or(u64::MAX);
         if last > blocks {
             return Err(invalid(
                 "cluster-cidr",
@@ -273,12 +281,20 @@ impl Config {
                 "not an IP address",
             ));
         }
+        if !self.qps.is_finite() || self.qps > MAX_QPS {
+            return Err(invalid(
+                "kube-api-qps",
+                self.qps.to_string(),
+                format!("must be a number from 0 to {MAX_QPS}"),
+            ));
+        }
         if self.qps <= 0.0 {
             // Leases alone need nodes/10 writes per second; leave room for pods.
-            self.qps = self.nodes as f64 / 2.0 + 50.0;
+            self.qps = (self.nodes as f64 / 2.0 + 50.0).min(MAX_QPS);
         }
         if self.burst == 0 {
-            self.burst = (self.qps * 2.0) as u32;
+            // At most 2 × MAX_QPS: far inside u32.
+            self.burst = (self.qps * 2.0).ceil() as u32;
         }
         if self.workers == 0 {
             // Requests in flight at once. When the apiserver is saturated each write waits
@@ -440,6 +456,92 @@ mod tests {
                 SecretRefs::parse("namespaces", &joined).ok(),
                 Some(SecretRefs::Namespaces(names))
             );
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Keys and values that survive the `k=v,` syntax: no separators, no edge spaces.
+        fn word() -> impl Strategy<Value = String> {
+            "[a-zA-Z0-9./_-]{1,12}"
+        }
+
+        proptest! {
+            #[test]
+            fn parsers_never_panic(s in "\\PC{0,60}") {
+                if let Ok(map) = parse_map("labels", &s) {
+                    prop_assert!(map.keys().all(|k| !k.is_empty()));
+                }
+                if let Ok(taints) = parse_taints(&s) {
+                    for t in taints {
+                        prop_assert!(!t.key.is_empty());
+                        prop_assert!(["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&t.effect.as_str()));
+                    }
+                }
+            }
+
+            #[test]
+            fn maps_round_trip(map in proptest::collection::btree_map(word(), "[a-zA-Z0-9./_-]{0,12}", 0..6)) {
+                let text: Vec<String> = map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                prop_assert_eq!(parse_map("labels", &text.join(",")).expect("parses"), map);
+            }
+
+            #[test]
+            fn taints_round_trip(
+                taints in proptest::collection::vec(
+                    (word(), proptest::option::of(word()), prop_oneof![Just("NoSchedule"), Just("PreferNoSchedule"), Just("NoExecute")]),
+                    0..5,
+                )
+            ) {
+                let text: Vec<String> = taints
+                    .iter()
+                    .map(|(k, v, e)| match v {
+                        Some(v) => format!("{k}={v}:{e}"),
+                        None => format!("{k}:{e}"),
+                    })
+                    .collect();
+                let got = parse_taints(&text.join(",")).expect("parses");
+                let got: Vec<_> = got.into_iter().map(|t| (t.key, t.value, t.effect)).collect();
+                let want: Vec<_> = taints
+                    .into_iter()
+                    .map(|(k, v, e)| (k, v, e.to_owned()))
+                    .collect();
+                prop_assert_eq!(got, want);
+            }
+
+            #[test]
+            fn validate_never_panics_and_bounds_what_it_fills_in(
+                prefix in prop_oneof!["[a-z0-9.-]{1,20}", "hollow-node-[0-9]{1,22}"],
+                nodes in prop_oneof![0usize..3000, any::<usize>()],
+                replica in proptest::option::of(prop_oneof![0u64..8, any::<u64>()]),
+                cluster_prefix in 0u8..=32,
+                node_mask in any::<u8>(),
+                qps in prop_oneof![any::<f64>(), 0.0..1000.0],
+                burst in any::<u32>(),
+                workers in prop_oneof![Just(0usize), any::<usize>()],
+            ) {
+                let mut c = Config::new(&prefix, nodes);
+                // Else the ordinal Config::new read from the prefix, which may be any number.
+                if let Some(r) = replica {
+                    c.replica_index = r;
+                }
+                c.cluster_cidr = Cidr { base: std::net::Ipv4Addr::new(0, 0, 0, 0), prefix: cluster_prefix };
+                c.node_cidr_mask = node_mask;
+                c.qps = qps;
+                c.burst = burst;
+                c.workers = workers;
+                if let Ok(c) = c.validate() {
+                    prop_assert!(c.qps > 0.0 && c.qps <= MAX_QPS);
+                    prop_assert!(c.burst > 0);
+                    prop_assert!(c.workers > 0);
+                    prop_assert!(c.node_cidr_mask <= 30);
+                    // Every node's block exists.
+                    let last = (c.replica_index + 1).checked_mul(c.nodes as u64);
+                    prop_assert!(last.is_some_and(|l| l <= 1u64 << (c.node_cidr_mask - c.cluster_cidr.prefix)));
+                }
+            }
         }
     }
 }

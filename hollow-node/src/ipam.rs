@@ -99,7 +99,7 @@ fn mask(prefix: u8) -> u32 {
 
 /// Node `node_index` of replica `replica` (with `nodes_per_replica` nodes each) gets block
 /// `replica * nodes_per_replica + node_index` of size `/node_mask` inside the cluster CIDR, so
-/// replicas of a StatefulSet never overlap.
+/// replicas of a StatefulSet never overlap. An index past `u64` is out of blocks, not a wrap.
 pub fn node_pod_cidr(
     cluster: Cidr,
     node_mask: u8,
@@ -107,7 +107,11 @@ pub fn node_pod_cidr(
     nodes_per_replica: u64,
     node_index: u64,
 ) -> Result<Cidr, IpamError> {
-    cluster.sub_block(node_mask, replica * nodes_per_replica + node_index)
+    let index = replica
+        .checked_mul(nodes_per_replica)
+        .and_then(|first| first.checked_add(node_index))
+        .unwrap_or(u64::MAX);
+    cluster.sub_block(node_mask, index)
 }
 
 /// The pod IPs of one node. Keys are pod keys (`namespace/name` or a uid): the same key always
@@ -338,6 +342,114 @@ mod tests {
             }
             let total: HashSet<Ipv4Addr> = ipam.used.keys().copied().collect();
             assert_eq!(total.len(), ipam.in_use(), "{}", case.name);
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_cidr() -> impl Strategy<Value = Cidr> {
+            (any::<u32>(), 0u8..=32).prop_map(|(ip, prefix)| Cidr {
+                base: Ipv4Addr::from(ip & mask(prefix)),
+                prefix,
+            })
+        }
+
+        /// What a pod-IP bookkeeping step may be.
+        #[derive(Debug, Clone)]
+        enum Op {
+            Allocate(u8),
+            Adopt(u8, u32),
+            Release(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => any::<u8>().prop_map(|p| Op::Allocate(p % 24)),
+                1 => (any::<u8>(), any::<u32>()).prop_map(|(p, ip)| Op::Adopt(p % 24, ip)),
+                1 => (any::<u8>(), 0u32..32).prop_map(|(p, off)| Op::Adopt(p % 24, off)),
+                2 => any::<u8>().prop_map(|p| Op::Release(p % 24)),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn cidr_parse_never_panics(s in "\\PC{0,24}") {
+                if let Ok(c) = Cidr::parse(&s) {
+                    prop_assert!(c.prefix <= 32);
+                    prop_assert!(c.contains(c.base));
+                }
+            }
+
+            #[test]
+            fn cidr_parse_on_cidr_shaped_input(a in any::<u32>(), prefix in any::<u16>()) {
+                let s = format!("{}/{prefix}", Ipv4Addr::from(a));
+                match Cidr::parse(&s) {
+                    Ok(c) => {
+                        prop_assert!(prefix <= 32);
+                        prop_assert!(c.contains(Ipv4Addr::from(a)), "{s} -> {c}");
+                    }
+                    Err(_) => prop_assert!(prefix > 32),
+                }
+            }
+
+            #[test]
+            fn cidrs_round_trip(c in any_cidr()) {
+                prop_assert_eq!(Cidr::parse(&c.to_string()), Ok(c));
+            }
+
+            #[test]
+            fn node_blocks_stay_inside_the_cluster(
+                cluster in any_cidr(),
+                node_mask in any::<u8>(),
+                replica in prop_oneof![any::<u64>(), 0u64..4],
+                per_replica in prop_oneof![any::<u64>(), 0u64..300],
+                index in prop_oneof![any::<u64>(), 0u64..300],
+            ) {
+                if let Ok(block) = node_pod_cidr(cluster, node_mask, replica, per_replica, index) {
+                    prop_assert_eq!(block.prefix, node_mask);
+                    prop_assert!(cluster.contains(block.base), "{block} outside {cluster}");
+                    let last = u32::from(block.base) as u64 + block.size() - 1;
+                    prop_assert!(cluster.contains(Ipv4Addr::from(last as u32)), "{block} leaves {cluster}");
+                }
+            }
+
+            #[test]
+            fn one_ip_per_pod_and_pod_per_ip(
+                prefix in 26u8..=32,
+                base in any::<u32>(),
+                ops in proptest::collection::vec(op(), 0..80),
+            ) {
+                let cidr = Cidr { base: Ipv4Addr::from(base & mask(prefix)), prefix };
+                let mut ipam = NodeIpam::new("n", cidr);
+                for op in ops {
+                    match op {
+                        Op::Allocate(p) => {
+                            if let Ok(ip) = ipam.allocate(&p.to_string()) {
+                                prop_assert!(cidr.contains(ip));
+                            }
+                        }
+                        Op::Adopt(p, ip) => {
+                            let ip = if ip < 32 { Ipv4Addr::from(u32::from(cidr.base) | ip) } else { Ipv4Addr::from(ip) };
+                            if ipam.adopt(&p.to_string(), ip) {
+                                prop_assert_eq!(ipam.get(&p.to_string()), Some(ip));
+                            }
+                        }
+                        Op::Release(p) => {
+                            ipam.release(&p.to_string());
+                            prop_assert_eq!(ipam.get(&p.to_string()), None);
+                        }
+                    }
+                    // The two maps agree: each IP has one holder, each holder one IP.
+                    prop_assert_eq!(ipam.by_pod.len(), ipam.used.len());
+                    for (pod, ip) in &ipam.by_pod {
+                        prop_assert_eq!(ipam.used.get(ip), Some(pod));
+                        prop_assert!(cidr.contains(*ip));
+                    }
+                    prop_assert!(ipam.in_use() as u64 <= cidr.size());
+                }
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::annotations::NODE_HEALTH;
+use crate::annotations::{NODE_HEALTH, node_health};
 use crate::faults::health_at;
 use crate::ipam::{Cidr, NodeIpam, node_pod_cidr};
 use crate::node_status::{Health, OWNER_LABEL, new_node, node_status};
@@ -68,11 +68,8 @@ impl NodeSlot {
 /// Selector for the Nodes of this process.
 /// The node's `mock-kind.io/health` annotation, unless it says Ready (which is no fault).
 fn health_annotation(meta: &ObjectMeta) -> Option<String> {
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(NODE_HEALTH))
-        .filter(|v| v.as_str() != "Ready")
-        .cloned()
+    let value = meta.annotations.as_ref().and_then(|a| a.get(NODE_HEALTH));
+    node_health(value.map(String::as_str))
 }
 
 pub fn owner_selector(prefix: &str) -> String {

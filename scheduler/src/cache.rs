@@ -21,7 +21,7 @@ use telemetry::Readiness;
 use tokio_util::sync::CancellationToken;
 
 use crate::rules::{
-    Exclusions, InvalidEntry, NamespacePolicy, NodeKind, SPOOFED, SPOOFED_EXCLUDED_PODS,
+    Exclusions, MAX_EXCLUDED_PODS_LEN, NamespacePolicy, NodeKind, SPOOFED, SPOOFED_EXCLUDED_PODS,
     is_spoofed_value,
 };
 
@@ -80,14 +80,14 @@ impl Cache {
         }
     }
 
-    /// Adds or updates a namespace. Returns the invalid `spoofed_excluded_pods` entries when the
-    /// value changed (so the caller can report them), nothing otherwise.
+    /// Adds or updates a namespace. Returns the compiled `spoofed_excluded_pods` value when it
+    /// changed (so the caller can report its problems), nothing otherwise.
     pub fn apply_namespace(
         &self,
         name: &str,
         spoofed: Option<&str>,
         excluded: Option<&str>,
-    ) -> Vec<InvalidEntry> {
+    ) -> Option<Arc<Exclusions>> {
         let spoofed = is_spoofed_value(spoofed);
         let excluded = excluded.unwrap_or("");
         let mut namespaces = write(&self.namespaces);
@@ -100,24 +100,28 @@ impl Cache {
                     exclusions: entry.policy.exclusions.clone(),
                 });
             }
-            return Vec::new();
+            return None;
         }
         let exclusions = self.compile(excluded);
-        let invalid = exclusions.invalid().to_vec();
         namespaces.insert(
             name.to_owned(),
             NamespaceEntry {
                 excluded: excluded.to_owned(),
                 policy: Arc::new(NamespacePolicy {
                     spoofed,
-                    exclusions,
+                    exclusions: exclusions.clone(),
                 }),
             },
         );
-        invalid
+        Some(exclusions)
     }
 
     fn compile(&self, value: &str) -> Arc<Exclusions> {
+        // An out-of-bounds value is refused without compiling; keeping it as a key would only
+        // hold up to the apiserver's 256 KiB per namespace for nothing.
+        if value.len() > MAX_EXCLUDED_PODS_LEN {
+            return Arc::new(Exclusions::parse(value));
+        }
         let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(found) = compiled.get(value) {
             return found.clone();
@@ -270,21 +274,48 @@ async fn watch_namespaces(client: Client, cache: Arc<Cache>, recorder: Recorder)
         };
         let name = obj.name_any();
         let annotations = obj.annotations();
-        let invalid = cache.apply_namespace(
+        let Some(compiled) = cache.apply_namespace(
             &name,
             annotations.get(SPOOFED).map(String::as_str),
             annotations.get(SPOOFED_EXCLUDED_PODS).map(String::as_str),
-        );
-        for bad in invalid {
-            if !warned.insert((name.clone(), bad.entry.clone())) {
-                continue;
-            }
+        ) else {
+            continue;
+        };
+        let mut problems = Vec::new();
+        if let Some(why) = compiled.ignored() {
+            tracing::warn!(
+                namespace = %name,
+                reason = %why,
+                "spoofed_excluded_pods is out of bounds; ignored as if absent"
+            );
+            problems.push((
+                why.to_owned(),
+                "ExcludedPodsIgnored",
+                format!(
+                    "{SPOOFED_EXCLUDED_PODS} of namespace {name} is ignored, as if absent: {why}"
+                ),
+            ));
+        }
+        for bad in compiled.invalid() {
             tracing::warn!(
                 namespace = %name,
                 entry = %bad.entry,
                 error = %bad.error,
                 "spoofed_excluded_pods entry is not a valid regular expression; it matches by equality only"
             );
+            problems.push((
+                bad.entry.clone(),
+                "InvalidExcludedPodPattern",
+                format!(
+                    "{SPOOFED_EXCLUDED_PODS} entry \"{}\" of namespace {name} is not a valid regular expression ({}); it matches only a pod named exactly \"{}\"",
+                    bad.entry, bad.error, bad.entry
+                ),
+            ));
+        }
+        for (key, reason, note) in problems {
+            if !warned.insert((name.clone(), key)) {
+                continue;
+            }
             let reference = ObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("Namespace".into()),
@@ -296,14 +327,8 @@ async fn watch_namespaces(client: Client, cache: Arc<Cache>, recorder: Recorder)
             };
             let event = KubeEvent {
                 type_: EventType::Warning,
-                reason: "InvalidExcludedPodPattern".into(),
-                note: Some(truncate(
-                    format!(
-                        "{SPOOFED_EXCLUDED_PODS} entry \"{}\" of namespace {name} is not a valid regular expression ({}); it matches only a pod named exactly \"{}\"",
-                        bad.entry, bad.error, bad.entry
-                    ),
-                    1000,
-                )),
+                reason: reason.into(),
+                note: Some(truncate(note, 1000)),
                 action: "CompileExcludedPods".into(),
                 secondary: None,
             };
@@ -417,8 +442,12 @@ mod tests {
             ("annotation removed", Some("true"), None, &[], true, None),
         ];
         for (name, spoofed, excluded, want_invalid, want_spoofed, want_match) in cases {
-            let invalid = cache.apply_namespace("team-a", spoofed, excluded);
-            let got: Vec<&str> = invalid.iter().map(|i| i.entry.as_str()).collect();
+            let compiled = cache.apply_namespace("team-a", spoofed, excluded);
+            let got: Vec<&str> = compiled
+                .iter()
+                .flat_map(|c| c.invalid())
+                .map(|i| i.entry.as_str())
+                .collect();
             assert_eq!(got, want_invalid, "{name}");
             let policy = cache.namespace("team-a").expect(name);
             assert_eq!(policy.spoofed, want_spoofed, "{name}");

@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(
         long,
         env = "MOCK_KIND_SCHEDULER_SHUTDOWN_GRACE_SECONDS",
-        default_value_t = 10
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(0..=3_600)
     )]
     pub shutdown_grace_seconds: u64,
 
@@ -95,7 +96,8 @@ pub struct Args {
     #[arg(
         long,
         env = "MOCK_KIND_SCHEDULER_TLS_RELOAD_SECONDS",
-        default_value_t = 30
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub tls_reload_seconds: u64,
 }
@@ -159,7 +161,7 @@ mod tests {
     #[test]
     fn flags_to_config() {
         type Case<'a> = (&'a str, &'a [&'a str], Result<(&'a str, bool), &'a str>);
-        let cases: [Case<'_>; 7] = [
+        let cases: [Case<'_>; 9] = [
             ("defaults", &[], Ok(("127.0.0.1:8888", false))),
             (
                 "listen",
@@ -186,6 +188,16 @@ mod tests {
                 "zero header timeout",
                 &["--header-read-timeout-seconds", "0"],
                 Err("header read timeout"),
+            ),
+            (
+                "reload interval past a day",
+                &["--tls-reload-seconds", "86401"],
+                Err("--tls-reload-seconds"),
+            ),
+            (
+                "grace overflowing an Instant",
+                &["--shutdown-grace-seconds", "18446744073709551615"],
+                Err("--shutdown-grace-seconds"),
             ),
         ];
         for (name, flags, want) in cases {

@@ -63,23 +63,47 @@ pub struct InvalidEntry {
 pub struct Exclusions {
     entries: Vec<ExclusionEntry>,
     invalid: Vec<InvalidEntry>,
+    ignored: Option<String>,
 }
 
-/// Regexes come from users; cap what one may cost to compile.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+// The value comes from anyone who may annotate a namespace and its regexes live as long as the
+// namespace, so what one value may cost is capped: at most 32 entries in 4 KiB (a list of pod
+// names or a few patterns needs far less), each regex at most 256 KiB compiled plus 256 KiB of
+// lazy-DFA cache per thread. A value past the first two bounds is ignored whole; a regex past
+// the size bounds is an invalid entry (it still matches by equality).
+/// Longest `spoofed_excluded_pods` value honoured, in bytes.
+pub const MAX_EXCLUDED_PODS_LEN: usize = 4096;
+/// Most entries of a `spoofed_excluded_pods` value honoured.
+pub const MAX_EXCLUDED_PODS_ENTRIES: usize = 32;
+const REGEX_SIZE_LIMIT: usize = 256 << 10;
+const REGEX_DFA_SIZE_LIMIT: usize = 256 << 10;
 
 impl Exclusions {
     /// Parses the annotation value: entries are comma-separated, trimmed, empty ones ignored.
     /// An entry that is not a valid regex still matches by equality and is listed in `invalid()`.
+    /// A value longer than [`MAX_EXCLUDED_PODS_LEN`] or with more than
+    /// [`MAX_EXCLUDED_PODS_ENTRIES`] entries excludes nobody, as if absent; `ignored()` says why.
     pub fn parse(value: &str) -> Self {
         let mut out = Exclusions::default();
-        for raw in value.split(',') {
-            let text = raw.trim();
-            if text.is_empty() {
-                continue;
-            }
+        let entries = value.split(',').map(str::trim).filter(|e| !e.is_empty());
+        if value.len() > MAX_EXCLUDED_PODS_LEN {
+            out.ignored = Some(format!(
+                "the value is {} bytes long, more than {MAX_EXCLUDED_PODS_LEN}",
+                value.len()
+            ));
+            return out;
+        }
+        let count = entries.clone().count();
+        if count > MAX_EXCLUDED_PODS_ENTRIES {
+            out.ignored = Some(format!(
+                "the value has {count} entries, more than {MAX_EXCLUDED_PODS_ENTRIES}"
+            ));
+            return out;
+        }
+        for text in entries {
             let regex = match regex::RegexBuilder::new(text)
                 .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
                 .build()
             {
                 Ok(regex) => Some(regex),
@@ -116,6 +140,11 @@ impl Exclusions {
     /// Entries that did not compile (they match by equality only).
     pub fn invalid(&self) -> &[InvalidEntry] {
         &self.invalid
+    }
+
+    /// Why the whole value was ignored (out of bounds), if it was.
+    pub fn ignored(&self) -> Option<&str> {
+        self.ignored.as_deref()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -241,14 +270,16 @@ impl fmt::Display for Reason<'_> {
         match (self.rejection, self.placement) {
             (Rejection::PinnedElsewhere, Placement::Pinned(pinned)) => write!(
                 f,
-                "pod {ns}/{pod} is pinned to node {pinned} by its nodeName annotation: node {node} is another node"
+                "pod {ns}/{pod} is pinned to node {} by its nodeName annotation: node {node} is another node",
+                Cut(pinned)
             ),
             (Rejection::RealNode, _) => {
                 write!(f, "namespace {ns} is spoofed: node {node} is a real node")
             }
             (Rejection::SpoofedNodeExcludedPod, Placement::RealOnlyExcluded(entry)) => write!(
                 f,
-                "namespace {ns} is spoofed but pod {pod} is excluded by spoofed_excluded_pods entry \"{entry}\": node {node} is a spoofed node"
+                "namespace {ns} is spoofed but pod {pod} is excluded by spoofed_excluded_pods entry \"{}\": node {node} is a spoofed node",
+                Cut(entry)
             ),
             (Rejection::SpoofedNode, _) => {
                 write!(
@@ -263,6 +294,25 @@ impl fmt::Display for Reason<'_> {
             // Unreachable combinations still render something a person understands.
             (rejection, _) => write!(f, "node {node} rejected for pod {ns}/{pod}: {rejection:?}"),
         }
+    }
+}
+
+/// An annotation value in a reason, cut to the longest node name (253 bytes): the reason is
+/// repeated for every rejected node, so a 256 KiB `nodeName` annotation on a pod must not make
+/// a 5,000-node answer a gigabyte.
+struct Cut<'a>(&'a str);
+
+impl fmt::Display for Cut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 253;
+        if self.0.len() <= MAX {
+            return f.write_str(self.0);
+        }
+        let mut end = MAX;
+        while !self.0.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{}…", &self.0[..end])
     }
 }
 
@@ -727,6 +777,154 @@ mod tests {
             }
             .to_string();
             assert_eq!(got, want, "{rejection:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_values_are_bounded() {
+        let many = vec!["p"; MAX_EXCLUDED_PODS_ENTRIES + 1].join(",");
+        let enough = vec!["p"; MAX_EXCLUDED_PODS_ENTRIES].join(",");
+        let long = format!("p,{}", " ".repeat(MAX_EXCLUDED_PODS_LEN));
+        // Compiles to far more than the size limit.
+        let huge = r"\w{1000}{1000}";
+        /// (name, value, why ignored, invalid entries, the entry matching pod "p")
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            Option<&'a str>,
+            &'a [&'a str],
+            Option<&'a str>,
+        );
+        let cases: [Case<'_>; 5] = [
+            ("too many entries", &many, Some("33 entries"), &[], None),
+            ("just enough entries", &enough, None, &[], Some("p")),
+            ("too long", &long, Some("bytes long"), &[], None),
+            ("regex over the size limit", huge, None, &[huge], None),
+            (
+                "big regex beside a name",
+                &format!("{huge},p"),
+                None,
+                &[huge],
+                Some("p"),
+            ),
+        ];
+        for (name, value, ignored, invalid, matches_p) in cases {
+            let ex = Exclusions::parse(value);
+            match (ex.ignored(), ignored) {
+                (Some(got), Some(want)) => assert!(got.contains(want), "{name}: {got}"),
+                (got, want) => assert_eq!(got, want, "{name}"),
+            }
+            let got: Vec<&str> = ex.invalid().iter().map(|i| i.entry.as_str()).collect();
+            assert_eq!(got, invalid, "{name}");
+            assert_eq!(ex.matching("p"), matches_p, "{name}");
+            // An over-limit regex still matches a pod of exactly its name.
+            if !invalid.is_empty() {
+                assert_eq!(ex.matching(huge), Some(huge), "{name}");
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Values made of regex syntax, names and separators, so that entries compile, fail to
+        /// compile and blow the size limit in every mix.
+        fn excluded_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "\\PC{0,200}",
+                proptest::collection::vec(
+                    prop_oneof![
+                        "[a-z0-9-]{1,12}",
+                        "[a-z.*+?()\\[\\]{}|^$\\\\0-9,-]{1,16}",
+                        Just(r"\w{100}{100}".to_owned()),
+                    ],
+                    0..40,
+                )
+                .prop_map(|v| v.join(",")),
+            ]
+        }
+
+        proptest! {
+            // Compiling regexes is slow in a debug build: fewer cases, each with many entries.
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn exclusions_never_panic_and_stay_bounded(value in excluded_value(), pod in "\\PC{0,30}") {
+                let ex = Exclusions::parse(&value);
+                prop_assert!(ex.entries.len() <= MAX_EXCLUDED_PODS_ENTRIES);
+                prop_assert!(ex.invalid().len() <= ex.entries.len());
+                if ex.ignored().is_some() {
+                    prop_assert!(ex.is_empty());
+                    prop_assert_eq!(ex.matching(&pod), None);
+                }
+                if let Some(entry) = ex.matching(&pod) {
+                    prop_assert!(value.contains(entry));
+                }
+                // Every entry, valid or not, matches the pod named exactly like it.
+                for e in &ex.entries {
+                    prop_assert!(ex.matching(&e.text).is_some(), "{:?}", e.text);
+                }
+            }
+
+            #[test]
+            fn decisions_follow_the_three_rules(
+                pod_name in "\\PC{0,20}",
+                pinned in proptest::option::of("[a-z]{0,3}"),
+                ns in proptest::option::of((any::<bool>(), "[a-z.*,-]{0,12}")),
+                node in "[a-z]{0,3}",
+                kind in proptest::option::of(prop_oneof![Just(NodeKind::Real), Just(NodeKind::Spoofed)]),
+            ) {
+                let policy = ns.as_ref().map(|(spoofed, value)| NamespacePolicy {
+                    spoofed: *spoofed,
+                    exclusions: Arc::new(Exclusions::parse(value)),
+                });
+                let pod = PodFacts { namespace: "team-a", name: &pod_name, pinned_node: pinned.as_deref() };
+                let placement = match placement(&pod, policy.as_ref()) {
+                    Ok(p) => p,
+                    Err(Undecidable::NamespaceUnknown(ns)) => {
+                        prop_assert!(pinned.is_none() && policy.is_none());
+                        prop_assert_eq!(ns, "team-a");
+                        return Ok(());
+                    }
+                };
+                let verdict = decide(&placement, &node, kind);
+                match (&placement, pinned.as_deref()) {
+                    (Placement::Pinned(p), Some(want)) => {
+                        prop_assert_eq!(*p, want);
+                        prop_assert_eq!(verdict == Verdict::Pass, node == want);
+                    }
+                    (Placement::Pinned(_), None) => prop_assert!(false, "pinned without annotation"),
+                    (_, Some(_)) => prop_assert!(false, "annotation ignored"),
+                    (_, None) => {
+                        let wanted = match placement {
+                            Placement::SpoofedOnly => NodeKind::Spoofed,
+                            _ => NodeKind::Real,
+                        };
+                        prop_assert_eq!(verdict == Verdict::Pass, kind == Some(wanted));
+                        if kind.is_none() {
+                            prop_assert_eq!(verdict, Verdict::Reject(Rejection::UnknownNode));
+                        }
+                    }
+                }
+                if let Verdict::Reject(rejection) = verdict {
+                    let reason = Reason { pod: &pod, placement: &placement, node: &node, rejection }.to_string();
+                    prop_assert!(reason.contains(&format!("node {node}")), "{reason}");
+                }
+            }
+
+            #[test]
+            fn reasons_stay_short_whatever_the_annotation(pinned in "\\PC{0,600}", entry in "[a-zé]{0,600}") {
+                let pod = PodFacts { namespace: "team-a", name: "p", pinned_node: Some(&pinned) };
+                let cases = [
+                    (Placement::Pinned(&pinned), Rejection::PinnedElsewhere),
+                    (Placement::RealOnlyExcluded(&entry), Rejection::SpoofedNodeExcludedPod),
+                ];
+                for (placement, rejection) in cases {
+                    let reason = Reason { pod: &pod, placement: &placement, node: "n", rejection }.to_string();
+                    prop_assert!(reason.len() <= 253 + 200, "{} bytes", reason.len());
+                }
+            }
         }
     }
 }

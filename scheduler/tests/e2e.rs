@@ -218,6 +218,25 @@ async fn wait_bound(
     .map_err(Into::into)
 }
 
+/// The events with `reason` in namespace `ns`, once there is at least one.
+async fn wait_for_events(client: &Client, ns: &str, reason: &str) -> Result<Vec<Event>> {
+    let what = format!("{reason} event in {ns}");
+    let found = e2e::wait_for(WAIT, &what, || {
+        let events: Api<Event> = Api::namespaced(client.clone(), ns);
+        async move {
+            let list = events.list(&ListParams::default()).await?;
+            let found: Vec<Event> = list
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .collect();
+            Ok((!found.is_empty()).then_some(found))
+        }
+    })
+    .await?;
+    Ok(found)
+}
+
 async fn failed_scheduling_messages(
     client: &Client,
     ns: &str,
@@ -334,19 +353,7 @@ async fn kube_scheduler_places_pods_by_the_rules() -> Result<()> {
 
     // The invalid entry: one Warning event on the namespace, the other entries still work
     // (web-* and db-0 above went to real nodes).
-    let warnings = e2e::wait_for(WAIT, "InvalidExcludedPodPattern event in mixed", || {
-        let events: Api<Event> = Api::namespaced(client.clone(), "mixed");
-        async move {
-            let list = events.list(&ListParams::default()).await?;
-            let found: Vec<Event> = list
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some("InvalidExcludedPodPattern"))
-                .collect();
-            Ok((!found.is_empty()).then_some(found))
-        }
-    })
-    .await?;
+    let warnings = wait_for_events(&client, "mixed", "InvalidExcludedPodPattern").await?;
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
     assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
     assert!(
@@ -357,6 +364,28 @@ async fn kube_scheduler_places_pods_by_the_rules() -> Result<()> {
             .contains("bad(regex"),
         "{warnings:#?}"
     );
+
+    // A value past the bounds (33 entries) is ignored whole, as if absent: web-0 would be
+    // excluded by it, and goes to a spoofed node instead; one Warning event says why.
+    let entries: Vec<String> = (0..33).map(|i| format!("web-{i}")).collect();
+    create_namespace(
+        &client,
+        "hostile",
+        json!({"spoofed": "true", "spoofed_excluded_pods": entries.join(",")}),
+    )
+    .await?;
+    create_pod(&client, "hostile", &pod("web-0", None, None)).await?;
+    let hostile = BTreeMap::from([(
+        ("hostile".to_string(), "web-0".to_string()),
+        HOLLOW.to_vec(),
+    )]);
+    let bound = wait_bound(&client, &hostile).await?;
+    let node = &bound[&("hostile".to_string(), "web-0".to_string())];
+    assert!(HOLLOW.contains(&node.as_str()), "hostile/web-0 on {node}");
+    let ignored = wait_for_events(&client, "hostile", "ExcludedPodsIgnored").await?;
+    assert_eq!(ignored[0].type_.as_deref(), Some("Warning"));
+    let message = ignored[0].message.as_deref().unwrap_or_default();
+    assert!(message.contains("33 entries"), "{message}");
 
     // An annotation change on a live namespace applies to new pods.
     let namespaces: Api<Namespace> = Api::all(client.clone());

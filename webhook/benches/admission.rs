@@ -66,6 +66,7 @@ fn file_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
             shutdown_grace: Duration::from_secs(2),
             ..webhook::cli::default_limits()
         },
+        apiserver_deadline: Duration::from_secs(4),
         clock: webhook::tls::system_clock(),
     }
 }
@@ -401,6 +402,7 @@ async fn rig(options: e2e::Options) -> Rig {
             shutdown_grace: Duration::from_secs(2),
             ..webhook::cli::default_limits()
         },
+        apiserver_deadline: Duration::from_secs(4),
         clock: webhook::tls::system_clock(),
     };
     // Its own thread and runtime, as its own process would be (main.rs: one worker per core),

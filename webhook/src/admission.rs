@@ -4,6 +4,8 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+#[cfg(test)]
+use serde_json::json;
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -45,8 +47,27 @@ pub struct AdmissionRequest {
     pub dry_run: Option<bool>,
 }
 
-/// Parses a request body; the error is the message for the HTTP 400.
+/// Longest message of a refused body: serde quotes the offending value whole, and a body may be
+/// megabytes; the message goes into the 400 answer and a log line.
+pub const MAX_ERROR_LEN: usize = 512;
+
+/// Parses a request body; the error is the message for the HTTP 400, at most
+/// [`MAX_ERROR_LEN`] bytes.
 pub fn parse(body: &[u8]) -> Result<AdmissionRequest, String> {
+    parse_unbounded(body).map_err(|mut message| {
+        if message.len() > MAX_ERROR_LEN {
+            let mut end = MAX_ERROR_LEN - '…'.len_utf8();
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        message
+    })
+}
+
+fn parse_unbounded(body: &[u8]) -> Result<AdmissionRequest, String> {
     let review: AdmissionReview =
         serde_json::from_slice(body).map_err(|e| format!("body is not an AdmissionReview: {e}"))?;
     if review.kind.as_deref() != Some(KIND) {
@@ -117,8 +138,90 @@ pub fn allow(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::fuzz::arbitrary_json;
+    use proptest::prelude::*;
+
+    /// A JSON object with the AdmissionReview keys, each holding something arbitrary or
+    /// something close to right.
+    pub(crate) fn review_like() -> impl Strategy<Value = Value> {
+        // Mostly right, so that the deeper paths are reached too.
+        let kind = prop_oneof![3 => Just(json!(KIND)), 1 => arbitrary_json()];
+        let api_version = prop_oneof![3 => Just(json!(API_VERSION)), 1 => arbitrary_json()];
+        let uid = prop_oneof![3 => "\\PC{0,40}".prop_map(Value::from), 1 => arbitrary_json()];
+        let operation = prop_oneof![
+            3 => Just(json!("CREATE")),
+            1 => Just(json!("UPDATE")),
+            1 => arbitrary_json()
+        ];
+        let namespace = prop_oneof![3 => Just(json!("team-a")), 1 => arbitrary_json()];
+        let dry_run = prop_oneof![3 => any::<bool>().prop_map(Value::Bool), 1 => arbitrary_json()];
+        let request = (uid, operation, namespace, arbitrary_json(), dry_run).prop_map(
+            |(uid, operation, namespace, object, dry_run)| {
+                json!({"uid": uid, "operation": operation, "namespace": namespace,
+                       "resource": {"group": "", "version": "v1", "resource": "pods"},
+                       "object": object, "dryRun": dry_run})
+            },
+        );
+        let request = prop_oneof![4 => request.prop_map(Some), 1 => arbitrary_json().prop_map(Some), 1 => Just(None)];
+        (kind, api_version, request).prop_map(|(k, a, r)| {
+            let mut review = json!({"kind": k, "apiVersion": a});
+            if let Some(r) = r {
+                review["request"] = r;
+            }
+            review
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_bytes(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Err(e) = parse(&body) {
+                prop_assert!(!e.is_empty() && e.len() <= MAX_ERROR_LEN);
+            }
+        }
+
+        #[test]
+        fn errors_stay_short_whatever_the_value(big in "\\PC{600,2000}", place in 0usize..4) {
+            let mut review = json!({"kind": KIND, "apiVersion": API_VERSION, "request": {"uid": "u", "operation": "CREATE"}});
+            match place {
+                0 => review["kind"] = json!(big),
+                1 => review["apiVersion"] = json!(big),
+                2 => review["request"] = json!(big),
+                _ => review["request"]["dryRun"] = json!(big),
+            }
+            let e = parse(&serde_json::to_vec(&review).expect("json")).expect_err("refused");
+            prop_assert!(e.len() <= MAX_ERROR_LEN, "{} bytes", e.len());
+        }
+
+        #[test]
+        fn parse_never_panics_on_json_shapes(review in review_like()) {
+            let body = serde_json::to_vec(&review).expect("a Value serializes");
+            match parse(&body) {
+                Ok(req) => {
+                    prop_assert!(!req.uid.is_empty());
+                    prop_assert_eq!(&review["kind"], &json!(KIND));
+                    prop_assert_eq!(&review["apiVersion"], &json!(API_VERSION));
+                }
+                Err(e) => prop_assert!(!e.is_empty() && e.len() <= MAX_ERROR_LEN),
+            }
+        }
+
+        #[test]
+        fn allow_round_trips_the_uid_and_warnings(
+            uid in "\\PC{1,40}",
+            warnings in proptest::collection::vec("\\PC{0,40}", 0..3),
+        ) {
+            let v = serde_json::to_value(allow(&uid, None, warnings.clone())).expect("json");
+            prop_assert_eq!(&v["response"]["uid"], &json!(uid));
+            prop_assert_eq!(&v["response"]["allowed"], &json!(true));
+            let got: Vec<String> = v["response"].get("warnings")
+                .map(|w| serde_json::from_value(w.clone()).expect("strings"))
+                .unwrap_or_default();
+            prop_assert_eq!(got, warnings);
+        }
+    }
 
     #[test]
     fn parse_table() {

@@ -35,14 +35,16 @@ pub struct Args {
     #[arg(
         long,
         env = "MOCK_KIND_WEBHOOK_POD_UID_MIN",
-        default_value_t = 1_000_000_000
+        default_value_t = 1_000_000_000,
+        value_parser = uid_parser()
     )]
     pub pod_uid_min: i64,
     /// Highest UID of the `pod` strategy.
     #[arg(
         long,
         env = "MOCK_KIND_WEBHOOK_POD_UID_MAX",
-        default_value_t = 1_999_999_999
+        default_value_t = 1_999_999_999,
+        value_parser = uid_parser()
     )]
     pub pod_uid_max: i64,
     /// Serving certificate (PEM) file; with --tls-key. Without both, the webhook bootstraps its
@@ -80,16 +82,19 @@ pub struct Args {
     )]
     pub webhook_config: String,
     /// Lifetime of a bootstrapped serving certificate, in hours.
-    #[arg(long, env = "MOCK_KIND_WEBHOOK_CERT_VALIDITY_HOURS", default_value_t = 24 * 365)]
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_CERT_VALIDITY_HOURS", default_value_t = 24 * 365,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_HOURS))]
     pub cert_validity_hours: u64,
     /// Renew the bootstrapped certificate when it expires within this many hours.
-    #[arg(long, env = "MOCK_KIND_WEBHOOK_RENEW_MARGIN_HOURS", default_value_t = 24 * 30)]
+    #[arg(long, env = "MOCK_KIND_WEBHOOK_RENEW_MARGIN_HOURS", default_value_t = 24 * 30,
+          value_parser = clap::value_parser!(u64).range(0..MAX_HOURS))]
     pub renew_margin_hours: u64,
     /// Seconds between checks of the certificate files or Secret.
     #[arg(
         long,
         env = "MOCK_KIND_WEBHOOK_CERT_CHECK_SECONDS",
-        default_value_t = 60
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     pub cert_check_seconds: u64,
     /// Kubeconfig file (default: in-cluster, else $KUBECONFIG / ~/.kube/config).
@@ -99,7 +104,8 @@ pub struct Args {
     #[arg(
         long,
         env = "MOCK_KIND_WEBHOOK_SHUTDOWN_GRACE_SECONDS",
-        default_value_t = 10
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(0..=3_600)
     )]
     pub shutdown_grace_seconds: u64,
     /// Seconds the webhook keeps answering after SIGTERM with /readyz failing, so the
@@ -135,12 +141,31 @@ pub struct Args {
         default_value_t = 10
     )]
     pub header_read_timeout_seconds: u64,
+    /// Milliseconds one review may spend reading or writing its namespace before the pod is
+    /// allowed unchanged with a warning; keep it under the webhook configuration's
+    /// timeoutSeconds (5 s in deploy/), which caps the whole call.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_APISERVER_DEADLINE_MS",
+        default_value_t = 4_000,
+        value_parser = clap::value_parser!(u64).range(1..MAX_DEADLINE_MS)
+    )]
+    pub apiserver_deadline_ms: u64,
     /// Log as JSON.
     #[arg(long, env = "MOCK_KIND_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
 }
 
 const HOUR: u64 = 3600;
+/// Ten years: longer certificates are not useful and the seconds must not overflow.
+const MAX_HOURS: u64 = 24 * 365 * 10;
+/// A webhook's timeoutSeconds is at most 30.
+pub const MAX_DEADLINE_MS: u64 = 30_000;
+
+/// Kubernetes accepts runAsUser and fsGroup in `[0, 2^31 - 1]`.
+fn uid_parser() -> clap::builder::RangedI64ValueParser<i64> {
+    clap::value_parser!(i64).range(0..=i64::from(i32::MAX))
+}
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
@@ -153,6 +178,12 @@ impl Args {
             (None, None) => {
                 let mut cert = certs::CertOptions::new(&self.service, &self.namespace);
                 cert.extra_sans = self.extra_san;
+                if self.renew_margin_hours >= self.cert_validity_hours {
+                    return Err(Error::Config(format!(
+                        "--renew-margin-hours {} must be below --cert-validity-hours {}",
+                        self.renew_margin_hours, self.cert_validity_hours
+                    )));
+                }
                 cert.validity = Duration::from_secs(self.cert_validity_hours * HOUR);
                 CertSource::Bootstrap(Bootstrap {
                     namespace: self.namespace,
@@ -181,6 +212,7 @@ impl Args {
                 drain_delay: Duration::from_secs(self.drain_delay_seconds),
                 shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             },
+            apiserver_deadline: Duration::from_millis(self.apiserver_deadline_ms),
             clock: crate::tls::system_clock(),
         };
         config.validate()?;
@@ -218,7 +250,38 @@ mod tests {
             (
                 "zero interval",
                 &["--cert-check-seconds", "0"],
-                Err("interval"),
+                Err("--cert-check-seconds"),
+            ),
+            ("negative uid", &["--pod-uid-min=-1"], Err("--pod-uid-min")),
+            (
+                "uid above 2^31-1",
+                &["--pod-uid-max", "2147483648"],
+                Err("--pod-uid-max"),
+            ),
+            (
+                "validity overflowing seconds",
+                &["--cert-validity-hours", "18446744073709551615"],
+                Err("--cert-validity-hours"),
+            ),
+            (
+                "margin not below validity",
+                &["--cert-validity-hours", "24", "--renew-margin-hours", "24"],
+                Err("--renew-margin-hours"),
+            ),
+            (
+                "zero deadline",
+                &["--apiserver-deadline-ms", "0"],
+                Err("--apiserver-deadline-ms"),
+            ),
+            (
+                "deadline past any timeoutSeconds",
+                &["--apiserver-deadline-ms", "30000"],
+                Err("--apiserver-deadline-ms"),
+            ),
+            (
+                "deadline",
+                &["--apiserver-deadline-ms", "2500"],
+                Ok("bootstrap"),
             ),
             (
                 "zero concurrency",

@@ -6,6 +6,8 @@
 
 pub mod admission;
 pub mod cli;
+#[cfg(test)]
+mod fuzz;
 pub mod metrics;
 pub mod mutation;
 pub mod namespaces;
@@ -64,6 +66,8 @@ pub struct Config {
     /// Concurrency and time limits, drain delay and shutdown grace of the server (the body
     /// limit is [`server::MAX_BODY`] whatever this says).
     pub server: serving::Limits,
+    /// How long a review may wait on the apiserver for its namespace (see `AppState`).
+    pub apiserver_deadline: Duration,
     pub clock: Clock,
 }
 
@@ -73,6 +77,21 @@ impl Config {
             return Err(Error::Config(format!(
                 "pod UID range [{}, {}] is empty or negative",
                 self.pod_uid_min, self.pod_uid_max
+            )));
+        }
+        if self.pod_uid_max > i64::from(i32::MAX) {
+            return Err(Error::Config(format!(
+                "pod UID {} is above {}, the largest UID Kubernetes accepts",
+                self.pod_uid_max,
+                i32::MAX
+            )));
+        }
+        if self.apiserver_deadline.is_zero()
+            || self.apiserver_deadline >= Duration::from_millis(cli::MAX_DEADLINE_MS)
+        {
+            return Err(Error::Config(format!(
+                "apiserver deadline {:?} must be above 0 and below a webhook's 30 s timeout",
+                self.apiserver_deadline
             )));
         }
         if self.cert_check_interval.is_zero() {
@@ -166,6 +185,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         uids: Arc::new(uids),
         metrics,
         exclude_namespaces: config.exclude_namespaces.clone().into(),
+        apiserver_deadline: config.apiserver_deadline,
     };
     let app = server::router(state, registry, ready.clone(), health);
 

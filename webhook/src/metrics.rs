@@ -18,6 +18,8 @@ pub enum Outcome {
     Undecodable,
     /// No UID could be decided (namespace unreadable, bad annotation): allowed with a warning.
     Error,
+    /// The namespace read/write missed `--apiserver-deadline-ms`: allowed with a warning.
+    Deadline,
     /// The body was not an AdmissionReview: HTTP 400.
     BadRequest,
 }
@@ -50,6 +52,7 @@ label_values!(Outcome {
     Skipped => "skipped",
     Undecodable => "undecodable",
     Error => "error",
+    Deadline => "deadline",
     BadRequest => "bad_request",
 });
 label_values!(StrategyLabel { Namespace => "namespace", Pod => "pod" });

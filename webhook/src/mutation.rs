@@ -372,4 +372,116 @@ mod tests {
         assert_eq!(doc.pointer("/spec/futureField/x"), Some(&json!(1)));
         let _: Pod = serde_json::from_value(doc).expect("decodes");
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// `(runAsNonRoot, runAsUser)` of a container's securityContext, or none at all.
+        fn container_sc() -> impl Strategy<Value = Option<(Option<bool>, Option<i64>)>> {
+            proptest::option::of((
+                any::<Option<bool>>(),
+                proptest::option::of(0..=i64::from(i32::MAX)),
+            ))
+        }
+
+        fn sc_json(sc: Option<(Option<bool>, Option<i64>)>) -> Value {
+            let mut c = json!({"name": "c", "image": "x"});
+            if let Some((non_root, user)) = sc {
+                let mut sc = serde_json::Map::new();
+                if let Some(v) = non_root {
+                    sc.insert("runAsNonRoot".into(), json!(v));
+                }
+                if let Some(v) = user {
+                    sc.insert("runAsUser".into(), json!(v));
+                }
+                c["securityContext"] = Value::Object(sc);
+            }
+            c
+        }
+
+        type Sc = Option<(Option<bool>, Option<i64>)>;
+
+        fn pod_json(
+            pod_sc: Option<(Option<bool>, Option<i64>, Option<i64>)>,
+            lists: &[(&str, &Vec<Sc>)],
+        ) -> Value {
+            let mut spec = serde_json::Map::new();
+            for (list, scs) in lists {
+                if !scs.is_empty() || *list == "containers" {
+                    let items: Vec<Value> = scs.iter().map(|sc| sc_json(*sc)).collect();
+                    spec.insert((*list).into(), Value::Array(items));
+                }
+            }
+            if let Some((non_root, user, fs_group)) = pod_sc {
+                spec.insert(
+                    "securityContext".into(),
+                    json!({"runAsNonRoot": non_root, "runAsUser": user, "fsGroup": fs_group}),
+                );
+            }
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec})
+        }
+
+        /// Per container, in slot order: (asks for a UID, the runAsUser that applies to it).
+        fn effective(pod: &Pod) -> Vec<(bool, Option<i64>)> {
+            let pod_sc = pod_context(pod);
+            slots(pod)
+                .iter()
+                .map(|s| {
+                    let user = s
+                        .security_context
+                        .and_then(|c| c.run_as_user)
+                        .or_else(|| pod_sc.and_then(|p| p.run_as_user));
+                    (asks(s, pod_sc), user)
+                })
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn patch_gives_exactly_the_asking_containers_the_uid(
+                pod_sc in proptest::option::of((
+                    any::<Option<bool>>(),
+                    proptest::option::of(0..=i64::from(i32::MAX)),
+                    proptest::option::of(0..=i64::from(i32::MAX)),
+                )),
+                containers in proptest::collection::vec(container_sc(), 0..4),
+                init in proptest::collection::vec(container_sc(), 0..3),
+                ephemeral in proptest::collection::vec(container_sc(), 0..2),
+                uid in 0..=i64::from(i32::MAX),
+                fs_group in 0..=i64::from(i32::MAX),
+                future in crate::fuzz::arbitrary_json(),
+            ) {
+                let mut raw = pod_json(pod_sc, &[
+                    ("containers", &containers),
+                    ("initContainers", &init),
+                    ("ephemeralContainers", &ephemeral),
+                ]);
+                // Fields k8s-openapi does not model ride along and must not break the patch.
+                raw["spec"]["futureField"] = future;
+                let before: Pod = serde_json::from_value(raw.clone()).expect("generated pod decodes");
+                let ids = Ids { uid, fs_group };
+                let p = patch(&before, ids);
+                prop_assert_eq!(p.0.is_empty(), !needs_uid(&before));
+
+                let mut doc = raw;
+                json_patch::patch(&mut doc, &p.0).expect("the patch applies to the original");
+                let after: Pod = serde_json::from_value(doc).expect("the patched pod decodes");
+                prop_assert!(!needs_uid(&after));
+                for ((asked, old), (_, new)) in effective(&before).into_iter().zip(effective(&after)) {
+                    if asked {
+                        prop_assert_eq!(new, Some(uid));
+                    } else {
+                        prop_assert_eq!(new, old);
+                    }
+                }
+                let fs = |pod: &Pod| pod_context(pod).and_then(|c| c.fs_group);
+                match (fs(&before), p.0.is_empty()) {
+                    (Some(old), _) => prop_assert_eq!(fs(&after), Some(old)),
+                    (None, true) => prop_assert_eq!(fs(&after), None),
+                    (None, false) => prop_assert_eq!(fs(&after), Some(fs_group)),
+                }
+            }
+        }
+    }
 }

@@ -113,6 +113,15 @@ impl NamespaceRanges {
     /// The IDs of `namespace`: its recorded block, else a new block written on it (unless
     /// `dry_run`: then a block is picked and nothing is written).
     pub async fn ids(&self, namespace: &str, dry_run: bool) -> Result<Ids, NamespaceError> {
+        self.resolve(namespace, dry_run).await.map(|(ids, _)| ids)
+    }
+
+    /// [`Self::ids`], and why a supplemental-groups annotation was passed over, if one was.
+    pub async fn resolve(
+        &self,
+        namespace: &str,
+        dry_run: bool,
+    ) -> Result<(Ids, Option<String>), NamespaceError> {
         let mut meta = match self.store.get(&ObjectRef::new(namespace)) {
             Some(m) => (*m).clone(),
             None => {
@@ -123,7 +132,12 @@ impl NamespaceRanges {
         for _ in 0..ATTEMPTS {
             let annotations = meta.metadata.annotations.as_ref();
             let groups = match strategy::from_annotations(annotations) {
-                Ok(NamespaceIds::Recorded(ids)) => return Ok(ids),
+                Ok(NamespaceIds::Recorded { ids, ignored }) => {
+                    if let Some(why) = &ignored {
+                        tracing::warn!(namespace, reason = %why, "annotation ignored, as if absent");
+                    }
+                    return Ok((ids, ignored));
+                }
                 Ok(NamespaceIds::Missing { groups }) => groups,
                 Err(message) => {
                     return Err(NamespaceError::Annotation {
@@ -136,12 +150,12 @@ impl NamespaceRanges {
             if let Ok(written) = self.written.lock()
                 && let Some(ids) = written.get(&uid)
             {
-                return Ok(*ids);
+                return Ok((*ids, None));
             }
             let block = strategy::random_block(&mut rand::rng());
             let (add, ids) = strategy::allocation(block, groups);
             if dry_run {
-                return Ok(ids);
+                return Ok((ids, None));
             }
             // A merge patch carrying the read resourceVersion is refused with 409 if anyone
             // wrote the namespace since: then re-read and take their block.
@@ -174,7 +188,7 @@ impl NamespaceRanges {
                         });
                         written.insert(uid, ids);
                     }
-                    return Ok(ids);
+                    return Ok((ids, None));
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     self.metrics.namespace_conflicts.inc();

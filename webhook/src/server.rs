@@ -2,7 +2,7 @@
 //! operability routes from `telemetry`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -37,14 +37,15 @@ impl UidSource {
         }
     }
 
-    async fn ids(&self, namespace: &str, dry_run: bool) -> Result<Ids, String> {
+    /// The IDs, and why an annotation was passed over if one was (for the answer's warnings).
+    async fn ids(&self, namespace: &str, dry_run: bool) -> Result<(Ids, Option<String>), String> {
         match self {
             UidSource::Namespace(ranges) => ranges
-                .ids(namespace, dry_run)
+                .resolve(namespace, dry_run)
                 .await
                 .map_err(|e| e.to_string()),
             UidSource::Pod { min, max } => {
-                Ok(strategy::random_pod_ids(&mut rand::rng(), *min, *max))
+                Ok((strategy::random_pod_ids(&mut rand::rng(), *min, *max), None))
             }
         }
     }
@@ -57,6 +58,10 @@ pub struct AppState {
     /// Never mutated (kube-system, kube-node-lease, the webhook's own namespace…): clusters
     /// before 1.21 lack the `kubernetes.io/metadata.name` label the namespaceSelector uses.
     pub exclude_namespaces: Arc<[String]>,
+    /// The namespace read/write of one review must end within this, well inside the webhook
+    /// configuration's `timeoutSeconds`: past it the pod is allowed unchanged with a warning
+    /// instead of the apiserver timing the call out.
+    pub apiserver_deadline: Duration,
 }
 
 /// `/mutate` plus `/healthz`, `/readyz`, `/metrics`.
@@ -144,13 +149,26 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         return (Outcome::Unchanged, allow(None, Vec::new()));
     }
     let dry_run = request.dry_run.unwrap_or(false);
-    let ids = match state.uids.ids(&namespace, dry_run).await {
-        Ok(ids) => ids,
-        Err(message) => {
+    let deadline = state.apiserver_deadline;
+    let decided = tokio::time::timeout(deadline, state.uids.ids(&namespace, dry_run)).await;
+    let (ids, ignored) = match decided {
+        Ok(Ok(decided)) => decided,
+        Ok(Err(message)) => {
             tracing::warn!(%message, "no UID decided; allowed unchanged");
             let warning =
                 format!("mock-kind-webhook: pod {namespace}/{pod_name} got no UID: {message}");
             return (Outcome::Error, allow(None, vec![truncate(warning)]));
+        }
+        Err(_elapsed) => {
+            let ms = deadline.as_millis();
+            tracing::warn!(
+                deadline_ms = ms,
+                "namespace read/write missed its deadline; allowed unchanged"
+            );
+            let warning = format!(
+                "mock-kind-webhook: pod {namespace}/{pod_name} got no UID: the apiserver did not answer the namespace read/write within {ms} ms"
+            );
+            return (Outcome::Deadline, allow(None, vec![truncate(warning)]));
         }
     };
     let patch = mutation::patch(&pod, ids);
@@ -161,7 +179,11 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         dry_run,
         "patched"
     );
-    (Outcome::Patched, allow(Some(&patch), Vec::new()))
+    let warnings = ignored
+        .map(|why| truncate(format!("mock-kind-webhook: namespace {namespace}: {why}")))
+        .into_iter()
+        .collect();
+    (Outcome::Patched, allow(Some(&patch), warnings))
 }
 
 /// Warnings over 256 characters may be cut by the apiserver; cut them ourselves on a char edge.

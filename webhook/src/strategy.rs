@@ -16,6 +16,8 @@ pub const SUPPLEMENTAL_GROUPS: &str = "openshift.io/sa.scc.supplemental-groups";
 pub const BLOCK_SIZE: i64 = 10_000;
 pub const BLOCKS_START: i64 = 1_000_000_000;
 pub const BLOCKS_END: i64 = 2_000_000_000;
+/// The largest UID or GID Kubernetes accepts in `runAsUser` and `fsGroup` (2^31 - 1).
+pub const MAX_ID: i64 = i32::MAX as i64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Strategy {
@@ -48,65 +50,89 @@ impl Block {
 }
 
 /// Parses `"<start>/<size>"` or `"<start>-<end>"`; of a comma-separated list, the first block.
+/// Every ID of the block must be one Kubernetes accepts, `[0, MAX_ID]`; the arithmetic is
+/// checked, so no annotation value can overflow it.
 pub fn parse_block(value: &str) -> Result<Block, String> {
+    let shown = Shown(value);
     let first = value.split(',').next().unwrap_or_default().trim();
     let parse = |s: &str| {
         s.trim()
             .parse::<i64>()
-            .map_err(|_| format!("{s:?} is not an integer in {value:?}"))
+            .map_err(|_| format!("{} is not an integer in {shown}", Shown(s)))
     };
-    let block = if let Some((start, size)) = first.split_once('/') {
-        Block {
-            start: parse(start)?,
-            size: parse(size)?,
-        }
+    let (start, size) = if let Some((start, size)) = first.split_once('/') {
+        (parse(start)?, parse(size)?)
     } else if let Some((start, end)) = first.split_once('-') {
         let (start, end) = (parse(start)?, parse(end)?);
-        Block {
+        (
             start,
-            size: end - start + 1,
-        }
+            end.checked_sub(start)
+                .and_then(|d| d.checked_add(1))
+                .unwrap_or(0),
+        )
     } else {
         return Err(format!(
-            "{value:?} is neither <start>/<size> nor <start>-<end>"
+            "{shown} is neither <start>/<size> nor <start>-<end>"
         ));
     };
-    if block.start < 0 || block.size <= 0 || block.start.checked_add(block.size).is_none() {
-        return Err(format!("{value:?} is not a block of non-negative IDs"));
+    let last = start.checked_add(size.saturating_sub(1));
+    if start < 0 || size <= 0 || last.is_none_or(|last| last > MAX_ID) {
+        return Err(format!("{shown} is not a block of IDs in [0, {MAX_ID}]"));
     }
-    Ok(block)
+    Ok(Block { start, size })
+}
+
+/// An annotation value in a message, cut to 64 characters: messages end up in warnings, logs
+/// and Events, and the value may be as long as the apiserver allows.
+struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MAX: usize = 64;
+        match self.0.char_indices().nth(MAX) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}…", &self.0[..cut]),
+        }
+    }
 }
 
 /// What a namespace's annotations say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamespaceIds {
     /// The UID block is recorded: use it (fsGroup from supplemental-groups, else the UID block).
-    Recorded(Ids),
+    /// `ignored` says why a supplemental-groups value that does not parse was passed over.
+    Recorded { ids: Ids, ignored: Option<String> },
     /// No UID block yet; `groups` is the supplemental-groups block if one is recorded.
     Missing { groups: Option<Block> },
 }
 
-/// Reads OpenShift's annotations. An annotation that does not parse is an error naming it; it is
-/// never overwritten.
+/// Reads OpenShift's annotations. A UID range that does not parse is an error naming it, and it
+/// is never overwritten. A supplemental-groups value that does not parse beside a good UID range
+/// is handled as if absent (fsGroup from the UID block), with the reason in `ignored`; without a
+/// UID range it is an error, since allocating would overwrite it.
 pub fn from_annotations(
     annotations: Option<&BTreeMap<String, String>>,
 ) -> Result<NamespaceIds, String> {
     let get = |key: &str| annotations.and_then(|a| a.get(key));
-    let groups = match get(SUPPLEMENTAL_GROUPS) {
-        Some(v) => {
-            Some(parse_block(v).map_err(|e| format!("annotation {SUPPLEMENTAL_GROUPS}: {e}"))?)
-        }
-        None => None,
-    };
+    let groups = get(SUPPLEMENTAL_GROUPS)
+        .map(|v| parse_block(v).map_err(|e| format!("annotation {SUPPLEMENTAL_GROUPS}: {e}")))
+        .transpose();
     match get(UID_RANGE) {
         Some(v) => {
             let uids = parse_block(v).map_err(|e| format!("annotation {UID_RANGE}: {e}"))?;
-            Ok(NamespaceIds::Recorded(Ids {
-                uid: uids.start,
-                fs_group: groups.unwrap_or(uids).start,
-            }))
+            let (groups, ignored) = match groups {
+                Ok(groups) => (groups, None),
+                Err(e) => (None, Some(format!("{e}; fsGroup taken from {UID_RANGE}"))),
+            };
+            Ok(NamespaceIds::Recorded {
+                ids: Ids {
+                    uid: uids.start,
+                    fs_group: groups.unwrap_or(uids).start,
+                },
+                ignored,
+            })
         }
-        None => Ok(NamespaceIds::Missing { groups }),
+        None => Ok(NamespaceIds::Missing { groups: groups? }),
     }
 }
 
@@ -132,9 +158,10 @@ pub fn allocation(block: Block, groups: Option<Block>) -> (BTreeMap<String, Stri
     (add, ids)
 }
 
-/// The `pod` strategy: a random UID in `[min, max]`, also used as fsGroup.
+/// The `pod` strategy: a random UID in `[min, max]`, also used as fsGroup. `Config::validate`
+/// keeps `min <= max`; should they ever arrive swapped, they are taken in order, not a panic.
 pub fn random_pod_ids(rng: &mut impl Rng, min: i64, max: i64) -> Ids {
-    let uid = rng.random_range(min..=max);
+    let uid = rng.random_range(min.min(max)..=max.max(min));
     Ids { uid, fs_group: uid }
 }
 
@@ -172,6 +199,29 @@ mod tests {
             ("100/0", Err("not a block")),
             ("-5/10", Err("not a block")),
             ("", Err("neither")),
+            (
+                "2147483647/1",
+                Ok(Block {
+                    start: MAX_ID,
+                    size: 1,
+                }),
+            ),
+            ("2147483647/2", Err("not a block")),
+            (
+                "0/2147483648",
+                Ok(Block {
+                    start: 0,
+                    size: MAX_ID + 1,
+                }),
+            ),
+            ("1000680000-1000679999", Err("not a block")),
+            ("0-9223372036854775807", Err("not a block")),
+            ("1--9223372036854775808", Err("not a block")),
+            (
+                "9223372036854775807/9223372036854775807",
+                Err("not a block"),
+            ),
+            ("99999999999999999999/1", Err("not an integer")),
         ];
         for (input, want) in cases {
             match (parse_block(input), want) {
@@ -207,18 +257,24 @@ mod tests {
                     (UID_RANGE, "1000230000/10000"),
                     (SUPPLEMENTAL_GROUPS, "1000240000/10000"),
                 ])),
-                Ok(NamespaceIds::Recorded(Ids {
-                    uid: 1_000_230_000,
-                    fs_group: 1_000_240_000,
-                })),
+                Ok(NamespaceIds::Recorded {
+                    ids: Ids {
+                        uid: 1_000_230_000,
+                        fs_group: 1_000_240_000,
+                    },
+                    ignored: None,
+                }),
             ),
             (
                 "uid range only: groups from it",
                 Some(ann(&[(UID_RANGE, "1000230000/10000")])),
-                Ok(NamespaceIds::Recorded(Ids {
-                    uid: 1_000_230_000,
-                    fs_group: 1_000_230_000,
-                })),
+                Ok(NamespaceIds::Recorded {
+                    ids: Ids {
+                        uid: 1_000_230_000,
+                        fs_group: 1_000_230_000,
+                    },
+                    ignored: None,
+                }),
             ),
             (
                 "groups only",
@@ -236,8 +292,21 @@ mod tests {
                 Err(UID_RANGE),
             ),
             (
-                "broken groups",
+                "broken groups beside a uid range: as if absent",
                 Some(ann(&[(UID_RANGE, "1/1"), (SUPPLEMENTAL_GROUPS, "y")])),
+                Ok(NamespaceIds::Recorded {
+                    ids: Ids {
+                        uid: 1,
+                        fs_group: 1,
+                    },
+                    ignored: Some(format!(
+                        "annotation {SUPPLEMENTAL_GROUPS}: \"y\" is neither <start>/<size> nor <start>-<end>; fsGroup taken from {UID_RANGE}"
+                    )),
+                }),
+            ),
+            (
+                "broken groups alone: never overwritten",
+                Some(ann(&[(SUPPLEMENTAL_GROUPS, "2147483647/2")])),
                 Err(SUPPLEMENTAL_GROUPS),
             ),
         ];
@@ -307,6 +376,86 @@ mod tests {
                 fs_group: 5_000
             }
         );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn block_is_valid(b: Block) -> bool {
+            b.start >= 0 && b.size >= 1 && b.start + (b.size - 1) <= MAX_ID
+        }
+
+        proptest! {
+            #[test]
+            fn parse_block_never_panics_and_stays_in_bounds(s in "\\PC*") {
+                if let Ok(b) = parse_block(&s) {
+                    prop_assert!(block_is_valid(b), "{s:?}: {b:?}");
+                }
+            }
+
+            #[test]
+            fn parse_block_on_any_pair_of_numbers(
+                a in any::<i64>(),
+                b in any::<i64>(),
+                sep in prop_oneof![Just('/'), Just('-')],
+            ) {
+                let s = format!("{a}{sep}{b}");
+                let want = match sep {
+                    '/' => (a >= 0 && b >= 1 && a.checked_add(b - 1).is_some_and(|l| l <= MAX_ID))
+                        .then_some(Block { start: a, size: b }),
+                    // "a--b" reads b as negative; "-a-b" has no start.
+                    _ => (a >= 0 && b >= a && b <= MAX_ID)
+                        .then(|| Block { start: a, size: b - a + 1 }),
+                };
+                match (parse_block(&s), want) {
+                    (Ok(got), Some(w)) => prop_assert_eq!(got, w),
+                    (Err(e), None) => prop_assert!(e.len() < 300, "{e}"),
+                    (got, want) => prop_assert!(false, "{s:?}: got {got:?}, want {want:?}"),
+                }
+            }
+
+            #[test]
+            fn blocks_round_trip(start in 0..=MAX_ID, size in 1..=MAX_ID + 1) {
+                let size = size.min(MAX_ID - start + 1);
+                let block = Block { start, size };
+                prop_assert_eq!(parse_block(&block.annotation()), Ok(block));
+                let range = format!("{}-{}", start, start + size - 1);
+                prop_assert_eq!(parse_block(&range), Ok(block));
+            }
+
+            #[test]
+            fn from_annotations_never_panics_and_ids_stay_in_bounds(
+                entries in proptest::collection::btree_map(
+                    prop_oneof![
+                        Just(UID_RANGE.to_owned()),
+                        Just(SUPPLEMENTAL_GROUPS.to_owned()),
+                        "\\PC{0,20}",
+                    ],
+                    prop_oneof!["[0-9/,-]{0,30}", "\\PC{0,40}"],
+                    0..4,
+                )
+            ) {
+                match from_annotations(Some(&entries)) {
+                    Ok(NamespaceIds::Recorded { ids, .. }) => {
+                        prop_assert!((0..=MAX_ID).contains(&ids.uid), "{ids:?}");
+                        prop_assert!((0..=MAX_ID).contains(&ids.fs_group), "{ids:?}");
+                    }
+                    Ok(NamespaceIds::Missing { groups }) => {
+                        prop_assert!(!entries.contains_key(UID_RANGE));
+                        prop_assert!(groups.is_none_or(block_is_valid));
+                    }
+                    Err(e) => prop_assert!(e.len() < 400, "{e}"),
+                }
+            }
+
+            #[test]
+            fn pod_ids_stay_in_any_range(a in 0..=MAX_ID, b in 0..=MAX_ID) {
+                let ids = random_pod_ids(&mut rand::rng(), a, b);
+                prop_assert!((a.min(b)..=a.max(b)).contains(&ids.uid));
+                prop_assert_eq!(ids.uid, ids.fs_group);
+            }
+        }
     }
 
     #[test]

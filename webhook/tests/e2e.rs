@@ -55,6 +55,7 @@ fn config(cp: &e2e::ControlPlane, strategy: Strategy, clock: webhook::Clock) -> 
             shutdown_grace: Duration::from_secs(5),
             ..webhook::cli::default_limits()
         },
+        apiserver_deadline: Duration::from_secs(4),
         clock,
     }
 }

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -27,6 +29,13 @@ fn fixture(name: &str) -> Vec<u8> {
 }
 
 fn app(uids: UidSource) -> (axum::Router, Arc<Registry>) {
+    app_with_deadline(uids, Duration::from_secs(4))
+}
+
+fn app_with_deadline(
+    uids: UidSource,
+    apiserver_deadline: Duration,
+) -> (axum::Router, Arc<Registry>) {
     let mut registry = Registry::with_prefix("mock_kind_webhook");
     let metrics = Arc::new(Metrics::register(&mut registry));
     let registry = Arc::new(registry);
@@ -36,6 +45,7 @@ fn app(uids: UidSource) -> (axum::Router, Arc<Registry>) {
         uids: Arc::new(uids),
         metrics,
         exclude_namespaces: vec!["kube-system".to_owned()].into(),
+        apiserver_deadline,
     };
     (
         router(state, registry.clone(), ready, telemetry::Health::default()),
@@ -197,6 +207,13 @@ async fn namespace_strategy_uses_cached_annotations() {
             ),
         ],
     )));
+    writer.apply_watcher_event(&watcher::Event::InitApply(namespace(
+        "team-b",
+        &[
+            ("openshift.io/sa.scc.uid-range", "1000700000/10000"),
+            ("openshift.io/sa.scc.supplemental-groups", "2147483647/2"),
+        ],
+    )));
     writer.apply_watcher_event(&watcher::Event::InitDone);
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
@@ -204,16 +221,36 @@ async fn namespace_strategy_uses_cached_annotations() {
     let (app, _) = app(UidSource::Namespace(Arc::new(ranges)));
 
     let body = fixture("create_pod_runasnonroot.json");
-    let (status, bytes) = post(&app, body.clone()).await;
-    assert_eq!(status, StatusCode::OK);
-    let resp: Value = serde_json::from_slice(&bytes).expect("json");
-    let (_, pod) = apply(&body, &resp).expect("patched");
-    let sc = pod
-        .spec
-        .and_then(|s| s.security_context)
-        .expect("securityContext");
-    assert_eq!(sc.run_as_user, Some(1_000_680_000));
-    assert_eq!(sc.fs_group, Some(1_000_690_000));
+    // The pod's (runAsUser, fsGroup) after the patch, and the answer.
+    let patched_in = |namespace: &'static str| {
+        let mut review: Value = serde_json::from_slice(&body).expect("json");
+        review["request"]["namespace"] = namespace.into();
+        let body = serde_json::to_vec(&review).expect("json");
+        let app = app.clone();
+        async move {
+            let (status, bytes) = post(&app, body.clone()).await;
+            assert_eq!(status, StatusCode::OK);
+            let resp: Value = serde_json::from_slice(&bytes).expect("json");
+            let (_, pod) = apply(&body, &resp).expect("patched");
+            let sc = pod
+                .spec
+                .and_then(|s| s.security_context)
+                .expect("securityContext");
+            ((sc.run_as_user, sc.fs_group), resp)
+        }
+    };
+    let (ids, _) = patched_in("team-a").await;
+    assert_eq!(ids, (Some(1_000_680_000), Some(1_000_690_000)));
+
+    // Supplemental groups out of range beside a good UID range: handled as if absent (fsGroup
+    // from the UID block), and the answer says so.
+    let (ids, resp) = patched_in("team-b").await;
+    assert_eq!(ids, (Some(1_000_700_000), Some(1_000_700_000)));
+    let warning = resp["response"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("team-b") && warning.contains("supplemental-groups"),
+        "{warning}"
+    );
 
     // Same pod in a namespace the cache does not know; the GET fails: allowed, warned, no patch.
     let mut review: Value = serde_json::from_slice(&body).expect("json");
@@ -226,4 +263,72 @@ async fn namespace_strategy_uses_cached_annotations() {
     assert!(resp["response"].get("patch").is_none(), "{resp}");
     let warning = resp["response"]["warnings"][0].as_str().unwrap_or_default();
     assert!(warning.contains("unknown-ns"), "{warning}");
+}
+
+/// An apiserver that accepts the connection and never answers: the review gives up at its
+/// deadline and answers allowed, unpatched, with a warning, long before the apiserver's own
+/// timeoutSeconds would have cut the call.
+#[tokio::test]
+async fn stalled_apiserver_is_answered_allowed_at_the_deadline() {
+    telemetry::install_crypto_provider();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let stall = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            // Held open, never read or written: the client waits for a response forever.
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                held.push(conn);
+            }
+        })
+    };
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("uri"));
+    let client = kube::Client::try_from(config).expect("client");
+    // An empty, never-synced store: every namespace is a cache miss and goes to the apiserver.
+    let writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let ranges = NamespaceRanges::new(kube::Api::all(client), writer.as_reader(), metrics);
+    let deadline = Duration::from_millis(300);
+    let (app, registry) = app_with_deadline(UidSource::Namespace(Arc::new(ranges)), deadline);
+
+    let started = Instant::now();
+    // The outer bound only turns a hang into a failure; the assertions below are the test.
+    let (status, bytes) = tokio::time::timeout(
+        Duration::from_secs(30),
+        post(&app, fixture("create_pod_runasnonroot.json")),
+    )
+    .await
+    .expect("the webhook answered at all");
+    let took = started.elapsed();
+    stall.abort();
+
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        accepted.load(Ordering::SeqCst) >= 1,
+        "the namespace GET never reached the stalled apiserver"
+    );
+    let resp: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(resp["response"]["allowed"], true, "{resp}");
+    assert!(resp["response"].get("patch").is_none(), "{resp}");
+    let warning = resp["response"]["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("within 300 ms"), "{warning}");
+    assert!(
+        took >= deadline,
+        "answered after {took:?}, before the deadline"
+    );
+    // deploy/ sets timeoutSeconds: 5; the answer must come well before it.
+    assert!(
+        took < deadline + Duration::from_secs(2),
+        "answered after {took:?}"
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let needle = r#"mock_kind_webhook_admissions_total{outcome="deadline",strategy="namespace"} 1"#;
+    assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
 }

@@ -34,6 +34,7 @@ fn files_config(dir: &Path) -> Config {
             shutdown_grace: Duration::from_secs(5),
             ..webhook::cli::default_limits()
         },
+        apiserver_deadline: Duration::from_secs(4),
         clock: webhook::tls::system_clock(),
     }
 }
