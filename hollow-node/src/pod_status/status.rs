@@ -137,7 +137,12 @@ impl<'a, 'c> Builder<'a, 'c> {
         self.build(BuildArgs {
             phase: "Pending".into(),
             run: &run,
-            initialized: false,
+            // Without init containers the kubelet reports Initialized at once.
+            initialized: self
+                .pod
+                .spec
+                .as_ref()
+                .is_none_or(|s| s.init_containers.as_ref().is_none_or(Vec::is_empty)),
             with_ip,
             ready_reason: Some("ContainersNotReady".into()),
         })
@@ -217,7 +222,9 @@ fn build_status(
         })
         .collect();
     let ready = containers_ready && failed_gates.is_empty();
-    let cr_message = (!containers_ready)
+    // A completed pod's not-ready conditions carry only the reason PodCompleted, no message.
+    let completed = a.ready_reason.as_deref() == Some("PodCompleted");
+    let cr_message = (!containers_ready && !completed)
         .then(|| format!("containers with unready status: [{}]", not_ready.join(" ")));
     let (ready_reason, ready_message) = if !containers_ready {
         (
