@@ -67,6 +67,68 @@ pub enum Run {
         reason: &'static str,
         exit_code: i32,
     },
+    /// Restarted by the kubelet: running since `running_since`, or (`None`) waiting out
+    /// `backoff` after its last exit.
+    Restarting {
+        restarts: i32,
+        running_since: Option<Time>,
+        ready: bool,
+        backoff: Duration,
+        last: Option<Exit>,
+    },
+}
+
+/// How a container's run ended, for `lastState.terminated`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exit {
+    pub reason: &'static str,
+    pub exit_code: i32,
+    pub started: Time,
+    pub finished: Time,
+}
+
+/// The pod as the kubelet names it in messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodId {
+    pub uid: String,
+    /// `name_namespace(uid)`, the kubelet's `format.Pod`.
+    pub label: String,
+}
+
+impl PodId {
+    pub fn of(pod: &k8s_openapi::api::core::v1::Pod) -> Self {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let label = format!(
+            "{}_{}({uid})",
+            pod.metadata.name.as_deref().unwrap_or(""),
+            pod.metadata.namespace.as_deref().unwrap_or("default"),
+        );
+        PodId { uid, label }
+    }
+}
+
+/// A duration as Go prints it (`10s`, `1m20s`, `5m0s`): the kubelet's back-off message.
+fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        format!("{}m{}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+fn crash_loop_back_off(backoff: Duration, container: &str, pod: &PodId) -> ContainerState {
+    ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some("CrashLoopBackOff".into()),
+            message: Some(format!(
+                "back-off {} restarting failed container={container} pod={}",
+                go_duration(backoff),
+                pod.label
+            )),
+        }),
+        ..Default::default()
+    }
 }
 
 pub fn previous_container<'a>(
@@ -83,7 +145,7 @@ pub fn previous_container<'a>(
 }
 
 pub fn container_status(
-    pod_uid: &str,
+    pod: &PodId,
     c: &Container,
     run: &Run,
     now: &Time,
@@ -94,13 +156,16 @@ pub fn container_status(
         .and_then(|s| s.running.as_ref())
         .and_then(|r| r.started_at.clone());
     let restarts = match run {
-        Run::CrashLoop { restarts, .. } => *restarts,
+        Run::CrashLoop { restarts, .. } | Run::Restarting { restarts, .. } => *restarts,
         _ => prev.map(|p| p.restart_count).unwrap_or(0),
     };
-    let container_id = format!(
-        "containerd://{}",
-        stable_id(&format!("{pod_uid}/{}/{restarts}", c.name))
-    );
+    let id_of = |restarts: i32| {
+        format!(
+            "containerd://{}",
+            stable_id(&format!("{}/{}/{restarts}", pod.uid, c.name))
+        )
+    };
+    let container_id = id_of(restarts);
     let (state, ready, started, id, last_state) = match run {
         Run::Waiting { reason, message } => (
             ContainerState {
@@ -143,18 +208,7 @@ pub fn container_status(
                     ..Default::default()
                 });
             (
-                ContainerState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some("CrashLoopBackOff".into()),
-                        message: Some(format!(
-                            "back-off {}s restarting failed container={} pod={}",
-                            backoff.as_secs(),
-                            c.name,
-                            pod_uid
-                        )),
-                    }),
-                    ..Default::default()
-                },
+                crash_loop_back_off(*backoff, &c.name, pod),
                 false,
                 false,
                 Some(container_id),
@@ -184,6 +238,52 @@ pub fn container_status(
                 Some(container_id),
                 None,
             )
+        }
+        Run::Restarting {
+            running_since,
+            ready,
+            backoff,
+            last,
+            ..
+        } => {
+            // While running, the last run is the previous container; while backing off, the
+            // one that just exited.
+            let last_id = match running_since {
+                Some(_) => id_of(restarts.saturating_sub(1)),
+                None => container_id.clone(),
+            };
+            let last = last.as_ref().map(|e| ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: e.exit_code,
+                    reason: Some(e.reason.into()),
+                    started_at: Some(e.started.clone()),
+                    finished_at: Some(e.finished.clone()),
+                    container_id: Some(last_id),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            match running_since {
+                Some(t) => (
+                    ContainerState {
+                        running: Some(ContainerStateRunning {
+                            started_at: Some(t.clone()),
+                        }),
+                        ..Default::default()
+                    },
+                    *ready,
+                    true,
+                    Some(container_id),
+                    last,
+                ),
+                None => (
+                    crash_loop_back_off(*backoff, &c.name, pod),
+                    false,
+                    false,
+                    Some(container_id),
+                    last,
+                ),
+            }
         }
     };
     let image = c.image.clone().unwrap_or_default();

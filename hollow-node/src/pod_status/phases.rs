@@ -5,11 +5,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
 
-use super::containers::Run;
-use super::restarts::crash_loop_at;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::containers::{Exit, Run};
+use super::restarts::{Restarting, Span, crash_loop_at, restarting_at, start_of};
 use super::status::{BuildArgs, Builder};
-use super::{MIN_REQUEUE, Outcome, PodEvent, add, time_diff};
+use super::{EventKind, MIN_REQUEUE, Outcome, PodEvent, add, time_diff};
 use crate::annotations::Lifecycle;
+use crate::node_status::seconds;
 
 /// Succeeded or Failed: the kubelet leaves the pod alone.
 pub fn terminal(status: &PodStatus) -> bool {
@@ -78,87 +81,139 @@ fn is_job_pod(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
         .any(|o| o.kind == "Job" && o.api_version.starts_with("batch/"))
 }
 
-/// Containers started: the pod completes when a scripted delay (or a Job's default run) is
-/// over, else runs (or crash-loops).
+/// How the kubelet treats a container that exits: the pod's `restartPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    pub fn of(spec: &PodSpec) -> Self {
+        match spec.restart_policy.as_deref() {
+            Some("Never") => RestartPolicy::Never,
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            _ => RestartPolicy::Always,
+        }
+    }
+
+    /// Whether a container that exited (with code 0 when `success`) is started again.
+    pub fn restarts(self, success: bool) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
+/// How long the containers run before they exit, and whether they exit 0: the scripted
+/// delays (delayFailed wins over delaySucceeded), else a Job pod's default run.
+fn scripted_exit(
+    b: &Builder<'_, '_>,
+    lifecycle: &Lifecycle,
+    policy: RestartPolicy,
+) -> Option<(Duration, bool)> {
+    match (lifecycle.delay_succeeded, lifecycle.delay_failed) {
+        (_, Some(d)) => Some((d, false)),
+        (Some(d), None) => Some((d, true)),
+        (None, None) if is_job_pod(b.pod) && policy != RestartPolicy::Always => {
+            Some((b.ctx.settings.job_complete_after, true))
+        }
+        _ => None,
+    }
+}
+
+fn back_off_event() -> PodEvent {
+    PodEvent {
+        kind: EventKind::BackOff,
+        message: "Back-off restarting failed container".into(),
+    }
+}
+
+/// Containers started: they run, exit as scripted and are restarted or end the pod as the
+/// restartPolicy says, or crash-loop.
 pub fn running(
     b: &Builder<'_, '_>,
     spec: &PodSpec,
     lifecycle: &Lifecycle,
-    events: Vec<PodEvent>,
+    mut events: Vec<PodEvent>,
 ) -> Outcome {
-    let pod = b.pod;
-    let ctx = b.ctx;
-    let prev = &b.prev;
-    let now_ts = b.now.0;
-    let start_time = start_time(b);
-    // The moment the containers (first) started: kept from the status once written.
-    let running_since = prev
-        .container_statuses
-        .iter()
-        .flatten()
-        .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.clone())
-        .map(|t| t.0)
-        .min()
-        .unwrap_or(now_ts);
-    let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    let finish: Option<(Duration, bool)> = match (lifecycle.delay_succeeded, lifecycle.delay_failed)
-    {
-        (_, Some(d)) => Some((d, false)),
-        (Some(d), None) => Some((d, true)),
-        (None, None) if is_job_pod(pod) && restart_policy != "Always" => {
-            Some((ctx.settings.job_complete_after, true))
+    let policy = RestartPolicy::of(spec);
+    let ready = !lifecycle.never_ready;
+    if let Some(first) = lifecycle.crash_loop {
+        if !policy.restarts(false) {
+            // Never: the first crash ends the pod.
+            return completed(b, false, events);
         }
-        _ => None,
-    };
-    let mut requeue = None;
-    if let Some((d, success)) = finish {
-        let due = add(running_since, d);
-        if ctx.now >= due {
-            let run = if success {
-                Run::Terminated {
-                    reason: "Completed",
-                    exit_code: 0,
-                }
-            } else {
-                Run::Terminated {
-                    reason: "Error",
-                    exit_code: 1,
-                }
-            };
-            let status = b.build(BuildArgs {
-                phase: if success { "Succeeded" } else { "Failed" }.into(),
-                run: &run,
-                initialized: true,
-                with_ip: true,
-                ready_reason: Some("PodCompleted".into()),
-            });
-            return Outcome {
-                status: b.changed(status),
-                events,
-                requeue: None,
-                delete: false,
-            };
-        }
-        requeue = Some(time_diff(due, ctx.now).max(MIN_REQUEUE));
+        // Anchored at startTime so it survives restarts of this process.
+        let (restarts, backoff, next) = crash_loop_at(first, time_diff(b.ctx.now, start_time(b)));
+        events.push(back_off_event());
+        let run = Run::CrashLoop { restarts, backoff };
+        return in_phase_running(b, &run, events, Some(next.max(MIN_REQUEUE)));
     }
-    let run = match lifecycle.crash_loop {
-        Some(first) => {
-            // Anchored at startTime so it survives restarts of this process.
-            let (restarts, backoff, next) = crash_loop_at(first, time_diff(ctx.now, start_time));
-            requeue = Some(
-                requeue
-                    .map_or(next, |r: Duration| r.min(next))
-                    .max(MIN_REQUEUE),
-            );
-            Run::CrashLoop { restarts, backoff }
+    match scripted_exit(b, lifecycle, policy) {
+        None => in_phase_running(b, &Run::Running { ready }, events, None),
+        Some((run, success)) if policy.restarts(success) => {
+            restarting(b, run, success, ready, events)
         }
-        None => Run::Running {
-            ready: !lifecycle.never_ready,
-        },
-    };
+        Some((run, success)) => {
+            // The moment the containers started: kept from the status once written.
+            let since = b
+                .prev
+                .container_statuses
+                .iter()
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.running.as_ref()?.started_at.clone())
+                .map(|t| t.0)
+                .min()
+                .unwrap_or(b.now.0);
+            let due = add(since, run);
+            if b.ctx.now >= due {
+                return completed(b, success, events);
+            }
+            let requeue = time_diff(due, b.ctx.now).max(MIN_REQUEUE);
+            in_phase_running(b, &Run::Running { ready }, events, Some(requeue))
+        }
+    }
+}
+
+/// The containers exited and stay exited: the pod is Succeeded or Failed.
+fn completed(b: &Builder<'_, '_>, success: bool, events: Vec<PodEvent>) -> Outcome {
+    let (reason, exit_code) = exit_reason(success);
+    let status = b.build(BuildArgs {
+        phase: if success { "Succeeded" } else { "Failed" }.into(),
+        run: &Run::Terminated { reason, exit_code },
+        initialized: true,
+        with_ip: true,
+        ready_reason: Some("PodCompleted".into()),
+    });
+    Outcome {
+        status: b.changed(status),
+        events,
+        requeue: None,
+        delete: false,
+    }
+}
+
+fn exit_reason(success: bool) -> (&'static str, i32) {
+    if success {
+        ("Completed", 0)
+    } else {
+        ("Error", 1)
+    }
+}
+
+fn in_phase_running(
+    b: &Builder<'_, '_>,
+    run: &Run,
+    events: Vec<PodEvent>,
+    requeue: Option<Duration>,
+) -> Outcome {
     let status = b.build(BuildArgs {
         phase: "Running".into(),
-        run: &run,
+        run,
         initialized: true,
         with_ip: true,
         ready_reason: None,
@@ -169,4 +224,74 @@ pub fn running(
         requeue,
         delete: false,
     }
+}
+
+/// The containers exit after `run` each time and the kubelet restarts them with its back-off.
+fn restarting(
+    b: &Builder<'_, '_>,
+    run: Duration,
+    success: bool,
+    ready: bool,
+    mut events: Vec<PodEvent>,
+) -> Outcome {
+    let first = first_start(&b.prev, run).unwrap_or(b.now.0);
+    let (state, next) = restarting_at(run, time_diff(b.ctx.now, first));
+    let at = |d: Duration| Time(seconds(add(first, d)));
+    let (reason, exit_code) = exit_reason(success);
+    let exit = |s: Span| Exit {
+        reason,
+        exit_code,
+        started: at(s.started),
+        finished: at(s.finished),
+    };
+    let run = match state {
+        Restarting::Running {
+            restarts,
+            started,
+            last,
+        } => Run::Restarting {
+            restarts,
+            running_since: Some(at(started)),
+            ready,
+            backoff: Duration::ZERO,
+            last: last.map(exit),
+        },
+        Restarting::BackOff {
+            restarts,
+            backoff,
+            last,
+        } => {
+            events.push(back_off_event());
+            Run::Restarting {
+                restarts,
+                running_since: None,
+                ready: false,
+                backoff,
+                last: Some(exit(last)),
+            }
+        }
+    };
+    in_phase_running(b, &run, events, Some(next.max(MIN_REQUEUE)))
+}
+
+/// When the containers first started, from the status we wrote: the current run's start (or
+/// the exited run's, while backing off) less the schedule up to its restart count. Survives
+/// restarts of this process.
+fn first_start(prev: &PodStatus, run: Duration) -> Option<jiff::Timestamp> {
+    prev.container_statuses.iter().flatten().find_map(|c| {
+        let state = c.state.as_ref()?;
+        let started = match (&state.running, &state.waiting) {
+            (Some(r), _) => r.started_at.clone()?,
+            (None, Some(_)) => c
+                .last_state
+                .as_ref()?
+                .terminated
+                .as_ref()?
+                .started_at
+                .clone()?,
+            (None, None) => return None,
+        };
+        let offset = i64::try_from(start_of(run, c.restart_count).as_millis()).ok()?;
+        jiff::Timestamp::from_millisecond(started.0.as_millisecond().checked_sub(offset)?).ok()
+    })
 }

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
 
 use super::PodContext;
-use super::containers::{Run, container_status, previous_container};
+use super::containers::{PodId, Run, container_status, previous_container};
 use crate::node_status::seconds;
 
 /// The QoS class the kubelet and apiserver compute.
@@ -109,7 +109,7 @@ pub struct Builder<'a, 'c> {
     pub ctx: &'a PodContext<'c>,
     pub prev: PodStatus,
     pub now: Time,
-    pub uid: String,
+    pub id: PodId,
 }
 
 impl<'a, 'c> Builder<'a, 'c> {
@@ -119,12 +119,12 @@ impl<'a, 'c> Builder<'a, 'c> {
             ctx,
             prev: pod.status.clone().unwrap_or_default(),
             now: Time(seconds(ctx.now)),
-            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            id: PodId::of(pod),
         }
     }
 
     pub fn build(&self, a: BuildArgs<'_>) -> PodStatus {
-        build_status(self.pod, self.ctx, &self.prev, &self.now, &self.uid, a)
+        build_status(self.pod, self.ctx, &self.prev, &self.now, &self.id, a)
     }
 
     /// `desired`, if writing it would change the pod's status.
@@ -154,7 +154,7 @@ fn build_status(
     ctx: &PodContext<'_>,
     prev: &PodStatus,
     now: &Time,
-    uid: &str,
+    id: &PodId,
     a: BuildArgs<'_>,
 ) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
@@ -162,7 +162,7 @@ fn build_status(
     containers.sort_by(|x, y| x.name.cmp(&y.name));
     let container_statuses: Vec<ContainerStatus> = containers
         .iter()
-        .map(|c| container_status(uid, c, a.run, now, previous_container(prev, &c.name, false)))
+        .map(|c| container_status(id, c, a.run, now, previous_container(prev, &c.name, false)))
         .collect();
     let init_statuses: Option<Vec<ContainerStatus>> = spec
         .init_containers
@@ -183,13 +183,8 @@ fn build_status(
                             message: None,
                         }
                     };
-                    let mut s = container_status(
-                        uid,
-                        c,
-                        &run,
-                        now,
-                        previous_container(prev, &c.name, true),
-                    );
+                    let mut s =
+                        container_status(id, c, &run, now, previous_container(prev, &c.name, true));
                     if a.initialized {
                         s.ready = true;
                     }
