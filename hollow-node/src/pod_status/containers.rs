@@ -304,3 +304,23 @@ pub fn container_status(
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images() {
+        let cases = [
+            ("nginx", "docker.io/library/nginx:latest"),
+            ("nginx:1.19", "docker.io/library/nginx:1.19"),
+            ("org/app", "docker.io/org/app:latest"),
+            ("localhost:5000/app", "localhost:5000/app:latest"),
+            ("k8s.gcr.io/pause:3.2", "k8s.gcr.io/pause:3.2"),
+            ("r.io/a@sha256:ff", "r.io/a@sha256:ff"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize_image(input), want, "{input}");
+        }
+    }
+}
