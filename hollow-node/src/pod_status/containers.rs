@@ -236,7 +236,8 @@ pub fn container_status(
                 false,
                 false,
                 Some(container_id),
-                None,
+                // A restarted container stopped for good keeps its previous run.
+                prev.and_then(|p| p.last_state.clone()),
             )
         }
         Run::Restarting {

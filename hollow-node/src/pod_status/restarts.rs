@@ -243,6 +243,33 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn schedule_invariants(run in 0u64..900, elapsed in 0u64..20_000, later in 0u64..2_000) {
+            let (state, next) = restarting_at(s(run), s(elapsed));
+            let (after, _) = restarting_at(s(run), s(elapsed + later));
+            let restarts = |r: Restarting| match r {
+                Restarting::Running { restarts, .. } | Restarting::BackOff { restarts, .. } => restarts,
+            };
+            proptest::prop_assert!(restarts(after) >= restarts(state), "{state:?} then {after:?}");
+            match state {
+                Restarting::Running { started, last, .. } => {
+                    proptest::prop_assert!(started <= s(elapsed) && s(elapsed) < started + s(run) || run == 0);
+                    proptest::prop_assert_eq!(next, (started + s(run)).saturating_sub(s(elapsed)));
+                    if let Some(l) = last {
+                        proptest::prop_assert!(l.finished <= started);
+                    }
+                }
+                Restarting::BackOff { backoff, last, .. } => {
+                    proptest::prop_assert!(backoff >= INITIAL_BACKOFF && backoff <= MAX_BACKOFF);
+                    proptest::prop_assert!(last.finished <= s(elapsed));
+                    proptest::prop_assert_eq!(next, last.finished + backoff - s(elapsed));
+                    proptest::prop_assert!(next > Duration::ZERO);
+                }
+            }
+        }
+    }
+
     #[test]
     fn start_of_matches_the_schedule() {
         for len in [0, 1, 5, 290, 600, 700] {
