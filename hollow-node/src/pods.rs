@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SecretRefs;
 use crate::metrics::Phase;
 use crate::pod_status::{
-    INVALID_ANNOTATION, ObjRef, Outcome, PodContext, RefKind, RefState, evaluate, pod_key,
+    EventKind, ObjRef, Outcome, PodContext, RefKind, RefState, evaluate, pod_key,
 };
 use crate::queue::Work;
 use crate::{Shared, is_not_found, patch_params};
@@ -39,7 +39,7 @@ pub struct PodEntry {
     pub ready_recorded: bool,
     /// Waiting for a Secret, ConfigMap or PVC: requeued when one changes.
     pub waiting_refs: bool,
-    pub last_event: Option<(&'static str, Instant)>,
+    pub last_event: Option<(EventKind, Instant)>,
 }
 
 #[derive(Default)]
@@ -431,10 +431,7 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
             }
         }
     }
-    let waiting = outcome
-        .events
-        .iter()
-        .any(|e| e.reason == "FailedMount" || e.reason == "Failed");
+    let waiting = outcome.waits_for_references();
     // Events: once per reason per retry period (our own status write echoes back at once).
     let publish = {
         let Ok(mut t) = shared.pods.lock() else {
@@ -453,7 +450,7 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
                     .observe(at.elapsed().as_secs_f64());
             }
         }
-        let first = outcome.events.first().map(|ev| ev.reason);
+        let first = outcome.events.first().map(|ev| ev.kind);
         let quiet = shared.config.pods.retry_missing / 2;
         let publish = match (first, e.last_event) {
             (None, _) => false,
@@ -476,28 +473,23 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
     if publish {
         let reference = object_ref(&pod);
         for ev in &outcome.events {
-            if ev.reason == INVALID_ANNOTATION {
+            if ev.kind == EventKind::InvalidAnnotation {
                 shared.metrics.invalid_annotations.inc();
                 tracing::warn!(pod = %key, message = %ev.message, "annotation ignored");
             }
             let event = Event {
-                type_: if ev.warning {
+                type_: if ev.kind.warning() {
                     EventType::Warning
                 } else {
                     EventType::Normal
                 },
-                reason: ev.reason.to_string(),
+                reason: ev.kind.reason().to_string(),
                 note: Some(ev.message.chars().take(1000).collect()),
-                action: match ev.reason {
-                    "FailedMount" => "MountVolume",
-                    "Failed" => "CreateContainer",
-                    _ => "Sync",
-                }
-                .to_string(),
+                action: ev.kind.action().to_string(),
                 secondary: None,
             };
             if let Err(e) = shared.recorder.publish(&event, &reference).await {
-                tracing::warn!(pod = %key, reason = ev.reason, error = %e, "publishing event failed");
+                tracing::warn!(pod = %key, reason = ev.kind.reason(), error = %e, "publishing event failed");
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Pod lifecycles on hollow nodes against the real controllers: a Job completes, a pod that
 //! mounts a missing Secret waits in ContainerCreating with a FailedMount Event and runs once the
 //! Secret exists, a missing env ConfigMap gives CreateContainerConfigError, scripted lifecycles
-//! (crash loop, delaySucceeded) and deletion.
+//! (crash loop, delaySucceeded), what a scripted exit does under each restartPolicy (Always and
+//! OnFailure restart with back-off and a BackOff Event, Never ends the pod) and deletion.
 
 mod common;
 
@@ -26,17 +27,17 @@ fn pod(name: &str, annotations: serde_json::Value, spec: serde_json::Value) -> P
 }
 
 fn waiting_reason(p: &Pod) -> Option<String> {
-    p.status
-        .as_ref()?
-        .container_statuses
-        .as_ref()?
-        .first()?
+    container(p)?
         .state
         .as_ref()?
         .waiting
         .as_ref()?
         .reason
         .clone()
+}
+
+fn container(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
+    p.status.as_ref()?.container_statuses.as_ref()?.first()
 }
 
 async fn wait_pod<F>(api: &Api<Pod>, name: &str, what: &str, check: F) -> Pod
@@ -119,6 +120,28 @@ async fn pod_lifecycles() {
     )
     .await
     .expect("create short");
+    // restartPolicy decides what a scripted exit does.
+    for (name, annotation, policy) in [
+        ("always-succeeds", "mock-kind.io/delaySucceeded", "Always"),
+        ("onfailure-fails", "mock-kind.io/delayFailed", "OnFailure"),
+        (
+            "onfailure-succeeds",
+            "mock-kind.io/delaySucceeded",
+            "OnFailure",
+        ),
+        ("never-fails", "mock-kind.io/delayFailed", "Never"),
+    ] {
+        pods.create(
+            &Default::default(),
+            &pod(
+                name,
+                json!({annotation: "1s"}),
+                json!({"restartPolicy": policy}),
+            ),
+        )
+        .await
+        .expect("create policy pod");
+    }
 
     let p = wait_pod(&pods, "needs-secret", "ContainerCreating", |p| {
         waiting_reason(p).as_deref() == Some("ContainerCreating")
@@ -208,6 +231,46 @@ async fn pod_lifecycles() {
     .await;
     assert_eq!(waiting_reason(&p).as_deref(), Some("CrashLoopBackOff"));
     assert!(!common::pod_ready(&p));
+
+    // Always and OnFailure restart the exited container (the second restart after the 10 s
+    // back-off); OnFailure after success and Never end the pod.
+    for (name, reason, exit_code) in [
+        ("always-succeeds", "Completed", 0),
+        ("onfailure-fails", "Error", 1),
+    ] {
+        let p = wait_pod(&pods, name, "restarted twice", |p| {
+            container(p).is_some_and(|c| c.restart_count >= 2)
+        })
+        .await;
+        assert_eq!(common::phase(&p), "Running", "{name}");
+        let last = container(&p)
+            .and_then(|c| c.last_state.clone())
+            .and_then(|s| s.terminated)
+            .expect("lastState.terminated");
+        assert_eq!(last.reason.as_deref(), Some(reason), "{name}");
+        assert_eq!(last.exit_code, exit_code, "{name}");
+        assert!(
+            last.finished_at.is_some() && last.started_at.is_some(),
+            "{name}"
+        );
+        e2e::wait_for(Duration::from_secs(30), "BackOff event", || async {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some("BackOff")
+                    && e.involved_object.name.as_deref() == Some(name)
+            }))
+        })
+        .await
+        .expect("BackOff event");
+    }
+    wait_pod(&pods, "onfailure-succeeds", "Succeeded", |p| {
+        common::phase(p) == "Succeeded"
+    })
+    .await;
+    wait_pod(&pods, "never-fails", "Failed", |p| {
+        common::phase(p) == "Failed"
+    })
+    .await;
 
     // Deletion with the default 30 s grace period is capped and finished by us.
     pods.delete("needs-secret", &DeleteParams::default())
