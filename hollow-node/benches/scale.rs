@@ -287,11 +287,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .spawn()?;
     let hollow = Proc(child);
     let pid = hollow.0.id();
+    // 300 s by default; a loaded machine at 5,000 nodes needs more (BENCH_NODES_TIMEOUT_SECS).
     wait_nodes(
         &client,
         "mock-kind.io/hollow-node=bench",
         nodes,
-        Duration::from_secs(300),
+        Duration::from_secs(env_usize("BENCH_NODES_TIMEOUT_SECS", 300) as u64),
     )
     .await?;
     let t_nodes = t_start.elapsed();
