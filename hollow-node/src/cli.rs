@@ -143,7 +143,17 @@ pub struct Args {
     #[arg(long, env = "MOCK_KIND_WORKERS", default_value_t = 0,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=4_096))]
     pub workers: usize,
-    /// Delete the nodes (and leases) on SIGTERM.
+    /// Lease renewals per second, on their own client and connections (0: twice the renewal
+    /// rate, 2 × nodes / renew interval, + 10).
+    #[arg(long, env = "MOCK_KIND_LEASE_API_QPS", default_value_t = 0.0)]
+    pub lease_api_qps: f64,
+    /// Lease renewal burst (0: a quarter of the nodes, at least 10).
+    #[arg(long, env = "MOCK_KIND_LEASE_API_BURST", default_value_t = 0)]
+    pub lease_api_burst: u32,
+    /// Lease renewals in flight at once, apart from --workers (0: nodes/10, 8 to 512).
+    #[arg(long, env = "MOCK_KIND_LEASE_WORKERS", default_value_t = 0)]
+    pub lease_workers: usize,
+    /// Delete the nodes (and leases) on SIGTERM, after every writer has stopped.
     #[arg(long, env = "MOCK_KIND_DELETE_NODES_ON_EXIT", default_value_t = false)]
     pub delete_nodes_on_exit: bool,
     /// Where a pod's Secret references are checked: `off` (each counts as present; needs no
@@ -221,6 +231,9 @@ impl Args {
         c.qps = self.kube_api_qps;
         c.burst = self.kube_api_burst;
         c.workers = self.workers;
+        c.lease_qps = self.lease_api_qps;
+        c.lease_burst = self.lease_api_burst;
+        c.lease_workers = self.lease_workers;
         c.delete_nodes_on_exit = self.delete_nodes_on_exit;
         c.secret_refs = SecretRefs::parse(&self.secret_refs, &self.secret_namespaces)?;
         c.validate()

@@ -1,5 +1,8 @@
-//! The Kubernetes client: kube's default stack plus one tower layer that rate-limits requests
-//! with a token bucket (kube's client has none) and counts them for `/metrics`.
+//! The Kubernetes clients: kube's default stack plus one tower layer that rate-limits requests
+//! with a token bucket (kube's client has none), counts them for `/metrics`, and hands a
+//! server's `Retry-After` on to the caller. Lease renewals get a client of their own (its own
+//! connection pool; kube 5 speaks HTTP/1.1 only, so a lane of its own means connections of its
+//! own) so that a storm of pod writes never queues a renewal behind it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,11 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::Bytes;
+use kube::core::Status;
+use kube::core::response::StatusDetails;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
-use crate::metrics::{ApiLabels, Code, Metrics, Verb, VerbLabels};
+use crate::metrics::{ApiLabels, Code, Lane, Metrics, Verb, VerbLabels};
+use crate::retry::{parse_retry_after, retry_after_seconds};
 
 /// A token bucket that hands out reservations in arrival order: a caller takes a token now
 /// (the balance may go negative) and waits until the balance it left behind is paid back.
@@ -60,13 +68,18 @@ impl TokenBucket {
 pub struct ApiLayer {
     limiter: Option<Arc<TokenBucket>>,
     metrics: Metrics,
+    lane: Lane,
 }
 
 impl ApiLayer {
     /// `qps` of zero disables the limiter.
-    pub fn new(qps: f64, burst: u32, metrics: Metrics) -> Self {
+    pub fn new(qps: f64, burst: u32, metrics: Metrics, lane: Lane) -> Self {
         let limiter = (qps > 0.0).then(|| Arc::new(TokenBucket::new(qps, burst)));
-        ApiLayer { limiter, metrics }
+        ApiLayer {
+            limiter,
+            metrics,
+            lane,
+        }
     }
 }
 
@@ -77,6 +90,7 @@ impl<S> Layer<S> for ApiLayer {
             inner,
             limiter: self.limiter.clone(),
             metrics: self.metrics.clone(),
+            lane: self.lane,
         }
     }
 }
@@ -85,6 +99,7 @@ pub struct ApiService<S> {
     inner: S,
     limiter: Option<Arc<TokenBucket>>,
     metrics: Metrics,
+    lane: Lane,
 }
 
 fn verb<B>(req: &Request<B>) -> Verb {
@@ -114,15 +129,52 @@ fn verb<B>(req: &Request<B>) -> Verb {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// Error bodies are small; a bigger one is not a Status and is passed on cut.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The body of a refusal that carried `Retry-After`, as a `Status` that holds it in
+/// `details.retryAfterSeconds`: kube turns error responses into `kube::Error::Api(Status)` and
+/// drops the headers, and the apiserver's own 429 ("Too many requests, please try again
+/// later.") is plain text. A JSON Status keeps everything it had; the field is only filled
+/// when empty, since the server's own value is the better one.
+pub fn status_with_retry_after(code: StatusCode, body: &[u8], wait: Duration) -> Vec<u8> {
+    let mut status = serde_json::from_slice::<Status>(body).unwrap_or_else(|_| {
+        let text = String::from_utf8_lossy(body);
+        Status::failure(text.trim(), code.canonical_reason().unwrap_or("")).with_code(code.as_u16())
+    });
+    if status.code == 0 {
+        status.code = code.as_u16();
+    }
+    let details = status.details.get_or_insert_with(|| StatusDetails {
+        name: String::new(),
+        group: String::new(),
+        kind: String::new(),
+        uid: String::new(),
+        causes: Vec::new(),
+        retry_after_seconds: 0,
+    });
+    if details.retry_after_seconds == 0 {
+        details.retry_after_seconds = retry_after_seconds(wait);
+    }
+    serde_json::to_vec(&status).unwrap_or_default()
+}
+
+/// Refusals whose `Retry-After` the caller should see.
+fn carries_retry_after(code: StatusCode) -> bool {
+    code == StatusCode::TOO_MANY_REQUESTS || code.is_server_error()
+}
+
 impl<S, B, RB> Service<Request<B>> for ApiService<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    RB: hyper::body::Body<Data = Bytes> + Send + 'static,
+    RB::Error: Into<BoxError>,
 {
-    type Response = Response<RB>;
+    type Response = Response<Either<RB, Full<Bytes>>>;
     type Error = BoxError;
-    type Future = BoxFuture<Result<Response<RB>, BoxError>>;
+    type Future = BoxFuture<Result<Self::Response, BoxError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -135,6 +187,7 @@ where
         let fut = self.inner.call(req);
         let limiter = self.limiter.clone();
         let metrics = self.metrics.clone();
+        let lane = self.lane;
         Box::pin(async move {
             if let Some(l) = limiter
                 && verb != Verb::WATCH
@@ -146,7 +199,7 @@ where
             if verb != Verb::WATCH {
                 metrics
                     .api_latency
-                    .get_or_create(&VerbLabels { verb })
+                    .get_or_create(&VerbLabels { lane, verb })
                     .observe(sent.elapsed().as_secs_f64());
             }
             let code = match &res {
@@ -156,24 +209,40 @@ where
                 Ok(_) => Code::Ok,
                 Err(_) => Code::Error,
             };
-            let labels = ApiLabels { verb, code };
+            let labels = ApiLabels { lane, verb, code };
             metrics.api_requests.get_or_create(&labels).inc();
             if code != Code::Ok {
                 metrics.api_errors.get_or_create(&labels).inc();
             }
-            res
+            let res = res?;
+            let wait = res
+                .headers()
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
+            match wait {
+                Some(wait) if carries_retry_after(res.status()) => {
+                    let (parts, body) = res.into_parts();
+                    let body = http_body_util::Limited::new(body, MAX_ERROR_BODY)
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    let status = status_with_retry_after(parts.status, &body, wait);
+                    Ok(Response::from_parts(
+                        parts,
+                        Either::Right(Full::from(status)),
+                    ))
+                }
+                _ => Ok(res.map(Either::Left)),
+            }
         })
     }
 }
 
-/// Builds a client from a kubeconfig file, or the usual inference (KUBECONFIG, in-cluster).
-pub async fn build(
-    kubeconfig: Option<&std::path::Path>,
-    qps: f64,
-    burst: u32,
-    metrics: Metrics,
-) -> Result<kube::Client, crate::Error> {
-    let config = match kubeconfig {
+/// Reads a kubeconfig file, or does the usual inference (KUBECONFIG, in-cluster).
+pub async fn config(kubeconfig: Option<&std::path::Path>) -> Result<kube::Config, crate::Error> {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| crate::Error::Kubeconfig(format!("{}: {e}", path.display())))?;
@@ -185,9 +254,25 @@ pub async fn build(
             .await
             .map_err(|e| crate::Error::Kubeconfig(e.to_string()))?,
     };
+    // kube's own retry (429/503/504, up to 15 times, waits up to 1000 s) would hold a work
+    // slot for minutes, resend below our rate limiter, and hide the failure from the
+    // backoff that knows what the work is (`retry`): failures come straight back to us.
+    config.default_retry = false;
+    Ok(config)
+}
+
+/// A client of its own (a new connection pool) over `config`, limited to `qps`/`burst`
+/// (0: no limit) and counted under `lane`.
+pub fn build(
+    config: kube::Config,
+    qps: f64,
+    burst: u32,
+    metrics: Metrics,
+    lane: Lane,
+) -> Result<kube::Client, crate::Error> {
     let builder = kube::client::ClientBuilder::try_from(config).map_err(crate::Error::Kube)?;
     Ok(builder
-        .with_layer(&ApiLayer::new(qps, burst, metrics))
+        .with_layer(&ApiLayer::new(qps, burst, metrics, lane))
         .build())
 }
 
@@ -215,6 +300,65 @@ mod tests {
                 "{name}: got {got:?}, want {want:?}"
             );
         }
+    }
+
+    #[test]
+    fn retry_after_reaches_the_status() {
+        let s = Duration::from_secs;
+        let read = |body: Vec<u8>| serde_json::from_slice::<Status>(&body).expect("status");
+        /// Name, response code, body, Retry-After; then the Status' code, seconds, message.
+        type Case<'a> = (&'a str, StatusCode, &'a [u8], Duration, u16, u32, &'a str);
+        let cases: &[Case] = &[
+            (
+                "apiserver's plain-text 429",
+                StatusCode::TOO_MANY_REQUESTS,
+                b"Too many requests, please try again later.\n",
+                s(1),
+                429,
+                1,
+                "Too many requests, please try again later.",
+            ),
+            (
+                "JSON Status without details",
+                StatusCode::SERVICE_UNAVAILABLE,
+                br#"{"kind":"Status","status":"Failure","message":"etcd down","code":503}"#,
+                s(4),
+                503,
+                4,
+                "etcd down",
+            ),
+            (
+                "the server's own retryAfterSeconds is kept",
+                StatusCode::TOO_MANY_REQUESTS,
+                br#"{"status":"Failure","message":"m","code":429,"details":{"retryAfterSeconds":9}}"#,
+                s(2),
+                429,
+                9,
+                "m",
+            ),
+            (
+                "binary junk",
+                StatusCode::BAD_GATEWAY,
+                &[0xff, 0xfe, 0x00],
+                Duration::from_millis(10),
+                502,
+                1,
+                "\u{fffd}\u{fffd}\u{0}",
+            ),
+        ];
+        for (name, code, body, wait, want_code, want_secs, want_msg) in cases {
+            let got = read(status_with_retry_after(*code, body, *wait));
+            assert_eq!(got.code, *want_code, "{name}");
+            assert_eq!(
+                got.details.map(|d| d.retry_after_seconds),
+                Some(*want_secs),
+                "{name}"
+            );
+            assert_eq!(got.message, *want_msg, "{name}");
+        }
+        assert!(carries_retry_after(StatusCode::TOO_MANY_REQUESTS));
+        assert!(carries_retry_after(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(!carries_retry_after(StatusCode::CONFLICT));
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub struct Config {
     pub qps: f64,
     pub burst: u32,
     pub workers: usize,
+    /// The Lease lane's own request budget and slots (its own client, never shared).
+    pub lease_qps: f64,
+    pub lease_burst: u32,
+    pub lease_workers: usize,
     pub delete_nodes_on_exit: bool,
     /// Where the Secrets that pods reference are checked, and so what Secret access it needs.
     pub secret_refs: SecretRefs,
@@ -216,6 +220,9 @@ impl Config {
             qps: 0.0,
             burst: 0,
             workers: 0,
+            lease_qps: 0.0,
+            lease_burst: 0,
+            lease_workers: 0,
             delete_nodes_on_exit: false,
             secret_refs: SecretRefs::Off,
         }
@@ -281,16 +288,37 @@ impl Config {
                 "not an IP address",
             ));
         }
-        if !self.qps.is_finite() || self.qps > MAX_QPS {
-            return Err(invalid(
-                "kube-api-qps",
-                self.qps.to_string(),
-                format!("must be a number from 0 to {MAX_QPS}"),
-            ));
+        for (flag, v) in [
+            ("kube-api-qps", self.qps),
+            ("lease-api-qps", self.lease_qps),
+        ] {
+            if !v.is_finite() || v > MAX_QPS {
+                return Err(invalid(
+                    flag,
+                    v.to_string(),
+                    format!("must be a number from 0 to {MAX_QPS}"),
+                ));
+            }
         }
         if self.qps <= 0.0 {
-            // Leases alone need nodes/10 writes per second; leave room for pods.
+            // Node status and pods; renewals have their own budget below.
             self.qps = (self.nodes as f64 / 2.0 + 50.0).min(MAX_QPS);
+        }
+        if self.lease_qps <= 0.0 {
+            // One renewal per node per interval, twice over: retries and jitter bunch them,
+            // and a lane that fell behind (a stalled apiserver) must be able to catch up.
+            self.lease_qps = (2.0 * self.nodes as f64 / self.lease.renew_interval.as_secs_f64()
+                + 10.0)
+                .min(MAX_QPS);
+        }
+        if self.lease_burst == 0 {
+            // A quarter of the nodes at once: what a few seconds' stall leaves due together.
+            self.lease_burst = (self.nodes / 4).max(10) as u32;
+        }
+        if self.lease_workers == 0 {
+            // Renewals in flight at once: nodes/interval renewals a second (500 at 5,000 nodes)
+            // at up to a second of apiserver latency in a storm.
+            self.lease_workers = (self.nodes / 10).clamp(8, 512);
         }
         if self.burst == 0 {
             // At most 2 × MAX_QPS: far inside u32.
@@ -347,6 +375,22 @@ mod tests {
                 Some("cluster-cidr"),
             ),
             (
+                "infinite qps",
+                Config {
+                    lease_qps: f64::INFINITY,
+                    ..Config::new("hn", 1)
+                },
+                Some("lease-api-qps"),
+            ),
+            (
+                "NaN qps",
+                Config {
+                    qps: f64::NAN,
+                    ..Config::new("hn", 1)
+                },
+                Some("kube-api-qps"),
+            ),
+            (
                 "bad ip",
                 Config {
                     template: NodeTemplate {
@@ -377,6 +421,15 @@ mod tests {
             .validate()
             .expect("valid");
             assert_eq!(c.workers, want, "{nodes} nodes, --workers {workers}");
+        }
+        // The Lease lane: twice the renewal rate, a quarter of the nodes as burst.
+        for (nodes, qps, burst, workers) in [(100, 30.0, 25, 10), (5000, 1010.0, 1250, 500)] {
+            let c = Config::new("hn", nodes).validate().expect("valid");
+            assert_eq!(
+                (c.lease_qps, c.lease_burst, c.lease_workers),
+                (qps, burst, workers),
+                "{nodes} nodes"
+            );
         }
         assert_eq!(ordinal("hollow-node-3"), 3);
         assert_eq!(ordinal("host"), 0);

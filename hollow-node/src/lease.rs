@@ -1,9 +1,12 @@
 //! Lease timing as a kubelet does it, as pure functions: a renewal every `renew_interval`
 //! (10 s) for a lease of `duration` (40 s), the first renewals of many nodes spread evenly over
 //! one interval, each later one jittered a little so they never fall back into bursts, and a
-//! failed renewal retried sooner but never under one second.
+//! failed renewal retried with capped backoff (honouring the server's Retry-After) but never
+//! under one second, and never after the lease would expire while it still can be saved.
 
 use std::time::Duration;
+
+use crate::retry::Backoff;
 
 pub const MIN_RETRY: Duration = Duration::from_secs(1);
 
@@ -34,18 +37,37 @@ impl LeaseTiming {
         self.renew_interval.mul_f64(index as f64 / count as f64)
     }
 
-    /// Delay until the next renewal. `sample` is a uniform random number in [0, 1) (injected
-    /// so tests are deterministic); `since_success` is the age of the last successful renewal.
-    pub fn next_delay(&self, renewed: bool, since_success: Duration, sample: f64) -> Duration {
+    /// Delay until the next renewal after a successful one. `sample` is a uniform random
+    /// number in [0, 1) (injected so tests are deterministic).
+    pub fn next_delay(&self, sample: f64) -> Duration {
+        let sample = if sample.is_finite() { sample } else { 0.5 };
         let spread = 1.0 + self.jitter * (2.0 * sample.clamp(0.0, 1.0) - 1.0);
-        let interval = self.renew_interval.mul_f64(spread);
-        if renewed {
-            return interval;
-        }
-        // Failed: retry at a quarter of the interval, but before the lease expires when
-        // that is sooner, and never faster than MIN_RETRY.
+        self.renew_interval.mul_f64(spread)
+    }
+
+    /// Delay after `failures` failed renewals in a row, `since_success` after the last good
+    /// one: backoff from [`MIN_RETRY`] up to one renew interval, at least the server's
+    /// `retry_after`, but no later than the lease's expiry while that is still ahead (the
+    /// last chance to keep the node Ready), and never under [`MIN_RETRY`].
+    pub fn retry_delay(
+        &self,
+        failures: u32,
+        since_success: Duration,
+        retry_after: Option<Duration>,
+        sample: f64,
+    ) -> Duration {
+        let backoff = Backoff {
+            base: MIN_RETRY,
+            cap: self.renew_interval,
+        };
+        let wait = backoff.delay(failures, retry_after, sample);
         let to_expiry = self.duration.saturating_sub(since_success);
-        (interval / 4).min(to_expiry).max(MIN_RETRY)
+        let wait = if to_expiry.is_zero() {
+            wait
+        } else {
+            wait.min(to_expiry)
+        };
+        wait.max(MIN_RETRY)
     }
 }
 
@@ -63,27 +85,49 @@ mod tests {
             ("second of four", t.first_delay(1, 4), ms(2500)),
             ("last of four", t.first_delay(3, 4), ms(7500)),
             ("single node", t.first_delay(0, 1), s(0)),
-            ("renewed, mid jitter", t.next_delay(true, s(0), 0.5), s(10)),
+            ("renewed, mid jitter", t.next_delay(0.5), s(10)),
+            ("renewed, low jitter", t.next_delay(0.0), ms(9600)),
+            ("renewed, high jitter", t.next_delay(1.0), ms(10400)),
+            ("renewed, NaN sample", t.next_delay(f64::NAN), s(10)),
             (
-                "renewed, low jitter",
-                t.next_delay(true, s(0), 0.0),
-                ms(9600),
-            ),
-            (
-                "renewed, high jitter",
-                t.next_delay(true, s(0), 1.0),
-                ms(10400),
-            ),
-            (
-                "failed retries at quarter",
-                t.next_delay(false, s(5), 0.5),
-                ms(2500),
-            ),
-            ("failed near expiry", t.next_delay(false, s(39), 0.5), s(1)),
-            (
-                "failed after expiry floors at 1s",
-                t.next_delay(false, s(60), 0.5),
+                "first failure retries within a second",
+                t.retry_delay(1, s(10), None, 1.0),
                 s(1),
+            ),
+            (
+                "third failure backs off",
+                t.retry_delay(3, s(20), None, 1.0),
+                s(4),
+            ),
+            (
+                "backoff capped at the renew interval",
+                t.retry_delay(9, s(1), None, 1.0),
+                s(10),
+            ),
+            (
+                "backoff never past the expiry ahead",
+                t.retry_delay(5, s(35), None, 1.0),
+                s(5),
+            ),
+            (
+                "Retry-After honoured",
+                t.retry_delay(1, s(10), Some(s(6)), 0.0),
+                s(6),
+            ),
+            (
+                "Retry-After cut at the expiry ahead",
+                t.retry_delay(1, s(30), Some(s(20)), 0.0),
+                s(10),
+            ),
+            (
+                "near expiry floors at 1s",
+                t.retry_delay(4, ms(39_500), None, 0.5),
+                s(1),
+            ),
+            (
+                "expired: plain backoff",
+                t.retry_delay(5, s(60), None, 1.0),
+                s(10),
             ),
         ];
         for (name, got, want) in cases {

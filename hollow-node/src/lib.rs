@@ -1,14 +1,15 @@
 //! Hollow kubelet: many fake Nodes and the pods bound to them, from one small process.
 //!
 //! The decisions are pure modules (`node_status`, `pod_status`, `ipam`, `annotations`, `lease`,
-//! `faults`); `nodes`, `pods` and `queue` are the glue that watches the API and writes what
-//! they decide.
+//! `faults`, `retry`); `nodes`, `pods`, `queue` and `gate` are the glue that watches the API and
+//! writes what they decide.
 
 pub mod annotations;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod faults;
+pub mod gate;
 pub mod ipam;
 pub mod lease;
 pub mod metrics;
@@ -17,6 +18,7 @@ pub mod nodes;
 pub mod pod_status;
 pub mod pods;
 pub mod queue;
+pub mod retry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -57,6 +59,18 @@ pub enum Error {
     },
     #[error("internal state lock poisoned")]
     Poisoned,
+    #[error("shutting down: {0} not created")]
+    ShuttingDown(String),
+}
+
+impl Error {
+    /// Whether trying the same thing again may help.
+    pub fn failure(&self) -> retry::Failure {
+        match self {
+            Error::Api { source, .. } => retry::classify(source),
+            _ => retry::Failure::Permanent,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -76,10 +90,18 @@ pub(crate) fn patch_params() -> PatchParams {
     }
 }
 
+/// How long shutdown waits for Node and Lease creates in flight before deleting.
+const CREATES_DRAIN: Duration = Duration::from_secs(15);
+
 /// State every task shares.
 pub struct Shared {
     pub config: Config,
     pub client: kube::Client,
+    /// Lease renewals only: its own connections, and `lease_budget` instead of `client`'s.
+    pub lease_client: kube::Client,
+    pub lease_budget: client::TokenBucket,
+    /// Every Node and Lease create passes here; shutdown closes it.
+    pub creates: gate::CreateGate,
     pub metrics: metrics::Metrics,
     pub nodes: Vec<nodes::NodeSlot>,
     pub node_index: HashMap<String, u32>,
@@ -112,13 +134,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let config = config.validate()?;
     let mut registry = Registry::with_prefix("hollow_node");
     let metrics = metrics::Metrics::new(&mut registry);
+    let kube_config = client::config(config.kubeconfig.as_deref()).await?;
     let client = client::build(
-        config.kubeconfig.as_deref(),
+        kube_config.clone(),
         config.qps,
         config.burst,
         metrics.clone(),
-    )
-    .await?;
+        metrics::Lane::Main,
+    )?;
+    // The renewals' budget is taken in `nodes::handle_lease`, where it counts as lateness.
+    let lease_client = client::build(kube_config, 0.0, 0, metrics.clone(), metrics::Lane::Lease)?;
+    let lease_budget = client::TokenBucket::new(config.lease_qps, config.lease_burst);
     let ready = telemetry::Readiness::default();
     let health = telemetry::Health::default();
 
@@ -152,6 +178,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     );
     let shared = Arc::new(Shared {
         client,
+        lease_client,
+        lease_budget,
+        creates: gate::CreateGate::default(),
         metrics,
         nodes: slots,
         node_index,
@@ -163,7 +192,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         refs: OnceLock::new(),
         config,
     });
-    // Background tasks stop on `tasks`, cancelled after the nodes were (maybe) deleted.
+    // Background tasks (the queue and its runs, the watches) stop on `tasks`, cancelled first
+    // at shutdown.
     let tasks = CancellationToken::new();
     let handler_shared = shared.clone();
     let panic_shared = shared.clone();
@@ -176,6 +206,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     let (queue, queue_join) = queue::start(
         shared.config.workers,
+        shared.config.lease_workers,
         tasks.clone(),
         health.guard("queue dispatcher", tasks.clone()),
         on_panic,
@@ -193,7 +224,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 .observe(waited.as_secs_f64());
             async move {
                 match work {
-                    queue::Work::Lease(i) => nodes::handle_lease(&shared, i).await,
+                    queue::Work::Lease(i) => nodes::handle_lease(&shared, i, waited).await,
                     queue::Work::NodeStatus(i) => nodes::handle_status(&shared, i).await,
                     queue::Work::Pod(key) => pods::handle(&shared, key).await,
                 }
@@ -204,16 +235,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let (stores, mut joins) = pods::start_ref_reflectors(&shared, &health, &tasks);
     let _ = shared.refs.set(stores.clone());
 
-    let registered = tokio::select! {
-        _ = shutdown.cancelled() => Ok(()),
-        r = nodes::register_all(&shared) => r,
-    };
-    if let Err(e) = registered {
-        tasks.cancel();
-        return Err(e);
+    // The first round: /readyz waits for it. A node that fails for good here is retried by
+    // its NodeStatus work (`nodes::handle_status`), with backoff.
+    tokio::select! {
+        _ = shutdown.cancelled() => {},
+        _ = nodes::register_all(&shared) => {},
     }
     shared.metrics.nodes_managed.set(shared.nodes.len() as i64);
-    tracing::info!(nodes = shared.nodes.len(), prefix = %shared.config.prefix, "nodes registered");
     let n = shared.nodes.len();
     for i in 0..n {
         shared.queue().add(
@@ -224,9 +252,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             .config
             .node_status_refresh
             .mul_f64(i as f64 / n.max(1) as f64);
+        // A node the first round could not register tries again after its backoff.
+        let first = match shared.nodes[i].state.lock() {
+            Ok(st) if !st.registered => {
+                retry::REGISTRATION.delay(st.failures.saturating_add(1), None, rand::random())
+            }
+            _ => spread,
+        };
         shared.queue().add(
             queue::Work::NodeStatus(i as u32),
-            spread.max(Duration::from_secs(1)),
+            first.max(Duration::from_secs(1)),
         );
     }
     joins.push(health.spawn_critical(
@@ -263,13 +298,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");
-    if shared.config.delete_nodes_on_exit {
-        nodes::delete_all(&shared).await;
-    }
+    // Writers first: the queue (its runs are dropped) and the watches that feed it, then the
+    // creates already on the wire. Only then may the nodes go: nothing is left that could
+    // renew a Lease or re-register a Node behind the deletion.
     tasks.cancel();
     let _ = queue_join.await;
     for j in joins {
         let _ = j.await;
+    }
+    if !shared.creates.close(CREATES_DRAIN).await {
+        tracing::warn!(
+            "node or lease creates still in flight after {CREATES_DRAIN:?}; deleting anyway"
+        );
+    }
+    if shared.config.delete_nodes_on_exit {
+        nodes::delete_all(&shared).await;
     }
     let _ = ops.await;
     Ok(())

@@ -1,5 +1,6 @@
 //! Prometheus metrics of the hollow node: nodes managed, pods by phase, bind→Running latency,
-//! API requests, errors and latency, and how long due work waits for a worker. Labels come from fixed sets.
+//! API requests, errors and latency by client lane, how long due work waits for a worker, how
+//! late Lease renewals go out, and registrations that failed. Labels come from fixed sets.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -59,14 +60,23 @@ pub enum Code {
     Error,
 }
 
+/// Which client sent a request: Lease renewals have their own.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Lane {
+    Main,
+    Lease,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
+    pub lane: Lane,
     pub verb: Verb,
     pub code: Code,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabels {
+    pub lane: Lane,
     pub verb: Verb,
 }
 
@@ -105,6 +115,14 @@ pub struct Metrics {
     pub status_writes: Counter,
     /// Work handlers that panicked (their slot is freed and the item dropped).
     pub handler_panics: Counter,
+    /// From a Lease renewal's planned time to sending it (queue wait plus rate-limit wait).
+    pub lease_lateness: Histogram,
+    /// The largest `lease_lateness` seen so far, in milliseconds.
+    pub lease_lateness_max_ms: Gauge,
+    /// Node registrations that ran out of attempts or met a permanent error (retried later).
+    pub registration_failures: Counter,
+    /// Nodes not registered yet (their registration is retried in the background).
+    pub nodes_unregistered: Gauge,
     /// Pods whose annotations were out of range or malformed (handled as if absent).
     pub invalid_annotations: Counter,
 }
@@ -124,6 +142,12 @@ impl Metrics {
             queue_wait: Family::new_with_constructor(latency_buckets),
             status_writes: Counter::default(),
             handler_panics: Counter::default(),
+            lease_lateness: Histogram::new([
+                0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
+            ]),
+            lease_lateness_max_ms: Gauge::default(),
+            registration_failures: Counter::default(),
+            nodes_unregistered: Gauge::default(),
             invalid_annotations: Counter::default(),
         };
         registry.register(
@@ -173,11 +197,41 @@ impl Metrics {
             m.handler_panics.clone(),
         );
         registry.register(
+            "lease_lateness_seconds",
+            "From a Lease renewal's planned time to sending it (queue and rate-limit wait)",
+            m.lease_lateness.clone(),
+        );
+        registry.register(
+            "lease_lateness_max_milliseconds",
+            "The latest any Lease renewal was sent past its planned time, since start",
+            m.lease_lateness_max_ms.clone(),
+        );
+        registry.register(
+            "registration_failures",
+            "Node registrations that gave up for now (retried in the background)",
+            m.registration_failures.clone(),
+        );
+        registry.register(
+            "nodes_unregistered",
+            "Nodes whose registration has not succeeded yet",
+            m.nodes_unregistered.clone(),
+        );
+        registry.register(
             "invalid_annotations",
             "Pod evaluations that met a malformed or out-of-range annotation (handled as absent)",
             m.invalid_annotations.clone(),
         );
         m
+    }
+
+    /// Records how late a Lease renewal went out.
+    pub fn lease_late(&self, late: std::time::Duration) {
+        self.lease_lateness.observe(late.as_secs_f64());
+        let ms = i64::try_from(late.as_millis()).unwrap_or(i64::MAX);
+        // A lost race only loses a maximum that another renewal just set.
+        if ms > self.lease_lateness_max_ms.get() {
+            self.lease_lateness_max_ms.set(ms);
+        }
     }
 
     pub fn pod_phase(&self, phase: Phase) -> Gauge {

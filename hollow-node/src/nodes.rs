@@ -1,11 +1,12 @@
-//! Node glue: registers or adopts this process's Nodes, renews their Leases, writes NodeStatus
-//! on change or every few minutes, and follows the `mock-kind.io/health` annotation.
+//! Node glue: registers or adopts this process's Nodes (retrying each with backoff, never
+//! giving up on one for good), renews their Leases on the Lease lane, writes NodeStatus on
+//! change or every few minutes, and follows the `mock-kind.io/health` annotation.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -22,6 +23,7 @@ use crate::faults::health_at;
 use crate::ipam::{Cidr, NodeIpam, node_pod_cidr};
 use crate::node_status::{Health, OWNER_LABEL, new_node, node_status};
 use crate::queue::Work;
+use crate::retry::{self, Next};
 use crate::{Error, Shared, api_err, is_not_found, patch_params};
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -45,6 +47,12 @@ pub struct NodeState {
     /// Ready=Unknown, which only a status write undoes (a kubelet compares with the API's copy;
     /// we compare with our own). Rewritten after the next successful renewal.
     pub status_suspect: bool,
+    /// The Node exists (created or adopted); until then its work only retries registering.
+    pub registered: bool,
+    /// Failed registrations or node status writes in a row.
+    pub failures: u32,
+    /// Failed renewals in a row.
+    pub lease_failures: u32,
 }
 
 impl NodeSlot {
@@ -59,6 +67,9 @@ impl NodeSlot {
                 last_lease_ok: Instant::now(),
                 reported_ready: None,
                 status_suspect: false,
+                registered: false,
+                failures: 0,
+                lease_failures: 0,
             }),
             name,
         }
@@ -119,34 +130,117 @@ pub fn health(shared: &Shared, i: usize) -> (Health, Option<Duration>) {
     }
 }
 
-/// Registers every node of this process, adopting those that exist.
-pub async fn register_all(shared: &Shared) -> Result<(), Error> {
+/// Our Nodes that exist already, or none when they cannot be listed (after the registration
+/// backoff's attempts): the creates then meet 409 and adopt the Node one by one.
+async fn existing_nodes(shared: &Shared) -> HashMap<String, Node> {
     let api: Api<Node> = Api::all(shared.client.clone());
-    let existing: HashMap<String, Node> = api
-        .list(&ListParams::default().labels(&owner_selector(&shared.config.prefix)))
-        .await
-        .map_err(api_err(format!(
-            "list nodes {}",
-            owner_selector(&shared.config.prefix)
-        )))?
-        .items
-        .into_iter()
-        .filter_map(|n| n.metadata.name.clone().map(|name| (name, n)))
-        .collect();
+    let selector = owner_selector(&shared.config.prefix);
+    let mut failures = 0;
+    loop {
+        let err = match api.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => {
+                return list
+                    .items
+                    .into_iter()
+                    .filter_map(|n| n.metadata.name.clone().map(|name| (name, n)))
+                    .collect();
+            }
+            Err(e) => e,
+        };
+        failures += 1;
+        let next = retry::registration(
+            retry::classify(&err),
+            failures,
+            retry::REGISTRATION_ATTEMPTS,
+            rand::random(),
+        );
+        match next {
+            Next::RetryIn(wait) => {
+                tracing::warn!(%selector, error = %err, ?wait, "listing our nodes failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Next::GiveUp => {
+                tracing::warn!(%selector, error = %err, "listing our nodes failed; registering each anyway");
+                return HashMap::new();
+            }
+        }
+    }
+}
+
+/// The first registration round: every node of this process, adopting those that exist,
+/// each retried with backoff on transient errors. A node that still fails is logged and
+/// counted, and left to its NodeStatus work, which keeps retrying it; nothing here stops
+/// the process. Returns how many are registered.
+pub async fn register_all(shared: &Shared) -> usize {
+    let existing = existing_nodes(shared).await;
     tracing::info!(
         existing = existing.len(),
         nodes = shared.config.nodes,
         "registering nodes"
     );
     let existing = &existing;
-    futures::stream::iter(0..shared.config.nodes)
-        .map(|i| async move {
-            ensure_node(shared, i, existing.get(&shared.nodes[i].name).cloned()).await
-        })
+    let registered = futures::stream::iter(0..shared.config.nodes)
+        .map(|i| async move { register(shared, i, existing.get(&shared.nodes[i].name)).await })
         .buffer_unordered(32)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
+        .filter(|ok| std::future::ready(*ok))
+        .count()
+        .await;
+    let missing = shared.nodes.len() - registered;
+    shared.metrics.nodes_unregistered.set(missing as i64);
+    if missing == 0 {
+        tracing::info!(nodes = registered, prefix = %shared.config.prefix, "nodes registered");
+    } else {
+        tracing::warn!(
+            registered,
+            missing,
+            prefix = %shared.config.prefix,
+            "some nodes could not be registered yet; retrying them in the background"
+        );
+    }
+    registered
+}
+
+/// Node `i` in the first round: true once registered.
+async fn register(shared: &Shared, i: usize, existing: Option<&Node>) -> bool {
+    let name = &shared.nodes[i].name;
+    let mut failures = 0;
+    loop {
+        let err = match ensure_node(shared, i, existing.cloned()).await {
+            Ok(()) => return true,
+            Err(e) => e,
+        };
+        failures += 1;
+        let next = retry::registration(
+            err.failure(),
+            failures,
+            retry::REGISTRATION_ATTEMPTS,
+            rand::random(),
+        );
+        match next {
+            Next::RetryIn(wait) => {
+                tracing::debug!(node = %name, error = %err, ?wait, "registration failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Next::GiveUp => {
+                registration_failed(shared, i, &err, failures);
+                return false;
+            }
+        }
+    }
+}
+
+/// A registration gave up for now: said once in the log and in the metrics.
+fn registration_failed(shared: &Shared, i: usize, err: &Error, failures: u32) {
+    shared.metrics.registration_failures.inc();
+    tracing::warn!(
+        node = %shared.nodes[i].name,
+        error = %err,
+        failures,
+        "registering the node failed; it is retried later"
+    );
+    if let Ok(mut st) = shared.nodes[i].state.lock() {
+        st.failures = failures;
+    }
 }
 
 /// Creates node `i` (or adopts `existing`), sets its podCIDR when missing, writes its status
@@ -161,7 +255,13 @@ pub async fn ensure_node(shared: &Shared, i: usize, existing: Option<Node>) -> R
         Some(n) => n,
         None => {
             let fresh = new_node(&shared.config.template, name, &planned.to_string(), now);
-            match api.create(&PostParams::default(), &fresh).await {
+            let create_api = api.clone();
+            let created = shared
+                .creates
+                .run(async move { create_api.create(&PostParams::default(), &fresh).await })
+                .await
+                .ok_or_else(|| Error::ShuttingDown(format!("node {name}")))?;
+            match created {
                 Ok(n) => n,
                 Err(kube::Error::Api(s)) if s.code == 409 => api
                     .get(name)
@@ -195,6 +295,11 @@ pub async fn ensure_node(shared: &Shared, i: usize, existing: Option<Node>) -> R
     }
     write_status(shared, i, true).await?;
     ensure_lease(shared, i, uid).await?;
+    let mut st = slot.state.lock().map_err(|_| Error::Poisoned)?;
+    if !st.registered {
+        st.registered = true;
+        st.failures = 0;
+    }
     Ok(())
 }
 
@@ -225,13 +330,13 @@ fn lease_object(name: &str, node_uid: Option<String>, duration: Duration) -> Lea
 async fn ensure_lease(shared: &Shared, i: usize, uid: Option<String>) -> Result<(), Error> {
     let name = &shared.nodes[i].name;
     let api: Api<Lease> = Api::namespaced(shared.client.clone(), LEASE_NAMESPACE);
-    match api
-        .create(
-            &PostParams::default(),
-            &lease_object(name, uid, shared.config.lease.duration),
-        )
+    let lease = lease_object(name, uid, shared.config.lease.duration);
+    let created = shared
+        .creates
+        .run(async move { api.create(&PostParams::default(), &lease).await })
         .await
-    {
+        .ok_or_else(|| Error::ShuttingDown(format!("lease {LEASE_NAMESPACE}/{name}")))?;
+    match created {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(api_err(format!("create lease {LEASE_NAMESPACE}/{name}"))(e)),
@@ -280,28 +385,60 @@ async fn write_status(shared: &Shared, i: usize, force: bool) -> Result<bool, Er
     Ok(true)
 }
 
-/// Queue handler for `Work::NodeStatus`.
+/// Queue handler for `Work::NodeStatus`: registers the node while it is not (a first round
+/// that failed, or a Node deleted under us), else writes its status when due. Failures back
+/// off (registration up to a minute, status writes up to 30 s).
 pub async fn handle_status(shared: &Shared, i: u32) {
     let idx = i as usize;
     if idx >= shared.nodes.len() {
         return;
     }
     let name = &shared.nodes[idx].name;
-    let retry = match write_status(shared, idx, false).await {
-        Ok(_) => None,
-        Err(Error::Api { source, .. }) if is_not_found(&source) => {
-            tracing::warn!(node = %name, "node is gone; registering it again");
-            match ensure_node(shared, idx, None).await {
-                Ok(()) => None,
-                Err(e) => {
-                    tracing::warn!(node = %name, error = %e, "re-registering node failed");
-                    Some(Duration::from_secs(5))
+    let registered = shared.nodes[idx].state.lock().is_ok_and(|s| s.registered);
+    let result = if registered {
+        match write_status(shared, idx, false).await {
+            Err(Error::Api { source, .. }) if is_not_found(&source) => {
+                tracing::warn!(node = %name, "node is gone; registering it again");
+                if let Ok(mut st) = shared.nodes[idx].state.lock() {
+                    st.registered = false;
                 }
+                shared.metrics.nodes_unregistered.inc();
+                register_again(shared, idx).await
             }
+            other => other.map(|_| ()),
+        }
+    } else {
+        register_again(shared, idx).await
+    };
+    let retry = match result {
+        Ok(()) => {
+            if let Ok(mut st) = shared.nodes[idx].state.lock() {
+                st.failures = 0;
+            }
+            None
         }
         Err(e) => {
-            tracing::warn!(node = %name, error = %e, "node status write failed");
-            Some(Duration::from_secs(2))
+            let (failures, registered) = shared.nodes[idx]
+                .state
+                .lock()
+                .map(|mut s| {
+                    s.failures = s.failures.saturating_add(1);
+                    (s.failures, s.registered)
+                })
+                .unwrap_or((1, registered));
+            let backoff = if registered {
+                tracing::warn!(node = %name, error = %e, failures, "node status write failed");
+                retry::STEADY
+            } else {
+                registration_failed(shared, idx, &e, failures);
+                retry::REGISTRATION
+            };
+            Some(retry::steady(
+                backoff,
+                e.failure(),
+                failures,
+                rand::random(),
+            ))
         }
     };
     let (_, next_change) = health(shared, idx);
@@ -316,16 +453,31 @@ pub async fn handle_status(shared: &Shared, i: u32) {
         .node_status_refresh
         .saturating_sub(since)
         .max(Duration::from_secs(1));
-    let next = [Some(refresh), next_change, retry]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(refresh);
+    // A failure's backoff wins over an earlier refresh: retrying sooner is what it prevents.
+    let next = retry.unwrap_or_else(|| {
+        [Some(refresh), next_change]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(refresh)
+    });
     shared.queue().add(Work::NodeStatus(i), next);
 }
 
-/// Queue handler for `Work::Lease`: renews unless the node is unhealthy.
-pub async fn handle_lease(shared: &Shared, i: u32) {
+/// Registers node `idx` outside the first round (adopting it if it exists).
+async fn register_again(shared: &Shared, idx: usize) -> Result<(), Error> {
+    ensure_node(shared, idx, None).await?;
+    shared.metrics.nodes_unregistered.dec();
+    tracing::info!(node = %shared.nodes[idx].name, "node registered");
+    // Its renewals may have been idle while it was missing.
+    shared.queue().add(Work::Lease(idx as u32), Duration::ZERO);
+    Ok(())
+}
+
+/// Queue handler for `Work::Lease`: renews unless the node is unhealthy or not registered.
+/// `waited` is how long the renewal was due before a slot took it; with the wait for the
+/// Lease lane's budget it makes the renewal's lateness.
+pub async fn handle_lease(shared: &Shared, i: u32, waited: Duration) {
     let idx = i as usize;
     if idx >= shared.nodes.len() {
         return;
@@ -333,41 +485,76 @@ pub async fn handle_lease(shared: &Shared, i: u32) {
     let slot = &shared.nodes[idx];
     let timing = shared.config.lease;
     let (h, _) = health(shared, idx);
-    if !h.is_ready() {
-        // A faulty node's kubelet does not renew: the node-lifecycle controller notices.
+    let registered = slot.state.lock().is_ok_and(|s| s.registered);
+    if !h.is_ready() || !registered {
+        // A faulty node's kubelet does not renew: the node-lifecycle controller notices. A
+        // node not registered yet has no Lease to renew; registering it creates one.
         shared.queue().add(Work::Lease(i), timing.renew_interval);
         return;
     }
-    let api: Api<Lease> = Api::namespaced(shared.client.clone(), LEASE_NAMESPACE);
+    let taken = Instant::now();
+    shared.lease_budget.acquire().await;
+    shared.metrics.lease_late(waited + taken.elapsed());
+    let api: Api<Lease> = Api::namespaced(shared.lease_client.clone(), LEASE_NAMESPACE);
     let patch = json!({"spec": {
         "holderIdentity": slot.name,
         "leaseDurationSeconds": timing.duration.as_secs(),
         "renewTime": MicroTime(jiff::Timestamp::now()),
     }});
-    let res = api
-        .patch(&slot.name, &patch_params(), &Patch::Merge(&patch))
-        .await;
-    let ok = match res {
-        Ok(_) => true,
-        Err(e) if is_not_found(&e) => {
+    // A renewal that has not landed within an interval is stale: the next one replaces it.
+    let res = tokio::time::timeout(
+        timing.renew_interval,
+        api.patch(&slot.name, &patch_params(), &Patch::Merge(&patch)),
+    )
+    .await;
+    let failure = match res {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) if is_not_found(&e) => {
             let uid = slot.state.lock().ok().and_then(|s| s.uid.clone());
-            ensure_lease(shared, idx, uid).await.is_ok()
+            match ensure_lease(shared, idx, uid).await {
+                Ok(()) => None,
+                Err(e) => {
+                    tracing::warn!(node = %slot.name, error = %e, "re-creating the lease failed");
+                    Some(e.failure())
+                }
+            }
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(node = %slot.name, error = %e, "lease renewal failed");
-            false
+            Some(retry::classify(&e))
+        }
+        Err(_) => {
+            tracing::warn!(node = %slot.name, timeout = ?timing.renew_interval, "lease renewal timed out");
+            Some(retry::Failure::Transient { retry_after: None })
         }
     };
-    let (since, rewrite) = {
+    let ok = failure.is_none();
+    let (next, rewrite) = {
         let Ok(mut st) = slot.state.lock() else {
             return;
         };
-        if ok {
-            st.last_lease_ok = Instant::now();
-        } else {
-            st.status_suspect = true;
-        }
-        (st.last_lease_ok.elapsed(), ok && st.status_suspect)
+        let next = match failure {
+            None => {
+                st.last_lease_ok = Instant::now();
+                st.lease_failures = 0;
+                timing.next_delay(rand::random())
+            }
+            Some(f) => {
+                st.lease_failures = st.lease_failures.saturating_add(1);
+                st.status_suspect = true;
+                let retry_after = match f {
+                    retry::Failure::Transient { retry_after } => retry_after,
+                    retry::Failure::Permanent => None,
+                };
+                timing.retry_delay(
+                    st.lease_failures,
+                    st.last_lease_ok.elapsed(),
+                    retry_after,
+                    rand::random(),
+                )
+            }
+        };
+        (next, ok && st.status_suspect)
     };
     if rewrite {
         match write_status(shared, idx, true).await {
@@ -380,7 +567,6 @@ pub async fn handle_lease(shared: &Shared, i: u32) {
             Err(e) => tracing::warn!(node = %slot.name, error = %e, "node status rewrite failed"),
         }
     }
-    let next = timing.next_delay(ok, since, rand::random::<f64>());
     shared.queue().add(Work::Lease(i), next);
 }
 

@@ -25,6 +25,7 @@ use crate::pod_status::{
     EventKind, ObjRef, Outcome, PodContext, RefKind, RefState, evaluate, pod_key,
 };
 use crate::queue::Work;
+use crate::retry::{self, Failure};
 use crate::{Shared, is_not_found, patch_params};
 
 /// What we remember about one pod on one of our nodes.
@@ -40,6 +41,8 @@ pub struct PodEntry {
     /// Waiting for a Secret, ConfigMap or PVC: requeued when one changes.
     pub waiting_refs: bool,
     pub last_event: Option<(EventKind, Instant)>,
+    /// Failed writes in a row (status or deletion), for the retry backoff.
+    pub failures: u32,
 }
 
 #[derive(Default)]
@@ -279,6 +282,7 @@ fn upsert(shared: &Shared, pod: Pod, live: bool) -> Option<Arc<str>> {
                     ready_recorded: !fresh,
                     waiting_refs: false,
                     last_event: None,
+                    failures: 0,
                 },
             );
         }
@@ -359,6 +363,22 @@ fn object_ref(pod: &Pod) -> ObjectReference {
     }
 }
 
+/// The wait before retrying pod `key` after a failed write: backoff over its failures in a
+/// row (reset by the next write that goes through).
+fn write_failed(shared: &Shared, key: &str, failure: Failure) -> Duration {
+    let failures = shared
+        .pods
+        .lock()
+        .ok()
+        .and_then(|mut t| {
+            let e = t.pods.get_mut(key)?;
+            e.failures = e.failures.saturating_add(1);
+            Some(e.failures)
+        })
+        .unwrap_or(1);
+    retry::steady(retry::STEADY, failure, failures, rand::random())
+}
+
 /// Queue handler for `Work::Pod`.
 pub async fn handle(shared: &Shared, key: Arc<str>) {
     let (pod, idx) = match shared.pods.lock() {
@@ -405,6 +425,7 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &namespace);
     let mut requeue = outcome.requeue;
     let mut wrote_ready = false;
+    let mut write_failed_now = false;
     if let Some(status) = &outcome.status {
         let ready = status.phase.as_deref() == Some("Running")
             && status
@@ -427,7 +448,8 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
             Err(e) if is_not_found(&e) => return,
             Err(e) => {
                 tracing::warn!(pod = %key, error = %e, "pod status write failed");
-                requeue = Some(Duration::from_secs(2));
+                write_failed_now = true;
+                requeue = Some(write_failed(shared, &key, retry::classify(&e)));
             }
         }
     }
@@ -441,6 +463,9 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
             return;
         };
         e.waiting_refs = waiting;
+        if !write_failed_now {
+            e.failures = 0;
+        }
         if wrote_ready && !e.ready_recorded {
             e.ready_recorded = true;
             if let Some(at) = e.bound_at {
@@ -507,7 +532,7 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
             Err(e) if is_not_found(&e) => {}
             Err(e) => {
                 tracing::warn!(pod = %key, error = %e, "pod delete failed");
-                requeue = Some(Duration::from_secs(2));
+                requeue = Some(write_failed(shared, &key, retry::classify(&e)));
             }
         }
     }

@@ -1,9 +1,10 @@
 //! A delay queue for per-node and per-pod work, in the manner of client-go's workqueue: adding
 //! an item that is already waiting keeps the earlier deadline; due items are handed out in the
 //! order they fell due to whichever handler slot is free; an item is never worked on twice at
-//! once (one added while it runs is run again when it finishes). Node work (leases, node status)
-//! and pod work have separate slots, so pod transitions never wait behind a round of lease
-//! renewals and vice versa, and a backlog on one pod never holds up another.
+//! once (one added while it runs is run again when it finishes). Lease renewals, node status
+//! and pod work have separate slots (three lanes), so a storm of pod transitions or a round of
+//! node status writes never holds a renewal back, and a backlog on one pod never holds up
+//! another.
 //!
 //! Nothing an item asks for can stop the dispatcher: delays are capped at [`MAX_DELAY`] (the
 //! item is simply looked at again then), and a handler that panics gives its slot back and is
@@ -29,11 +30,15 @@ pub enum Work {
     Pod(Arc<str>),
 }
 
+const LANES: usize = 3;
+
 impl Work {
+    /// Lanes are looked at in this order when slots free up: renewals first.
     fn lane(&self) -> usize {
         match self {
-            Work::Lease(_) | Work::NodeStatus(_) => 0,
-            Work::Pod(_) => 1,
+            Work::Lease(_) => 0,
+            Work::NodeStatus(_) => 1,
+            Work::Pod(_) => 2,
         }
     }
 }
@@ -54,22 +59,27 @@ impl Queue {
     }
 }
 
-/// Handler slots per lane (node work, pod work) for `workers` in all.
-fn slots(workers: usize) -> [usize; 2] {
+/// Handler slots per lane (leases, node status, pods): `lease_workers` for renewals, and
+/// `workers` split evenly between node status and pods.
+fn slots(workers: usize, lease_workers: usize) -> [usize; LANES] {
     let node = (workers / 2).max(1);
-    [node, workers.saturating_sub(node).max(1)]
+    [
+        lease_workers.max(1),
+        node,
+        workers.saturating_sub(node).max(1),
+    ]
 }
 
 /// The bookkeeping of due and running work, apart from the timers and tasks.
 #[derive(Default)]
 struct Lanes {
     /// Due, not running, in the order they fell due (with the instant they did).
-    ready: [VecDeque<(Work, Instant)>; 2],
+    ready: [VecDeque<(Work, Instant)>; LANES],
     queued: HashSet<Work>,
     running: HashSet<Work>,
     /// Added again while running: due once the run finishes.
     rerun: HashSet<Work>,
-    busy: [usize; 2],
+    busy: [usize; LANES],
 }
 
 impl Lanes {
@@ -82,7 +92,7 @@ impl Lanes {
     }
 
     /// The next item to start in a lane with a free slot, marked running.
-    fn next(&mut self, slots: [usize; 2]) -> Option<(Work, Instant)> {
+    fn next(&mut self, slots: [usize; LANES]) -> Option<(Work, Instant)> {
         for (lane, limit) in slots.into_iter().enumerate() {
             if self.busy[lane] < limit
                 && let Some((work, at)) = self.ready[lane].pop_front()
@@ -105,12 +115,14 @@ impl Lanes {
 }
 
 /// Starts the dispatcher, which calls `handle(work, waited)` for each due item (`waited`: how
-/// long it was due before a slot was free), at most `workers` at once, until `shutdown`; a run
+/// long it was due before a slot was free), at most `lease_workers` renewals and `workers` other
+/// runs at once, until `shutdown` (which drops the runs in flight); a run
 /// that panics is passed to `on_panic` and its slot freed. The dispatcher holds `alive` for its
 /// life, so `/healthz` fails if it ever stops outside a shutdown.
 /// Returns the queue and a handle that completes when all runs have stopped.
 pub fn start<F, Fut, P>(
     workers: usize,
+    lease_workers: usize,
     shutdown: CancellationToken,
     alive: telemetry::health::TaskGuard,
     on_panic: P,
@@ -122,7 +134,7 @@ where
     P: Fn(&Work) + Send + 'static,
 {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Work, Duration)>();
-    let slots = slots(workers);
+    let slots = slots(workers, lease_workers);
     let dispatcher = tokio::spawn(async move {
         let _alive = alive;
         let mut delays: DelayQueue<Work> = DelayQueue::new();
@@ -209,9 +221,18 @@ mod tests {
 
     #[test]
     fn lanes_share_slots_fairly() {
-        let cases = [(1, [1, 1]), (2, [1, 1]), (3, [1, 2]), (64, [32, 32])];
-        for (workers, want) in cases {
-            assert_eq!(slots(workers), want, "{workers} workers");
+        let cases = [
+            (1, 0, [1, 1, 1]),
+            (2, 1, [1, 1, 1]),
+            (3, 4, [4, 1, 2]),
+            (64, 500, [500, 32, 32]),
+        ];
+        for (workers, leases, want) in cases {
+            assert_eq!(
+                slots(workers, leases),
+                want,
+                "{workers} workers, {leases} lease"
+            );
         }
     }
 
@@ -223,19 +244,30 @@ mod tests {
         l.due(pod("a"), t);
         l.due(pod("b"), t);
         l.due(pod("a"), t); // already waiting: once
+        l.due(Work::NodeStatus(1), t);
+        l.due(Work::NodeStatus(2), t);
         l.due(Work::Lease(1), t);
-        let slots = [1, 1];
-        // Node lane first, then the oldest pod; the second pod waits for the slot.
+        let slots = [1, 1, 1];
+        // Leases first (though due last), then node status, then the oldest pod; the second
+        // pod and the second node status wait for their lanes' slots.
         assert_eq!(l.next(slots).map(|w| w.0), Some(Work::Lease(1)));
+        assert_eq!(l.next(slots).map(|w| w.0), Some(Work::NodeStatus(1)));
         assert_eq!(l.next(slots).map(|w| w.0), Some(pod("a")));
         assert_eq!(l.next(slots), None);
+        // A full node-status lane holds up no lease.
+        l.due(Work::Lease(2), t);
+        assert!(!l.finished(&Work::Lease(1)));
+        assert_eq!(l.next(slots).map(|w| w.0), Some(Work::Lease(2)));
+        assert!(!l.finished(&Work::Lease(2)));
+        assert!(!l.finished(&Work::NodeStatus(1)));
+        assert_eq!(l.next(slots).map(|w| w.0), Some(Work::NodeStatus(2)));
+        assert!(!l.finished(&Work::NodeStatus(2)));
         // Added while running: not handed out again until the run ends.
         l.due(pod("a"), t);
         assert_eq!(l.next(slots), None);
         assert!(l.finished(&pod("a")), "a was added while it ran");
         assert_eq!(l.next(slots).map(|w| w.0), Some(pod("b")));
         assert!(!l.finished(&pod("b")));
-        assert!(!l.finished(&Work::Lease(1)));
         assert_eq!(l.next(slots), None);
     }
 
@@ -247,6 +279,7 @@ mod tests {
         let token = CancellationToken::new();
         let (q, join) = start(
             2,
+            1,
             token.clone(),
             alive(&token),
             |_| {},
@@ -293,6 +326,7 @@ mod tests {
         let token = CancellationToken::new();
         let (q, join) = start(
             8,
+            1,
             token.clone(),
             alive(&token),
             |_| {},
@@ -355,7 +389,7 @@ mod tests {
                 v.push(w.clone());
             }
         };
-        let (q, join) = start(2, token.clone(), alive(&token), on_panic, move |w, _| {
+        let (q, join) = start(2, 1, token.clone(), alive(&token), on_panic, move |w, _| {
             let d = d.clone();
             async move {
                 let Work::Pod(name) = w else { return };
@@ -395,7 +429,7 @@ mod tests {
         let health = telemetry::Health::default();
         let token = CancellationToken::new();
         let guard = health.guard("queue dispatcher", token.clone());
-        let (_q, join) = start(2, token.clone(), guard, |_| {}, |_, _| async {});
+        let (_q, join) = start(2, 1, token.clone(), guard, |_| {}, |_, _| async {});
         tokio::task::yield_now().await;
         assert_eq!(health.check(), Ok(()));
         join.abort();
