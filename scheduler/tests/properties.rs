@@ -103,8 +103,17 @@ fn full_node() -> BoxedStrategy<Value> {
 /// ExtenderArgs as kube-scheduler spells it, in any key case, with parts that may be anything.
 fn extender_args() -> impl Strategy<Value = Value> {
     let names = mostly(proptest::collection::vec(node_name(), 0..8).prop_map(|v| json!(v)));
+    // A NodeList names each node once (kube-scheduler sends its node snapshot); two items with
+    // one name and different labels are not a request it can make.
     let nodes = mostly(
-        proptest::collection::vec(full_node(), 0..5).prop_map(|items| json!({"items": items})),
+        proptest::collection::vec(full_node(), 0..5).prop_map(|mut items| {
+            let mut seen = BTreeSet::new();
+            items.retain(|n| match n["metadata"]["name"].as_str() {
+                Some(name) => seen.insert(name.to_owned()),
+                None => true,
+            });
+            json!({"items": items})
+        }),
     );
     let keys = prop_oneof![
         Just(("Pod", "NodeNames", "Nodes")),
