@@ -345,13 +345,8 @@ async fn watch_namespaces(client: Client, cache: Arc<Cache>, recorder: Recorder)
 
 /// Event notes are limited to 1 kB.
 fn truncate(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut cut = max;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-    }
+    let cut = telemetry::char_prefix(&s, max).len();
+    s.truncate(cut);
     s
 }
 

@@ -308,11 +308,7 @@ impl fmt::Display for Cut<'_> {
         if self.0.len() <= MAX {
             return f.write_str(self.0);
         }
-        let mut end = MAX;
-        while !self.0.is_char_boundary(end) {
-            end -= 1;
-        }
-        write!(f, "{}…", &self.0[..end])
+        write!(f, "{}…", telemetry::char_prefix(self.0, MAX))
     }
 }
 

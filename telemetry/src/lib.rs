@@ -67,6 +67,19 @@ pub fn shutdown_token() -> CancellationToken {
     token
 }
 
+/// The longest prefix of `s` within `max` bytes that ends on a char boundary: for the messages,
+/// Event notes and warnings whose size the API bounds, cut without splitting a UTF-8 sequence.
+pub fn char_prefix(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Readiness shared between the component that knows (a cache that synced, a certificate that
 /// loaded) and the `/readyz` route.
 #[derive(Clone, Default, Debug)]
@@ -154,6 +167,22 @@ mod tests {
         let status = resp.status();
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[test]
+    fn char_prefix_never_splits_a_char() {
+        let cases = [
+            ("short", 10, "short"),
+            ("exact", 5, "exact"),
+            ("abcdef", 3, "abc"),
+            ("aé", 2, "a"),
+            ("aé", 3, "aé"),
+            ("", 0, ""),
+            ("é", 0, ""),
+        ];
+        for (s, max, want) in cases {
+            assert_eq!(char_prefix(s, max), want, "{s:?} at {max}");
+        }
     }
 
     #[tokio::test]

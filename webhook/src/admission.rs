@@ -56,10 +56,7 @@ pub const MAX_ERROR_LEN: usize = 512;
 pub fn parse(body: &[u8]) -> Result<AdmissionRequest, String> {
     parse_unbounded(body).map_err(|mut message| {
         if message.len() > MAX_ERROR_LEN {
-            let mut end = MAX_ERROR_LEN - '…'.len_utf8();
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
+            let end = telemetry::char_prefix(&message, MAX_ERROR_LEN - '…'.len_utf8()).len();
             message.truncate(end);
             message.push('…');
         }

@@ -188,12 +188,7 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
 
 /// Warnings over 256 characters may be cut by the apiserver; cut them ourselves on a char edge.
 fn truncate(mut s: String) -> String {
-    if s.len() > 250 {
-        let mut end = 250;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    let end = telemetry::char_prefix(&s, 250).len();
+    s.truncate(end);
     s
 }
