@@ -25,11 +25,13 @@ struct Args {
     /// Extra DNS names or IPs, comma-separated (e.g. 127.0.0.1).
     #[arg(long, env = "MOCK_KIND_CERTS_EXTRA_SANS", value_delimiter = ',')]
     extra_san: Vec<String>,
-    /// Serving certificate lifetime in days.
-    #[arg(long, env = "MOCK_KIND_CERTS_VALIDITY_DAYS", default_value_t = 365)]
+    /// Serving certificate lifetime in days (1–3650).
+    #[arg(long, env = "MOCK_KIND_CERTS_VALIDITY_DAYS", default_value_t = 365,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_VALIDITY_DAYS))]
     validity_days: u64,
-    /// CA lifetime in days.
-    #[arg(long, env = "MOCK_KIND_CERTS_CA_VALIDITY_DAYS", default_value_t = 3650)]
+    /// CA lifetime in days (1–36500).
+    #[arg(long, env = "MOCK_KIND_CERTS_CA_VALIDITY_DAYS", default_value_t = 3650,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_CA_VALIDITY_DAYS))]
     ca_validity_days: u64,
     /// Write ca.crt, tls.crt and tls.key into this directory.
     #[arg(long, env = "MOCK_KIND_CERTS_OUT_DIR")]
@@ -37,8 +39,9 @@ struct Args {
     /// Create (or renew when expiring within the margin) this Secret in --namespace.
     #[arg(long, env = "MOCK_KIND_CERTS_SECRET")]
     secret: Option<String>,
-    /// Renew a Secret whose certificate expires within this many days.
-    #[arg(long, env = "MOCK_KIND_CERTS_RENEW_MARGIN_DAYS", default_value_t = 30)]
+    /// Renew a Secret whose certificate expires within this many days (0–3650).
+    #[arg(long, env = "MOCK_KIND_CERTS_RENEW_MARGIN_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_VALIDITY_DAYS))]
     renew_margin_days: u64,
     /// Set the caBundle of this MutatingWebhookConfiguration (needs --secret or --out-dir).
     #[arg(long, env = "MOCK_KIND_CERTS_WEBHOOK_CONFIG")]
@@ -49,6 +52,10 @@ struct Args {
 }
 
 const DAY: u64 = 24 * 3600;
+// Bounds keep `days * DAY` and `now + validity` far from overflow (a panic before this), and
+// within what X.509 GeneralizedTime and clients accept.
+const MAX_VALIDITY_DAYS: u64 = 3650;
+const MAX_CA_VALIDITY_DAYS: u64 = 36500;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -86,4 +93,34 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(webhook_config = %mwc, changed, "caBundle ensured");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_out_of_range_are_refused_at_parse_time() {
+        let cases: &[(&str, &[&str], bool)] = &[
+            ("defaults", &[], true),
+            ("longest serving cert", &["--validity-days=3650"], true),
+            ("zero days", &["--validity-days=0"], false),
+            (
+                "serving cert overflowing u64 seconds",
+                &["--validity-days=213503982334601"],
+                false,
+            ),
+            ("CA beyond a century", &["--ca-validity-days=36501"], false),
+            ("margin of ten years", &["--renew-margin-days=3650"], true),
+            (
+                "margin beyond",
+                &["--renew-margin-days=18446744073709551615"],
+                false,
+            ),
+        ];
+        for (name, extra, ok) in cases {
+            let argv = std::iter::once("mock-kind-certs").chain(extra.iter().copied());
+            assert_eq!(Args::try_parse_from(argv).is_ok(), *ok, "{name}");
+        }
+    }
 }
