@@ -31,7 +31,7 @@ use status::Builder;
 pub use containers::normalize_image;
 pub use references::{ObjRef, RefKind, RefState, references};
 pub use restarts::crash_loop_at;
-pub use status::{qos_class, status_differs};
+pub use status::{host_network, qos_class, status_differs};
 
 /// Settings that are the same for every pod of a process.
 #[derive(Debug, Clone, Copy, PartialEq)]

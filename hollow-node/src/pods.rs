@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SecretRefs;
 use crate::metrics::Phase;
 use crate::pod_status::{
-    EventKind, ObjRef, Outcome, PodContext, RefKind, RefState, evaluate, pod_key,
+    EventKind, ObjRef, Outcome, PodContext, RefKind, RefState, evaluate, host_network, pod_key,
 };
 use crate::queue::Work;
 use crate::retry::{self, Failure};
@@ -242,6 +242,7 @@ fn upsert(shared: &Shared, pod: Pod, live: bool) -> Option<Arc<str>> {
     // Restart adoption: an IP the pod already carries is reserved before anything new is
     // handed out.
     if let Some(ip) = pod_ip(&pod)
+        && !host_network(&pod)
         && let Ok(mut st) = shared.nodes[idx as usize].state.lock()
         && !st.ipam.adopt(&uid, ip)
     {
@@ -396,6 +397,8 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
     // An IP already on the pod is never changed (adopted in `upsert` when it was free);
     // otherwise the node's allocator hands one out (the same one on every evaluation).
     let ip = match pod_ip(&pod) {
+        // The node's address, not ours to allocate.
+        _ if host_network(&pod) => None,
         Some(ip) => Some(ip),
         None => {
             let Ok(mut st) = shared.nodes[idx].state.lock() else {

@@ -272,10 +272,12 @@ fn build_status(
     if !conditions.iter().any(|c| c.type_ == "PodScheduled") {
         conditions.push(condition("PodScheduled", true, None, None, now, prev));
     }
-    let ip = if a.with_ip {
-        ctx.pod_ip.map(|ip| ip.to_string())
-    } else {
-        None
+    // A hostNetwork pod shares the node's network namespace: the kubelet reports the node's
+    // InternalIP as its IP, with no allocation from the podCIDR.
+    let ip = match (a.with_ip, host_network(pod)) {
+        (false, _) => None,
+        (true, true) => Some(ctx.host_ip.to_string()),
+        (true, false) => ctx.pod_ip.map(|ip| ip.to_string()),
     };
     PodStatus {
         phase: Some(a.phase),
@@ -291,6 +293,14 @@ fn build_status(
         init_container_statuses: init_statuses,
         ..Default::default()
     }
+}
+
+/// Whether the pod uses the node's network namespace (`spec.hostNetwork`).
+pub fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
 }
 
 /// Whether writing `desired` would change the pod's status: compares the fields we set.
