@@ -10,7 +10,9 @@
 //! `containers` (one container's status) and `status` (the pod-level status).
 
 mod containers;
+mod per_container;
 mod phases;
+mod probes;
 mod references;
 mod restarts;
 mod status;
@@ -67,6 +69,14 @@ pub enum EventKind {
     CreateContainerConfig,
     /// A container exited and waits out the restart back-off.
     BackOff,
+    /// A readiness probe failed (Unhealthy).
+    ReadinessFailed,
+    /// A liveness probe failed `failureThreshold` times: the container is killed (Unhealthy).
+    LivenessFailed,
+    /// A startup probe failed `failureThreshold` times: the container is killed (Unhealthy).
+    StartupFailed,
+    /// The kubelet kills a container that failed its liveness or startup probe.
+    Killing,
 }
 
 impl EventKind {
@@ -77,6 +87,10 @@ impl EventKind {
             EventKind::FailedMount => "FailedMount",
             EventKind::CreateContainerConfig => "Failed",
             EventKind::BackOff => "BackOff",
+            EventKind::ReadinessFailed | EventKind::LivenessFailed | EventKind::StartupFailed => {
+                "Unhealthy"
+            }
+            EventKind::Killing => "Killing",
         }
     }
 
@@ -87,12 +101,25 @@ impl EventKind {
             EventKind::CreateContainerConfig => "CreateContainer",
             EventKind::BackOff => "StartContainer",
             EventKind::InvalidAnnotation => "Sync",
+            EventKind::ReadinessFailed | EventKind::LivenessFailed | EventKind::StartupFailed => {
+                "Probe"
+            }
+            EventKind::Killing => "KillContainer",
         }
     }
 
-    /// Every kind we record is a Warning.
+    /// Every kind but Killing (Normal) is a Warning.
     pub fn warning(self) -> bool {
-        true
+        self != EventKind::Killing
+    }
+
+    /// Recorded at every look while the condition lasts (the glue lets one through per quiet
+    /// period); the others mark one transition each (a kill) and are always recorded.
+    pub fn repeats(self) -> bool {
+        !matches!(
+            self,
+            EventKind::LivenessFailed | EventKind::StartupFailed | EventKind::Killing
+        )
     }
 
     /// The pod waits for a referenced object: the glue looks at it again when one changes.

@@ -478,7 +478,12 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
                     .observe(at.elapsed().as_secs_f64());
             }
         }
-        let first = outcome.events.first().map(|ev| ev.kind);
+        // Kills are recorded each time; conditions that last, once per quiet period.
+        let first = outcome
+            .events
+            .iter()
+            .find(|ev| ev.kind.repeats())
+            .map(|ev| ev.kind);
         let quiet = shared.config.pods.retry_missing / 2;
         let publish = match (first, e.last_event) {
             (None, _) => false,
@@ -498,9 +503,14 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
         }
         publish
     };
-    if publish {
+    let to_publish: Vec<_> = outcome
+        .events
+        .iter()
+        .filter(|ev| publish || !ev.kind.repeats())
+        .collect();
+    if !to_publish.is_empty() {
         let reference = object_ref(&pod);
-        for ev in &outcome.events {
+        for ev in to_publish {
             if ev.kind == EventKind::InvalidAnnotation {
                 shared.metrics.invalid_annotations.inc();
                 tracing::warn!(pod = %key, message = %ev.message, "annotation ignored");

@@ -56,8 +56,10 @@ pub enum Run {
         reason: &'static str,
         message: Option<String>,
     },
+    /// Running; `started` false while a startup probe has not passed (then never ready).
     Running {
         ready: bool,
+        started: bool,
     },
     CrashLoop {
         restarts: i32,
@@ -73,6 +75,7 @@ pub enum Run {
         restarts: i32,
         running_since: Option<Time>,
         ready: bool,
+        started: bool,
         backoff: Duration,
         last: Option<Exit>,
     },
@@ -180,15 +183,15 @@ pub fn container_status(
             None,
             None,
         ),
-        Run::Running { ready } => (
+        Run::Running { ready, started } => (
             ContainerState {
                 running: Some(ContainerStateRunning {
                     started_at: prev_started.or(Some(now.clone())),
                 }),
                 ..Default::default()
             },
-            *ready,
-            true,
+            *ready && *started,
+            *started,
             Some(container_id),
             None,
         ),
@@ -243,6 +246,7 @@ pub fn container_status(
         Run::Restarting {
             running_since,
             ready,
+            started,
             backoff,
             last,
             ..
@@ -272,8 +276,8 @@ pub fn container_status(
                         }),
                         ..Default::default()
                     },
-                    *ready,
-                    true,
+                    *ready && *started,
+                    *started,
                     Some(container_id),
                     last,
                 ),

@@ -97,6 +97,8 @@ fn condition(
 pub struct BuildArgs<'a> {
     pub phase: String,
     pub run: &'a Run,
+    /// Containers whose run differs from `run` (probes, probe kills), by name.
+    pub per_container: Option<&'a BTreeMap<String, Run>>,
     pub initialized: bool,
     pub with_ip: bool,
     /// Reason on Ready/ContainersReady when they are False.
@@ -137,6 +139,7 @@ impl<'a, 'c> Builder<'a, 'c> {
         self.build(BuildArgs {
             phase: "Pending".into(),
             run: &run,
+            per_container: None,
             // Without init containers the kubelet reports Initialized at once.
             initialized: self
                 .pod
@@ -162,7 +165,13 @@ fn build_status(
     containers.sort_by(|x, y| x.name.cmp(&y.name));
     let container_statuses: Vec<ContainerStatus> = containers
         .iter()
-        .map(|c| container_status(id, c, a.run, now, previous_container(prev, &c.name, false)))
+        .map(|c| {
+            let run = a
+                .per_container
+                .and_then(|runs| runs.get(&c.name))
+                .unwrap_or(a.run);
+            container_status(id, c, run, now, previous_container(prev, &c.name, false))
+        })
         .collect();
     let init_statuses: Option<Vec<ContainerStatus>> = spec
         .init_containers
