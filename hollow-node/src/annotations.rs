@@ -1,6 +1,8 @@
 //! Per-pod lifecycle annotations: kube-mock's names (`zhizuqiu.github.com/…`) and ours
 //! (`mock-kind.io/…`), parsed into a [`Lifecycle`] once per evaluation.
 
+pub mod init;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

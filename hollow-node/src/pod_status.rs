@@ -10,6 +10,7 @@
 //! `containers` (one container's status) and `status` (the pod-level status).
 
 mod containers;
+mod init;
 mod per_container;
 mod phases;
 mod probes;
@@ -192,7 +193,7 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
     let Some(spec) = pod.spec.as_ref() else {
         return Outcome::default();
     };
-    let b = Builder::new(pod, ctx);
+    let mut b = Builder::new(pod, ctx);
     let (lifecycle, invalid) = Lifecycle::parse(
         &key,
         pod.metadata
@@ -245,6 +246,20 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
         if ctx.now < due {
             let requeue = time_diff(due, ctx.now).max(MIN_REQUEUE);
             return waiting("ContainerCreating", None, false, events, requeue);
+        }
+    }
+    match init::progress(&b, spec) {
+        init::Init::Settled => {}
+        init::Init::Done(runs) => b.init_runs = Some(runs),
+        init::Init::Pending {
+            runs,
+            failed,
+            next,
+            events: more,
+        } => {
+            b.init_runs = Some(runs);
+            events.extend(more);
+            return init::pending(&b, failed, next, events);
         }
     }
     phases::running(&b, spec, &lifecycle, events)

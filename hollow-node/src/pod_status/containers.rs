@@ -69,6 +69,13 @@ pub enum Run {
         reason: &'static str,
         exit_code: i32,
     },
+    /// Exited for good at a known moment (init containers), after `restarts` restarts; `last`
+    /// is the run before.
+    Exited {
+        exit: Exit,
+        restarts: i32,
+        last: Option<Exit>,
+    },
     /// Restarted by the kubelet: running since `running_since`, or (`None`) waiting out
     /// `backoff` after its last exit.
     Restarting {
@@ -159,7 +166,9 @@ pub fn container_status(
         .and_then(|s| s.running.as_ref())
         .and_then(|r| r.started_at.clone());
     let restarts = match run {
-        Run::CrashLoop { restarts, .. } | Run::Restarting { restarts, .. } => *restarts,
+        Run::CrashLoop { restarts, .. }
+        | Run::Restarting { restarts, .. }
+        | Run::Exited { restarts, .. } => *restarts,
         _ => prev.map(|p| p.restart_count).unwrap_or(0),
     };
     let id_of = |restarts: i32| {
@@ -241,6 +250,27 @@ pub fn container_status(
                 Some(container_id),
                 // A restarted container stopped for good keeps its previous run.
                 prev.and_then(|p| p.last_state.clone()),
+            )
+        }
+        Run::Exited { exit, last, .. } => {
+            let terminated = |e: &Exit, id: String| ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: e.exit_code,
+                    reason: Some(e.reason.into()),
+                    started_at: Some(e.started.clone()),
+                    finished_at: Some(e.finished.clone()),
+                    container_id: Some(id),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            (
+                terminated(exit, container_id.clone()),
+                false,
+                false,
+                Some(container_id),
+                last.as_ref()
+                    .map(|l| terminated(l, id_of(restarts.saturating_sub(1)))),
             )
         }
         Run::Restarting {

@@ -127,7 +127,7 @@ fn scripted_exit(
     }
 }
 
-fn back_off_event() -> PodEvent {
+pub fn back_off_event() -> PodEvent {
     PodEvent {
         kind: EventKind::BackOff,
         message: "Back-off restarting failed container".into(),

@@ -112,6 +112,9 @@ pub struct Builder<'a, 'c> {
     pub prev: PodStatus,
     pub now: Time,
     pub id: PodId,
+    /// The init containers' runs, when the init sequence decided them (else: all Completed
+    /// once initialized, waiting PodInitializing before).
+    pub init_runs: Option<Vec<Run>>,
 }
 
 impl<'a, 'c> Builder<'a, 'c> {
@@ -122,11 +125,15 @@ impl<'a, 'c> Builder<'a, 'c> {
             prev: pod.status.clone().unwrap_or_default(),
             now: Time(seconds(ctx.now)),
             id: PodId::of(pod),
+            init_runs: None,
         }
     }
 
     pub fn build(&self, a: BuildArgs<'_>) -> PodStatus {
-        build_status(self.pod, self.ctx, &self.prev, &self.now, &self.id, a)
+        let init_runs = self.init_runs.as_deref();
+        build_status(
+            self.pod, self.ctx, &self.prev, &self.now, &self.id, init_runs, a,
+        )
     }
 
     /// `desired`, if writing it would change the pod's status.
@@ -158,6 +165,7 @@ fn build_status(
     prev: &PodStatus,
     now: &Time,
     id: &PodId,
+    init_runs: Option<&[Run]>,
     a: BuildArgs<'_>,
 ) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
@@ -180,7 +188,21 @@ fn build_status(
         .map(|inits| {
             inits
                 .iter()
-                .map(|c| {
+                .enumerate()
+                .map(|(i, c)| {
+                    let decided = init_runs.and_then(|runs| runs.get(i));
+                    if let Some(run) = decided {
+                        let mut s = container_status(
+                            id,
+                            c,
+                            run,
+                            now,
+                            previous_container(prev, &c.name, true),
+                        );
+                        // An init container is ready once it exited 0.
+                        s.ready = matches!(run, Run::Exited { exit, .. } if exit.exit_code == 0);
+                        return s;
+                    }
                     let run = if a.initialized {
                         Run::Terminated {
                             reason: "Completed",
@@ -251,12 +273,25 @@ fn build_status(
             .clone()
             .unwrap_or("ContainersNotReady".into())
     });
+    // The kubelet names the init containers that have not exited 0.
+    let incomplete: Vec<&str> = init_statuses
+        .iter()
+        .flatten()
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
+    let init_message = (!a.initialized && !incomplete.is_empty()).then(|| {
+        format!(
+            "containers with incomplete status: [{}]",
+            incomplete.join(" ")
+        )
+    });
     let mut conditions = vec![
         condition(
             "Initialized",
             a.initialized,
             (!a.initialized).then(|| "ContainersNotInitialized".into()),
-            None,
+            init_message,
             now,
             prev,
         ),
