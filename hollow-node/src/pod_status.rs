@@ -32,7 +32,7 @@ use containers::Run;
 use status::Builder;
 
 pub use containers::normalize_image;
-pub use references::{ObjRef, RefKind, RefState, references};
+pub use references::{ObjRef, RefKind, RefState, has_key, references};
 pub use restarts::crash_loop_at;
 pub use status::{host_network, qos_class, status_differs};
 
@@ -231,7 +231,11 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
         requeue: Some(requeue),
         delete: false,
     };
-    if let Some(held) = references::held(&references(pod), ctx.lookup) {
+    if let Some(held) = references::held(
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        &references(pod),
+        ctx.lookup,
+    ) {
         events.extend(held.events);
         return waiting(
             held.reason,
