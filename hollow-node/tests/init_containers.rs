@@ -60,13 +60,8 @@ async fn statuses_until(kubeconfig: &Path, name: &str, last: &str) -> BTreeSet<S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_containers_as_kubectl_shows_them() {
-    let cp = e2e::ControlPlane::start(e2e::Options::default())
-        .await
-        .expect("control plane");
+    let (cp, hollow) = common::cluster("hn-init", 2, "init").await;
     let client = cp.client();
-    let hollow = common::start(common::config(&cp, "hn-init", 2)).await;
-    common::wait_nodes_ready(&client, "hn-init", 2, Duration::from_secs(60)).await;
-    common::create_namespace(&client, "init").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "init");
     let kubeconfig = cp.kubeconfig();
     for p in [

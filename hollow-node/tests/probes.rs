@@ -28,22 +28,6 @@ fn started_at(p: &Pod) -> Option<jiff::Timestamp> {
     Some(c.state.as_ref()?.running.as_ref()?.started_at.as_ref()?.0)
 }
 
-async fn wait_event(events: &Api<Event>, pod: &str, reason: &str) -> Event {
-    e2e::wait_for(
-        Duration::from_secs(60),
-        &format!("{reason} event for {pod}"),
-        || async {
-            let list = events.list(&ListParams::default()).await?;
-            Ok(list.items.into_iter().find(|e| {
-                e.reason.as_deref() == Some(reason)
-                    && e.involved_object.name.as_deref() == Some(pod)
-            }))
-        },
-    )
-    .await
-    .expect(reason)
-}
-
 /// Whether the Endpoints of `svc` list `ip` among the ready addresses (`Some(true)`), the
 /// not-ready ones (`Some(false)`), or not at all.
 async fn endpoint_state(api: &Api<Endpoints>, svc: &str, ip: &str) -> Option<bool> {
@@ -63,13 +47,8 @@ async fn endpoint_state(api: &Api<Endpoints>, svc: &str, ip: &str) -> Option<boo
 
 #[tokio::test(flavor = "multi_thread")]
 async fn probes_drive_rollouts_endpoints_and_restarts() {
-    let cp = e2e::ControlPlane::start(e2e::Options::default())
-        .await
-        .expect("control plane");
+    let (cp, hollow) = common::cluster("hn-probe", 3, "probes").await;
     let client = cp.client();
-    let hollow = common::start(common::config(&cp, "hn-probe", 3)).await;
-    common::wait_nodes_ready(&client, "hn-probe", 3, Duration::from_secs(60)).await;
-    common::create_namespace(&client, "probes").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "probes");
     let events: Api<Event> = Api::namespaced(client.clone(), "probes");
 
@@ -125,7 +104,7 @@ async fn probes_drive_rollouts_endpoints_and_restarts() {
         .await
         .expect(what);
     }
-    let unhealthy = wait_event(&events, "flaky", "Unhealthy").await;
+    let unhealthy = common::wait_event(&events, "flaky", "Unhealthy").await;
     assert_eq!(unhealthy.type_.as_deref(), Some("Warning"));
     assert_eq!(
         unhealthy.message.as_deref(),
@@ -163,13 +142,13 @@ async fn probes_drive_rollouts_endpoints_and_restarts() {
         (last.reason.as_deref(), last.exit_code),
         (Some("Error"), 137)
     );
-    let killing = wait_event(&events, "sick", "Killing").await;
+    let killing = common::wait_event(&events, "sick", "Killing").await;
     assert_eq!(killing.type_.as_deref(), Some("Normal"));
     assert_eq!(
         killing.message.as_deref(),
         Some("Container app failed liveness probe, will be restarted")
     );
-    let unhealthy = wait_event(&events, "sick", "Unhealthy").await;
+    let unhealthy = common::wait_event(&events, "sick", "Unhealthy").await;
     assert_eq!(
         unhealthy.message.as_deref(),
         Some("Liveness probe failed: HTTP probe failed with statuscode: 503")

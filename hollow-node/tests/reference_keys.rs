@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 fn waiting(p: &Pod) -> Option<(String, Option<String>)> {
@@ -17,26 +15,10 @@ fn waiting(p: &Pod) -> Option<(String, Option<String>)> {
     Some((w.reason.clone()?, w.message.clone()))
 }
 
-async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) -> Pod {
-    let check = &check;
-    e2e::wait_for(
-        Duration::from_secs(60),
-        &format!("{name}: {what}"),
-        || async move { Ok(pods.get_opt(name).await?.filter(|p| check(p))) },
-    )
-    .await
-    .expect(what)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_keys_hold_pods_until_added() {
-    let cp = e2e::ControlPlane::start(e2e::Options::default())
-        .await
-        .expect("control plane");
+    let (cp, hollow) = common::cluster("hn-keys", 2, "keys").await;
     let client = cp.client();
-    let hollow = common::start(common::config(&cp, "hn-keys", 2)).await;
-    common::wait_nodes_ready(&client, "hn-keys", 2, Duration::from_secs(60)).await;
-    common::create_namespace(&client, "keys").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "keys");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "keys");
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "keys");
@@ -73,7 +55,7 @@ async fn missing_keys_hold_pods_until_added() {
             .expect("create pod");
     }
 
-    let p = wait_pod(&pods, "env-key", "CreateContainerConfigError", |p| {
+    let p = common::wait_pod(&pods, "env-key", "CreateContainerConfigError", |p| {
         waiting(p).is_some_and(|(r, _)| r == "CreateContainerConfigError")
     })
     .await;
@@ -81,21 +63,13 @@ async fn missing_keys_hold_pods_until_added() {
         waiting(&p).and_then(|(_, m)| m).as_deref(),
         Some("couldn't find key password in Secret keys/db")
     );
-    let p = wait_pod(&pods, "volume-key", "ContainerCreating", |p| {
+    let p = common::wait_pod(&pods, "volume-key", "ContainerCreating", |p| {
         waiting(p).is_some_and(|(r, _)| r == "ContainerCreating")
     })
     .await;
     assert_eq!(common::phase(&p), "Pending");
     let events: Api<Event> = Api::namespaced(client.clone(), "keys");
-    let ev = e2e::wait_for(Duration::from_secs(30), "FailedMount event", || async {
-        let list = events.list(&ListParams::default()).await?;
-        Ok(list.items.into_iter().find(|e| {
-            e.reason.as_deref() == Some("FailedMount")
-                && e.involved_object.name.as_deref() == Some("volume-key")
-        }))
-    })
-    .await
-    .expect("FailedMount event");
+    let ev = common::wait_event(&events, "volume-key", "FailedMount").await;
     assert_eq!(
         ev.message.as_deref(),
         Some(
@@ -120,7 +94,7 @@ async fn missing_keys_hold_pods_until_added() {
     .await
     .expect("add configmap key");
     for name in ["env-key", "volume-key"] {
-        wait_pod(&pods, name, "Running and Ready", |p| {
+        common::wait_pod(&pods, name, "Running and Ready", |p| {
             common::phase(p) == "Running" && common::pod_ready(p)
         })
         .await;

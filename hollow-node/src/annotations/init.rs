@@ -72,15 +72,9 @@ pub fn parse(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::ann;
     use super::*;
     use proptest::prelude::*;
-
-    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn scripts() {

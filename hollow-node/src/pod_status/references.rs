@@ -84,49 +84,28 @@ pub fn references(pod: &Pod) -> Vec<ObjRef> {
     // A volume source maps some keys (`items`) or all of them.
     for v in spec.volumes.iter().flatten() {
         let vol = Some(v.name.as_str());
-        if let Some(s) = &v.secret {
-            let name = s.secret_name.as_deref().unwrap_or_default();
-            push(
-                RefKind::Secret,
-                name,
-                vol,
-                keys(&s.items),
-                s.optional.unwrap_or(false),
-            );
-        }
-        if let Some(c) = &v.config_map {
-            push(
-                RefKind::ConfigMap,
-                &c.name,
-                vol,
-                keys(&c.items),
-                c.optional.unwrap_or(false),
-            );
-        }
         if let Some(c) = &v.persistent_volume_claim {
             push(RefKind::Pvc, &c.claim_name, vol, vec![None], false);
         }
-        if let Some(p) = &v.projected {
-            for src in p.sources.iter().flatten() {
-                if let Some(s) = &src.secret {
-                    push(
-                        RefKind::Secret,
-                        &s.name,
-                        vol,
-                        keys(&s.items),
-                        s.optional.unwrap_or(false),
-                    );
-                }
-                if let Some(c) = &src.config_map {
-                    push(
-                        RefKind::ConfigMap,
-                        &c.name,
-                        vol,
-                        keys(&c.items),
-                        c.optional.unwrap_or(false),
-                    );
-                }
+        // Secret and ConfigMap sources, direct or projected: (kind, name, items, optional).
+        let mut sources = Vec::new();
+        if let Some(s) = &v.secret {
+            let name = s.secret_name.as_deref().unwrap_or_default();
+            sources.push((RefKind::Secret, name, &s.items, s.optional));
+        }
+        if let Some(c) = &v.config_map {
+            sources.push((RefKind::ConfigMap, c.name.as_str(), &c.items, c.optional));
+        }
+        for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(s) = &src.secret {
+                sources.push((RefKind::Secret, s.name.as_str(), &s.items, s.optional));
             }
+            if let Some(c) = &src.config_map {
+                sources.push((RefKind::ConfigMap, c.name.as_str(), &c.items, c.optional));
+            }
+        }
+        for (kind, name, items, optional) in sources {
+            push(kind, name, vol, keys(items), optional.unwrap_or(false));
         }
     }
     let containers = spec
