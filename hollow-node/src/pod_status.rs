@@ -1,13 +1,15 @@
 //! The status a kubelet would report for a pod bound to one of our nodes: a pure function of the
 //! pod (spec, status, annotations), the clock, the pod's IP and whether the Secrets, ConfigMaps
-//! and PersistentVolumeClaims it references exist.
+//! (and the keys of them it names) and PersistentVolumeClaims it references exist.
 //!
 //! Timestamps already in the status are kept when the state they describe did not change, so a
 //! second evaluation of a pod we already wrote yields the same status and no write.
 //!
 //! [`evaluate`] is the entry point; the rules live in submodules by concern: `references`
-//! (missing objects), `phases` (deletion, completion, restart policy), `restarts` (the back-off),
-//! `containers` (one container's status) and `status` (the pod-level status).
+//! (missing objects and keys), `init` (init containers in order), `phases` (deletion,
+//! completion, restart policy), `restarts` (the back-off), `probes` (the prober's timing),
+//! `per_container` (each container under its probes, liveness kills), `containers` (one
+//! container's status) and `status` (the pod-level status).
 
 mod containers;
 mod init;
