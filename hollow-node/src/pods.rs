@@ -254,6 +254,8 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
     let mut requeue = outcome.requeue;
     let mut wrote_ready = false;
     let mut write_failed_now = false;
+    // The Pod as the apiserver answered our write.
+    let mut written: Option<Pod> = None;
     if let Some(status) = &outcome.status {
         let ready = status.phase.as_deref() == Some("Running")
             && status
@@ -269,9 +271,10 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
             )
             .await
         {
-            Ok(_) => {
+            Ok(updated) => {
                 shared.metrics.status_writes.inc();
                 wrote_ready = ready;
+                written = Some(updated);
             }
             Err(e) if is_not_found(&e) => return,
             Err(e) => {
@@ -318,6 +321,14 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
                 true
             }
         };
+        // Until the watch brings it, the next look (a requeue may come first under load) starts
+        // from what we wrote, not from the status before it: a kill or a back-off is decided and
+        // recorded once.
+        if let Some(updated) = written.take()
+            && e.pod.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pod))
+        {
+            e.pod = Some(Arc::new(strip(updated)));
+        }
         // Settled: nothing written, nothing ahead. Drop the Pod unless a newer one arrived.
         if outcome.status.is_none()
             && requeue.is_none()
