@@ -97,6 +97,23 @@ pub struct Exit {
     pub finished: Time,
 }
 
+impl Exit {
+    /// The terminated state of the container `id` that ended so.
+    fn state(&self, id: String) -> ContainerState {
+        ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: self.exit_code,
+                reason: Some(self.reason.into()),
+                started_at: Some(self.started.clone()),
+                finished_at: Some(self.finished.clone()),
+                container_id: Some(id),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
 /// The pod as the kubelet names it in messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodId {
@@ -252,27 +269,14 @@ pub fn container_status(
                 prev.and_then(|p| p.last_state.clone()),
             )
         }
-        Run::Exited { exit, last, .. } => {
-            let terminated = |e: &Exit, id: String| ContainerState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: e.exit_code,
-                    reason: Some(e.reason.into()),
-                    started_at: Some(e.started.clone()),
-                    finished_at: Some(e.finished.clone()),
-                    container_id: Some(id),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            (
-                terminated(exit, container_id.clone()),
-                false,
-                false,
-                Some(container_id),
-                last.as_ref()
-                    .map(|l| terminated(l, id_of(restarts.saturating_sub(1)))),
-            )
-        }
+        Run::Exited { exit, last, .. } => (
+            exit.state(container_id.clone()),
+            false,
+            false,
+            Some(container_id),
+            last.as_ref()
+                .map(|l| l.state(id_of(restarts.saturating_sub(1)))),
+        ),
         Run::Restarting {
             running_since,
             ready,
@@ -287,17 +291,7 @@ pub fn container_status(
                 Some(_) => id_of(restarts.saturating_sub(1)),
                 None => container_id.clone(),
             };
-            let last = last.as_ref().map(|e| ContainerState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: e.exit_code,
-                    reason: Some(e.reason.into()),
-                    started_at: Some(e.started.clone()),
-                    finished_at: Some(e.finished.clone()),
-                    container_id: Some(last_id),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
+            let last = last.as_ref().map(|e| e.state(last_id));
             match running_since {
                 Some(t) => (
                     ContainerState {
