@@ -1,6 +1,8 @@
 //! Per-pod lifecycle annotations: kube-mock's names (`zhizuqiu.github.com/…`) and ours
 //! (`mock-kind.io/…`), parsed into a [`Lifecycle`] once per evaluation.
 
+pub mod init;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -17,6 +19,18 @@ pub const DELAY_FAILED: &str = "delayFailed";
 pub const CRASH_LOOP: &str = "crashLoop";
 /// `mock-kind.io/neverReady: "true"`: containers run but never pass readiness.
 pub const NEVER_READY: &str = "neverReady";
+/// `mock-kind.io/readinessFailAfter: 30s`: containers with a readinessProbe fail it from this
+/// long after each start (not ready after `failureThreshold` failures; Endpoints drop the pod).
+pub const READINESS_FAIL_AFTER: &str = "readinessFailAfter";
+/// `mock-kind.io/readinessFailFor: 20s`: the readiness failure lasts this long, then the probe
+/// passes again (absent: for good). Needs `readinessFailAfter`.
+pub const READINESS_FAIL_FOR: &str = "readinessFailFor";
+/// `mock-kind.io/livenessFailAfter: 60s`: containers with a livenessProbe fail it from this
+/// long after each start; the kubelet kills and restarts them after `failureThreshold` failures.
+pub const LIVENESS_FAIL_AFTER: &str = "livenessFailAfter";
+/// `mock-kind.io/startupAfter: 45s`: containers with a startupProbe pass it only from this long
+/// after each start (killed and restarted when `failureThreshold` probes fail before that).
+pub const STARTUP_AFTER: &str = "startupAfter";
 /// Node annotation `mock-kind.io/health: NotReady` stops the lease and reports Ready=False.
 pub const NODE_HEALTH: &str = "mock-kind.io/health";
 
@@ -43,6 +57,11 @@ pub struct Lifecycle {
     pub delay_failed: Option<Duration>,
     pub crash_loop: Option<Duration>,
     pub never_ready: bool,
+    /// Scripted probe failures, as offsets from each start of a container.
+    pub readiness_fail_after: Option<Duration>,
+    pub readiness_fail_for: Option<Duration>,
+    pub liveness_fail_after: Option<Duration>,
+    pub startup_after: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -118,6 +137,32 @@ impl Lifecycle {
                 Ok(b) => out.never_ready = b,
                 Err(r) => errors.push(invalid(full, v, r)),
             }
+        }
+        let mut own_duration = |key: &str, positive: bool| -> Option<Duration> {
+            let (full, v) = own(key)?;
+            match parse_duration(v) {
+                Ok(d) if positive && d.is_zero() => {
+                    errors.push(invalid(full, v, "must be positive".into()));
+                    None
+                }
+                Ok(d) => Some(d),
+                Err(r) => {
+                    errors.push(invalid(full, v, r));
+                    None
+                }
+            }
+        };
+        out.readiness_fail_after = own_duration(READINESS_FAIL_AFTER, false);
+        out.readiness_fail_for = own_duration(READINESS_FAIL_FOR, true);
+        out.liveness_fail_after = own_duration(LIVENESS_FAIL_AFTER, false);
+        out.startup_after = own_duration(STARTUP_AFTER, false);
+        if out.readiness_fail_for.is_some() && out.readiness_fail_after.is_none() {
+            errors.push(invalid(
+                format!("{PREFIX}{READINESS_FAIL_FOR}"),
+                "",
+                format!("needs {READINESS_FAIL_AFTER} (ignored)"),
+            ));
+            out.readiness_fail_for = None;
         }
         if out.delay_succeeded.is_some() && out.delay_failed.is_some() {
             errors.push(invalid(
@@ -236,7 +281,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
-    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pub(super) fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -392,6 +437,58 @@ mod tests {
                 Err("choose one"),
             ),
             (
+                "probe failures",
+                vec![
+                    ("mock-kind.io/readinessFailAfter", "30s"),
+                    ("mock-kind.io/readinessFailFor", "20s"),
+                    ("mock-kind.io/livenessFailAfter", "1m"),
+                    ("mock-kind.io/startupAfter", "0s"),
+                ],
+                Ok(Lifecycle {
+                    readiness_fail_after: Some(secs(30)),
+                    readiness_fail_for: Some(secs(20)),
+                    liveness_fail_after: Some(secs(60)),
+                    startup_after: Some(secs(0)),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "readiness fails for good from the start",
+                vec![("mock-kind.io/readinessFailAfter", "0s")],
+                Ok(Lifecycle {
+                    readiness_fail_after: Some(secs(0)),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "readiness failure of zero length",
+                vec![
+                    ("mock-kind.io/readinessFailAfter", "1s"),
+                    ("mock-kind.io/readinessFailFor", "0s"),
+                ],
+                Err("mock-kind.io/readinessFailFor"),
+            ),
+            (
+                "readiness failure length alone",
+                vec![("mock-kind.io/readinessFailFor", "5s")],
+                Err("needs readinessFailAfter"),
+            ),
+            (
+                "liveness out of range",
+                vec![("mock-kind.io/livenessFailAfter", "721h")],
+                Err("mock-kind.io/livenessFailAfter"),
+            ),
+            (
+                "startup not a duration",
+                vec![("mock-kind.io/startupAfter", "later")],
+                Err("mock-kind.io/startupAfter"),
+            ),
+            (
+                "probe failures take only our prefix",
+                vec![("zhizuqiu.github.com/livenessFailAfter", "1s")],
+                Ok(Lifecycle::default()),
+            ),
+            (
                 "unrelated annotations ignored",
                 vec![("other.io/delayRunning", "x")],
                 Ok(Lifecycle::default()),
@@ -467,6 +564,10 @@ mod tests {
                         Just("mock-kind.io/delayFailed".to_string()),
                         Just("mock-kind.io/crashLoop".to_string()),
                         Just("mock-kind.io/neverReady".to_string()),
+                        Just("mock-kind.io/readinessFailAfter".to_string()),
+                        Just("mock-kind.io/readinessFailFor".to_string()),
+                        Just("mock-kind.io/livenessFailAfter".to_string()),
+                        Just("mock-kind.io/startupAfter".to_string()),
                         Just("zhizuqiu.github.com/delayRunning".to_string()),
                         "\\PC{0,40}",
                     ],
@@ -475,9 +576,15 @@ mod tests {
                 )
             ) {
                 let (l, _errors) = Lifecycle::parse("ns/p", &entries);
-                for d in [l.delay_running, l.delay_succeeded, l.delay_failed, l.crash_loop].into_iter().flatten() {
+                let all = [
+                    l.delay_running, l.delay_succeeded, l.delay_failed, l.crash_loop,
+                    l.readiness_fail_after, l.readiness_fail_for, l.liveness_fail_after, l.startup_after,
+                ];
+                for d in all.into_iter().flatten() {
                     prop_assert!(d <= MAX_DURATION);
                 }
+                prop_assert!(l.readiness_fail_for.is_none() || l.readiness_fail_after.is_some());
+                prop_assert!(l.readiness_fail_for != Some(Duration::ZERO));
                 prop_assert!(!(l.delay_succeeded.is_some() && l.delay_failed.is_some()));
             }
         }

@@ -1,16 +1,21 @@
 //! The status a kubelet would report for a pod bound to one of our nodes: a pure function of the
 //! pod (spec, status, annotations), the clock, the pod's IP and whether the Secrets, ConfigMaps
-//! and PersistentVolumeClaims it references exist.
+//! (and the keys of them it names) and PersistentVolumeClaims it references exist.
 //!
 //! Timestamps already in the status are kept when the state they describe did not change, so a
 //! second evaluation of a pod we already wrote yields the same status and no write.
 //!
 //! [`evaluate`] is the entry point; the rules live in submodules by concern: `references`
-//! (missing objects), `phases` (deletion, completion, restart policy), `restarts` (the back-off),
-//! `containers` (one container's status) and `status` (the pod-level status).
+//! (missing objects and keys), `init` (init containers in order), `phases` (deletion,
+//! completion, restart policy), `restarts` (the back-off), `probes` (the prober's timing),
+//! `per_container` (each container under its probes, liveness kills), `containers` (one
+//! container's status) and `status` (the pod-level status).
 
 mod containers;
+mod init;
+mod per_container;
 mod phases;
+mod probes;
 mod references;
 mod restarts;
 mod status;
@@ -29,9 +34,9 @@ use containers::Run;
 use status::Builder;
 
 pub use containers::normalize_image;
-pub use references::{ObjRef, RefKind, RefState, references};
+pub use references::{ObjRef, RefKind, RefState, has_key, references};
 pub use restarts::crash_loop_at;
-pub use status::{qos_class, status_differs};
+pub use status::{host_network, qos_class, status_differs};
 
 /// Settings that are the same for every pod of a process.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,6 +72,14 @@ pub enum EventKind {
     CreateContainerConfig,
     /// A container exited and waits out the restart back-off.
     BackOff,
+    /// A readiness probe failed (Unhealthy).
+    ReadinessFailed,
+    /// A liveness probe failed `failureThreshold` times: the container is killed (Unhealthy).
+    LivenessFailed,
+    /// A startup probe failed `failureThreshold` times: the container is killed (Unhealthy).
+    StartupFailed,
+    /// The kubelet kills a container that failed its liveness or startup probe.
+    Killing,
 }
 
 impl EventKind {
@@ -77,6 +90,10 @@ impl EventKind {
             EventKind::FailedMount => "FailedMount",
             EventKind::CreateContainerConfig => "Failed",
             EventKind::BackOff => "BackOff",
+            EventKind::ReadinessFailed | EventKind::LivenessFailed | EventKind::StartupFailed => {
+                "Unhealthy"
+            }
+            EventKind::Killing => "Killing",
         }
     }
 
@@ -87,12 +104,25 @@ impl EventKind {
             EventKind::CreateContainerConfig => "CreateContainer",
             EventKind::BackOff => "StartContainer",
             EventKind::InvalidAnnotation => "Sync",
+            EventKind::ReadinessFailed | EventKind::LivenessFailed | EventKind::StartupFailed => {
+                "Probe"
+            }
+            EventKind::Killing => "KillContainer",
         }
     }
 
-    /// Every kind we record is a Warning.
+    /// Every kind but Killing (Normal) is a Warning.
     pub fn warning(self) -> bool {
-        true
+        self != EventKind::Killing
+    }
+
+    /// Recorded at every look while the condition lasts (the glue lets one through per quiet
+    /// period); the others mark one transition each (a kill) and are always recorded.
+    pub fn repeats(self) -> bool {
+        !matches!(
+            self,
+            EventKind::LivenessFailed | EventKind::StartupFailed | EventKind::Killing
+        )
     }
 
     /// The pod waits for a referenced object: the glue looks at it again when one changes.
@@ -165,7 +195,7 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
     let Some(spec) = pod.spec.as_ref() else {
         return Outcome::default();
     };
-    let b = Builder::new(pod, ctx);
+    let mut b = Builder::new(pod, ctx);
     let (lifecycle, invalid) = Lifecycle::parse(
         &key,
         pod.metadata
@@ -203,7 +233,11 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
         requeue: Some(requeue),
         delete: false,
     };
-    if let Some(held) = references::held(&references(pod), ctx.lookup) {
+    if let Some(held) = references::held(
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        &references(pod),
+        ctx.lookup,
+    ) {
         events.extend(held.events);
         return waiting(
             held.reason,
@@ -218,6 +252,20 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
         if ctx.now < due {
             let requeue = time_diff(due, ctx.now).max(MIN_REQUEUE);
             return waiting("ContainerCreating", None, false, events, requeue);
+        }
+    }
+    match init::progress(&b, spec) {
+        init::Init::Settled => {}
+        init::Init::Done(runs) => b.init_runs = Some(runs),
+        init::Init::Pending {
+            runs,
+            failed,
+            next,
+            events: more,
+        } => {
+            b.init_runs = Some(runs);
+            events.extend(more);
+            return init::pending(&b, failed, next, events);
         }
     }
     phases::running(&b, spec, &lifecycle, events)

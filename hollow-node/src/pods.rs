@@ -8,25 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Secret};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, Patch, Preconditions};
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SecretRefs;
 use crate::metrics::Phase;
-use crate::pod_status::{
-    EventKind, ObjRef, Outcome, PodContext, RefKind, RefState, evaluate, pod_key,
-};
+use crate::pod_status::{EventKind, ObjRef, Outcome, PodContext, evaluate, host_network, pod_key};
 use crate::queue::Work;
 use crate::retry::{self, Failure};
 use crate::{Shared, is_not_found, patch_params};
+
+mod refs;
+pub use refs::{RefStores, SecretStores, start_ref_reflectors};
 
 /// What we remember about one pod on one of our nodes.
 pub struct PodEntry {
@@ -50,178 +47,6 @@ pub struct PodTable {
     pub pods: HashMap<Arc<str>, PodEntry>,
 }
 
-/// Stores of the objects pods reference (metadata only for Secrets and ConfigMaps).
-#[derive(Clone)]
-pub struct RefStores {
-    pub secrets: SecretStores,
-    pub configmaps: Store<PartialObjectMeta<ConfigMap>>,
-    pub pvcs: Store<PersistentVolumeClaim>,
-}
-
-/// The Secrets `--secret-refs` asks to check: none, some namespaces', or all of them.
-#[derive(Clone)]
-pub enum SecretStores {
-    Off,
-    Namespaces(Arc<HashMap<String, Store<PartialObjectMeta<Secret>>>>),
-    Cluster(Store<PartialObjectMeta<Secret>>),
-}
-
-impl SecretStores {
-    /// Whether a pod in `namespace` finds the Secret `name`: always, where nothing is checked.
-    fn has(&self, namespace: &str, name: &str) -> bool {
-        let key = ObjectRef::new(name).within(namespace);
-        match self {
-            SecretStores::Off => true,
-            SecretStores::Namespaces(stores) => stores
-                .get(namespace)
-                .is_none_or(|store| store.get(&key).is_some()),
-            SecretStores::Cluster(store) => store.get(&key).is_some(),
-        }
-    }
-
-    /// Resolves once every store has been listed.
-    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        match self {
-            SecretStores::Off => Ok(()),
-            SecretStores::Namespaces(stores) => {
-                for store in stores.values() {
-                    store.wait_until_ready().await?;
-                }
-                Ok(())
-            }
-            SecretStores::Cluster(store) => store.wait_until_ready().await,
-        }
-    }
-}
-
-impl RefStores {
-    pub fn lookup(&self, namespace: &str, r: &ObjRef) -> RefState {
-        let present = match r.kind {
-            RefKind::Secret => self.secrets.has(namespace, &r.name),
-            RefKind::ConfigMap => self
-                .configmaps
-                .get(&ObjectRef::new(&r.name).within(namespace))
-                .is_some(),
-            RefKind::Pvc => {
-                return match self.pvcs.get(&ObjectRef::new(&r.name).within(namespace)) {
-                    None => RefState::Missing,
-                    Some(pvc) => match pvc.status.as_ref().and_then(|s| s.phase.as_deref()) {
-                        Some("Bound") => RefState::Present,
-                        other => RefState::NotBound(other.unwrap_or("Pending").to_string()),
-                    },
-                };
-            }
-        };
-        if present {
-            RefState::Present
-        } else {
-            RefState::Missing
-        }
-    }
-}
-
-/// A reflector of `api` into a new store (managed fields dropped), yielding `()` for each
-/// touched object.
-fn reflect<K>(
-    api: Api<K>,
-) -> (
-    Store<K>,
-    futures::stream::BoxStream<'static, Result<(), watcher::Error>>,
-)
-where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned,
-    K: std::fmt::Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(|m| m.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects()
-        .map(|r| r.map(|_| ()))
-        .boxed();
-    (store, stream)
-}
-
-/// Starts the reflectors for referenced objects; each change requeues the pods waiting for one.
-/// Secrets are watched only as far as `config.secret_refs` asks: in a few namespaces, each with
-/// its own namespaced watch (so a namespaced Role is enough), or cluster-wide, or not at all.
-pub fn start_ref_reflectors(
-    shared: &Arc<Shared>,
-    health: &telemetry::Health,
-    shutdown: &CancellationToken,
-) -> (RefStores, Vec<tokio::task::JoinHandle<()>>) {
-    let client = shared.client.clone();
-    let mut streams = Vec::new();
-    let secrets = match &shared.config.secret_refs {
-        SecretRefs::Off => SecretStores::Off,
-        SecretRefs::Cluster => {
-            let (store, stream) = reflect(Api::<PartialObjectMeta<Secret>>::all(client.clone()));
-            streams.push(("secret watch", stream));
-            SecretStores::Cluster(store)
-        }
-        SecretRefs::Namespaces(names) => {
-            let mut stores = HashMap::new();
-            let mut all = Vec::new();
-            for ns in names {
-                let (store, stream) = reflect(Api::<PartialObjectMeta<Secret>>::namespaced(
-                    client.clone(),
-                    ns,
-                ));
-                stores.insert(ns.clone(), store);
-                all.push(stream);
-            }
-            streams.push(("secret watch", futures::stream::select_all(all).boxed()));
-            SecretStores::Namespaces(Arc::new(stores))
-        }
-    };
-    let (configmaps, stream) = reflect(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()));
-    streams.push(("configmap watch", stream));
-    let (pvcs, pvc_stream) = reflect(Api::<PersistentVolumeClaim>::all(client));
-    streams.push(("pvc watch", pvc_stream));
-    let mut tasks = Vec::new();
-    for (task, stream) in streams {
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tasks.push(health.spawn_critical(task, shutdown.clone(), async move {
-            let mut stream = stream;
-            loop {
-                let ev = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    ev = stream.next() => match ev { Some(ev) => ev, None => return },
-                };
-                match ev {
-                    Ok(()) => requeue_waiting(&shared),
-                    Err(e) => tracing::warn!(error = %e, "reference watch error"),
-                }
-            }
-        }));
-    }
-    (
-        RefStores {
-            secrets,
-            configmaps,
-            pvcs,
-        },
-        tasks,
-    )
-}
-
-fn requeue_waiting(shared: &Shared) {
-    let keys: Vec<Arc<str>> = match shared.pods.lock() {
-        Ok(t) => t
-            .pods
-            .iter()
-            .filter(|(_, e)| e.waiting_refs)
-            .map(|(k, _)| k.clone())
-            .collect(),
-        Err(_) => return,
-    };
-    for k in keys {
-        shared.queue().add(Work::Pod(k), Duration::ZERO);
-    }
-}
-
 fn strip(mut pod: Pod) -> Pod {
     pod.metadata.managed_fields = None;
     pod
@@ -242,6 +67,7 @@ fn upsert(shared: &Shared, pod: Pod, live: bool) -> Option<Arc<str>> {
     // Restart adoption: an IP the pod already carries is reserved before anything new is
     // handed out.
     if let Some(ip) = pod_ip(&pod)
+        && !host_network(&pod)
         && let Ok(mut st) = shared.nodes[idx as usize].state.lock()
         && !st.ipam.adopt(&uid, ip)
     {
@@ -396,6 +222,8 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
     // An IP already on the pod is never changed (adopted in `upsert` when it was free);
     // otherwise the node's allocator hands one out (the same one on every evaluation).
     let ip = match pod_ip(&pod) {
+        // The node's address, not ours to allocate.
+        _ if host_network(&pod) => None,
         Some(ip) => Some(ip),
         None => {
             let Ok(mut st) = shared.nodes[idx].state.lock() else {
@@ -426,6 +254,8 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
     let mut requeue = outcome.requeue;
     let mut wrote_ready = false;
     let mut write_failed_now = false;
+    // The Pod as the apiserver answered our write.
+    let mut written: Option<Pod> = None;
     if let Some(status) = &outcome.status {
         let ready = status.phase.as_deref() == Some("Running")
             && status
@@ -441,9 +271,10 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
             )
             .await
         {
-            Ok(_) => {
+            Ok(updated) => {
                 shared.metrics.status_writes.inc();
                 wrote_ready = ready;
+                written = Some(updated);
             }
             Err(e) if is_not_found(&e) => return,
             Err(e) => {
@@ -475,7 +306,12 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
                     .observe(at.elapsed().as_secs_f64());
             }
         }
-        let first = outcome.events.first().map(|ev| ev.kind);
+        // Kills are recorded each time; conditions that last, once per quiet period.
+        let first = outcome
+            .events
+            .iter()
+            .find(|ev| ev.kind.repeats())
+            .map(|ev| ev.kind);
         let quiet = shared.config.pods.retry_missing / 2;
         let publish = match (first, e.last_event) {
             (None, _) => false,
@@ -485,6 +321,14 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
                 true
             }
         };
+        // Until the watch brings it, the next look (a requeue may come first under load) starts
+        // from what we wrote, not from the status before it: a kill or a back-off is decided and
+        // recorded once.
+        if let Some(updated) = written.take()
+            && e.pod.as_ref().is_some_and(|p| Arc::ptr_eq(p, &pod))
+        {
+            e.pod = Some(Arc::new(strip(updated)));
+        }
         // Settled: nothing written, nothing ahead. Drop the Pod unless a newer one arrived.
         if outcome.status.is_none()
             && requeue.is_none()
@@ -495,9 +339,14 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
         }
         publish
     };
-    if publish {
+    let to_publish: Vec<_> = outcome
+        .events
+        .iter()
+        .filter(|ev| publish || !ev.kind.repeats())
+        .collect();
+    if !to_publish.is_empty() {
         let reference = object_ref(&pod);
-        for ev in &outcome.events {
+        for ev in to_publish {
             if ev.kind == EventKind::InvalidAnnotation {
                 shared.metrics.invalid_annotations.inc();
                 tracing::warn!(pod = %key, message = %ev.message, "annotation ignored");
@@ -538,54 +387,5 @@ pub async fn handle(shared: &Shared, key: Arc<str>) {
     }
     if let Some(after) = requeue {
         shared.queue().add(Work::Pod(key), after);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use kube::core::PartialObjectMetaExt;
-
-    #[test]
-    fn secrets_count_as_present_where_they_are_not_checked() {
-        let (store, mut writer) = reflector::store::<PartialObjectMeta<Secret>>();
-        let creds = ObjectMeta {
-            name: Some("creds".into()),
-            namespace: Some("team-a".into()),
-            ..ObjectMeta::default()
-        };
-        writer.apply_watcher_event(&watcher::Event::Apply(creds.into_response_partial()));
-        let off = SecretStores::Off;
-        let some = SecretStores::Namespaces(Arc::new(HashMap::from([(
-            "team-a".to_string(),
-            store.clone(),
-        )])));
-        let all = SecretStores::Cluster(store);
-        let cases: [(&str, &SecretStores, &str, &str, bool); 8] = [
-            (
-                "off: missing counts as present",
-                &off,
-                "team-a",
-                "nope",
-                true,
-            ),
-            ("namespaces: present", &some, "team-a", "creds", true),
-            ("namespaces: missing", &some, "team-a", "nope", false),
-            (
-                "namespaces: unchecked namespace",
-                &some,
-                "team-b",
-                "nope",
-                true,
-            ),
-            ("cluster: present", &all, "team-a", "creds", true),
-            ("cluster: missing", &all, "team-a", "nope", false),
-            ("cluster: other namespace", &all, "team-b", "creds", false),
-            ("off: present", &off, "team-a", "creds", true),
-        ];
-        for (name, stores, ns, secret, want) in cases {
-            assert_eq!(stores.has(ns, secret), want, "{name}");
-        }
     }
 }

@@ -40,23 +40,6 @@ fn container(p: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerStatus> {
     p.status.as_ref()?.container_statuses.as_ref()?.first()
 }
 
-async fn wait_pod<F>(api: &Api<Pod>, name: &str, what: &str, check: F) -> Pod
-where
-    F: Fn(&Pod) -> bool,
-{
-    let check = &check;
-    e2e::wait_for(
-        Duration::from_secs(60),
-        &format!("pod {name}: {what}"),
-        || async move {
-            let p = api.get_opt(name).await?;
-            Ok(p.filter(|p| check(p)))
-        },
-    )
-    .await
-    .expect(what)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_lifecycles() {
     let cp = e2e::ControlPlane::start(e2e::Options::default())
@@ -143,7 +126,7 @@ async fn pod_lifecycles() {
         .expect("create policy pod");
     }
 
-    let p = wait_pod(&pods, "needs-secret", "ContainerCreating", |p| {
+    let p = common::wait_pod(&pods, "needs-secret", "ContainerCreating", |p| {
         waiting_reason(p).as_deref() == Some("ContainerCreating")
     })
     .await;
@@ -171,7 +154,7 @@ async fn pod_lifecycles() {
         "{ev:?}"
     );
 
-    let p = wait_pod(&pods, "needs-config", "CreateContainerConfigError", |p| {
+    let p = common::wait_pod(&pods, "needs-config", "CreateContainerConfigError", |p| {
         waiting_reason(p).as_deref() == Some("CreateContainerConfigError")
     })
     .await;
@@ -195,7 +178,7 @@ async fn pod_lifecycles() {
     .await
     .expect("create configmap");
     for name in ["needs-secret", "needs-config"] {
-        let p = wait_pod(&pods, name, "Running", |p| {
+        let p = common::wait_pod(&pods, name, "Running", |p| {
             common::phase(p) == "Running" && common::pod_ready(p)
         })
         .await;
@@ -217,11 +200,11 @@ async fn pod_lifecycles() {
     .await
     .expect("job complete");
 
-    wait_pod(&pods, "short", "Succeeded", |p| {
+    common::wait_pod(&pods, "short", "Succeeded", |p| {
         common::phase(p) == "Succeeded"
     })
     .await;
-    let p = wait_pod(&pods, "crashy", "restarts at least twice", |p| {
+    let p = common::wait_pod(&pods, "crashy", "restarts at least twice", |p| {
         p.status
             .as_ref()
             .and_then(|s| s.container_statuses.as_ref())
@@ -238,7 +221,7 @@ async fn pod_lifecycles() {
         ("always-succeeds", "Completed", 0),
         ("onfailure-fails", "Error", 1),
     ] {
-        let p = wait_pod(&pods, name, "restarted twice", |p| {
+        let p = common::wait_pod(&pods, name, "restarted twice", |p| {
             container(p).is_some_and(|c| c.restart_count >= 2)
         })
         .await;
@@ -263,11 +246,11 @@ async fn pod_lifecycles() {
         .await
         .expect("BackOff event");
     }
-    wait_pod(&pods, "onfailure-succeeds", "Succeeded", |p| {
+    common::wait_pod(&pods, "onfailure-succeeds", "Succeeded", |p| {
         common::phase(p) == "Succeeded"
     })
     .await;
-    wait_pod(&pods, "never-fails", "Failed", |p| {
+    common::wait_pod(&pods, "never-fails", "Failed", |p| {
         common::phase(p) == "Failed"
     })
     .await;

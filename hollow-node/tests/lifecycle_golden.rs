@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hollow_node::pod_status::{ObjRef, PodContext, PodSettings, RefState, evaluate};
+use hollow_node::pod_status::{ObjRef, PodContext, PodSettings, RefState, evaluate, has_key};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,8 @@ struct Input {
     description: String,
     pod: Pod,
     /// Objects that exist from the start, as `Secret/name`, `ConfigMap/name`, `Pvc/name`
-    /// (a PVC that exists but is not bound: `unbound:Pvc/name`).
+    /// (a PVC that exists but is not bound: `unbound:Pvc/name`; a Secret or ConfigMap with
+    /// exactly these keys: `Secret/name:key1,key2`, else it has every key asked for).
     #[serde(default)]
     present: Vec<String>,
     steps: Vec<Step>,
@@ -34,7 +35,7 @@ struct Input {
 struct Step {
     /// RFC 3339.
     now: String,
-    /// Objects that appear at this step (and stay).
+    /// Objects that appear at this step (and stay), replacing the same object's entry.
     #[serde(default)]
     appear: Vec<String>,
     /// The pod is deleted through the API at this step with this grace period.
@@ -69,7 +70,18 @@ struct EventOutput {
 
 fn lookup(present: &HashSet<String>, r: &ObjRef) -> RefState {
     let key = format!("{:?}/{}", r.kind, r.name);
-    if present.contains(&key) {
+    let with_keys = present
+        .iter()
+        .find_map(|p| p.strip_prefix(&format!("{key}:")));
+    if let Some(keys) = with_keys {
+        let keys: Vec<&str> = keys.split(',').collect();
+        let has = |k: &str| keys.contains(&k);
+        if has_key(r, &has, &|_| false) {
+            RefState::Present
+        } else {
+            RefState::MissingKey
+        }
+    } else if present.contains(&key) {
         RefState::Present
     } else if present.contains(&format!("unbound:{key}")) {
         RefState::NotBound("Pending".into())
@@ -87,7 +99,12 @@ fn run(input: Input) -> Output {
             .now
             .parse()
             .unwrap_or_else(|e| panic!("now {:?}: {e}", step.now));
-        present.extend(step.appear);
+        for appeared in step.appear {
+            // An object that appears replaces what was there (its keys change).
+            let object = appeared.split(':').next().unwrap_or_default().to_string();
+            present.retain(|p| p.split(':').next() != Some(object.as_str()));
+            present.insert(appeared);
+        }
         if let Some(grace) = step.delete_grace_period_seconds {
             // The apiserver sets deletionTimestamp to now + grace.
             let at = now + jiff::SignedDuration::from_secs(grace);

@@ -56,8 +56,10 @@ pub enum Run {
         reason: &'static str,
         message: Option<String>,
     },
+    /// Running; `started` false while a startup probe has not passed (then never ready).
     Running {
         ready: bool,
+        started: bool,
     },
     CrashLoop {
         restarts: i32,
@@ -67,12 +69,20 @@ pub enum Run {
         reason: &'static str,
         exit_code: i32,
     },
+    /// Exited for good at a known moment (init containers), after `restarts` restarts; `last`
+    /// is the run before.
+    Exited {
+        exit: Exit,
+        restarts: i32,
+        last: Option<Exit>,
+    },
     /// Restarted by the kubelet: running since `running_since`, or (`None`) waiting out
     /// `backoff` after its last exit.
     Restarting {
         restarts: i32,
         running_since: Option<Time>,
         ready: bool,
+        started: bool,
         backoff: Duration,
         last: Option<Exit>,
     },
@@ -85,6 +95,23 @@ pub struct Exit {
     pub exit_code: i32,
     pub started: Time,
     pub finished: Time,
+}
+
+impl Exit {
+    /// The terminated state of the container `id` that ended so.
+    fn state(&self, id: String) -> ContainerState {
+        ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: self.exit_code,
+                reason: Some(self.reason.into()),
+                started_at: Some(self.started.clone()),
+                finished_at: Some(self.finished.clone()),
+                container_id: Some(id),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 /// The pod as the kubelet names it in messages.
@@ -156,7 +183,9 @@ pub fn container_status(
         .and_then(|s| s.running.as_ref())
         .and_then(|r| r.started_at.clone());
     let restarts = match run {
-        Run::CrashLoop { restarts, .. } | Run::Restarting { restarts, .. } => *restarts,
+        Run::CrashLoop { restarts, .. }
+        | Run::Restarting { restarts, .. }
+        | Run::Exited { restarts, .. } => *restarts,
         _ => prev.map(|p| p.restart_count).unwrap_or(0),
     };
     let id_of = |restarts: i32| {
@@ -180,15 +209,15 @@ pub fn container_status(
             None,
             None,
         ),
-        Run::Running { ready } => (
+        Run::Running { ready, started } => (
             ContainerState {
                 running: Some(ContainerStateRunning {
                     started_at: prev_started.or(Some(now.clone())),
                 }),
                 ..Default::default()
             },
-            *ready,
-            true,
+            *ready && *started,
+            *started,
             Some(container_id),
             None,
         ),
@@ -240,9 +269,18 @@ pub fn container_status(
                 prev.and_then(|p| p.last_state.clone()),
             )
         }
+        Run::Exited { exit, last, .. } => (
+            exit.state(container_id.clone()),
+            false,
+            false,
+            Some(container_id),
+            last.as_ref()
+                .map(|l| l.state(id_of(restarts.saturating_sub(1)))),
+        ),
         Run::Restarting {
             running_since,
             ready,
+            started,
             backoff,
             last,
             ..
@@ -253,17 +291,7 @@ pub fn container_status(
                 Some(_) => id_of(restarts.saturating_sub(1)),
                 None => container_id.clone(),
             };
-            let last = last.as_ref().map(|e| ContainerState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: e.exit_code,
-                    reason: Some(e.reason.into()),
-                    started_at: Some(e.started.clone()),
-                    finished_at: Some(e.finished.clone()),
-                    container_id: Some(last_id),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
+            let last = last.as_ref().map(|e| e.state(last_id));
             match running_since {
                 Some(t) => (
                     ContainerState {
@@ -272,8 +300,8 @@ pub fn container_status(
                         }),
                         ..Default::default()
                     },
-                    *ready,
-                    true,
+                    *ready && *started,
+                    *started,
                     Some(container_id),
                     last,
                 ),

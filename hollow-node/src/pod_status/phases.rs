@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{ContainerStatus, PodSpec, PodStatus};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::containers::{Exit, Run};
+use super::per_container;
 use super::restarts::{Restarting, Span, crash_loop_at, restarting_at, start_of};
 use super::status::{BuildArgs, Builder};
 use super::{EventKind, MIN_REQUEUE, Outcome, PodEvent, add, time_diff};
@@ -48,6 +49,7 @@ pub fn deleting(b: &Builder<'_, '_>, deleted: jiff::Timestamp, events: Vec<PodEv
         b.changed(b.build(BuildArgs {
             phase: phase.to_string(),
             run: &run,
+            per_container: None,
             initialized: true,
             with_ip: true,
             ready_reason: Some("ContainersNotReady".into()),
@@ -125,7 +127,7 @@ fn scripted_exit(
     }
 }
 
-fn back_off_event() -> PodEvent {
+pub fn back_off_event() -> PodEvent {
     PodEvent {
         kind: EventKind::BackOff,
         message: "Back-off restarting failed container".into(),
@@ -151,12 +153,21 @@ pub fn running(
         let (restarts, backoff, next) = crash_loop_at(first, time_diff(b.ctx.now, start_time(b)));
         events.push(back_off_event());
         let run = Run::CrashLoop { restarts, backoff };
-        return in_phase_running(b, &run, events, Some(next.max(MIN_REQUEUE)));
+        return in_phase_running(b, lifecycle, &run, events, Some(next.max(MIN_REQUEUE)));
     }
     match scripted_exit(b, lifecycle, policy) {
-        None => in_phase_running(b, &Run::Running { ready }, events, None),
+        None => in_phase_running(
+            b,
+            lifecycle,
+            &Run::Running {
+                ready,
+                started: true,
+            },
+            events,
+            None,
+        ),
         Some((run, success)) if policy.restarts(success) => {
-            restarting(b, run, success, ready, events)
+            restarting(b, lifecycle, run, success, ready, events)
         }
         Some((run, success)) => {
             // The moment the containers started: kept from the status once written.
@@ -174,7 +185,11 @@ pub fn running(
                 return completed(b, success, events);
             }
             let requeue = time_diff(due, b.ctx.now).max(MIN_REQUEUE);
-            in_phase_running(b, &Run::Running { ready }, events, Some(requeue))
+            let run = Run::Running {
+                ready,
+                started: true,
+            };
+            in_phase_running(b, lifecycle, &run, events, Some(requeue))
         }
     }
 }
@@ -185,6 +200,7 @@ fn completed(b: &Builder<'_, '_>, success: bool, events: Vec<PodEvent>) -> Outco
     let status = b.build(BuildArgs {
         phase: if success { "Succeeded" } else { "Failed" }.into(),
         run: &Run::Terminated { reason, exit_code },
+        per_container: None,
         initialized: true,
         with_ip: true,
         ready_reason: Some("PodCompleted".into()),
@@ -205,23 +221,40 @@ fn exit_reason(success: bool) -> (&'static str, i32) {
     }
 }
 
+/// The pod Running with its containers in `run`, each refined by its probes (which may kill
+/// it: under restartPolicy Never, once every container is killed the pod has Failed).
 fn in_phase_running(
     b: &Builder<'_, '_>,
+    lifecycle: &Lifecycle,
     run: &Run,
-    events: Vec<PodEvent>,
+    mut events: Vec<PodEvent>,
     requeue: Option<Duration>,
 ) -> Outcome {
+    let probed = per_container::apply(b, lifecycle, run);
+    events.extend(probed.events);
+    let requeue = match (requeue, probed.next) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let status = b.build(BuildArgs {
-        phase: "Running".into(),
+        phase: if probed.all_terminated {
+            "Failed"
+        } else {
+            "Running"
+        }
+        .into(),
         run,
+        per_container: Some(&probed.runs),
         initialized: true,
         with_ip: true,
-        ready_reason: None,
+        ready_reason: probed.all_terminated.then(|| "PodCompleted".into()),
     });
     Outcome {
         status: b.changed(status),
         events,
-        requeue,
+        requeue: requeue
+            .filter(|_| !probed.all_terminated)
+            .map(|r| r.max(MIN_REQUEUE)),
         delete: false,
     }
 }
@@ -229,69 +262,112 @@ fn in_phase_running(
 /// The containers exit after `run` each time and the kubelet restarts them with its back-off.
 fn restarting(
     b: &Builder<'_, '_>,
+    lifecycle: &Lifecycle,
     run: Duration,
     success: bool,
     ready: bool,
     mut events: Vec<PodEvent>,
 ) -> Outcome {
     let first = first_start(&b.prev, run).unwrap_or(b.now.0);
-    let (state, next) = restarting_at(run, time_diff(b.ctx.now, first));
-    let at = |d: Duration| Time(seconds(add(first, d)));
     let (reason, exit_code) = exit_reason(success);
+    let r = restart_at(first, b.ctx.now, run, (reason, exit_code), ready);
+    if r.backing_off {
+        events.push(back_off_event());
+    }
+    in_phase_running(b, lifecycle, &r.run, events, Some(r.next.max(MIN_REQUEUE)))
+}
+
+/// Where a container that exits `run` after each start is, restarted by the kubelet.
+pub struct Restart {
+    pub run: Run,
+    /// Time until that changes.
+    pub next: Duration,
+    /// Runs that have exited so far.
+    pub exits: i32,
+    pub backing_off: bool,
+}
+
+/// The restart state at `now` of a container first started at `first` that exits `run` after
+/// each start with `exit` (reason, code).
+pub fn restart_at(
+    first: jiff::Timestamp,
+    now: jiff::Timestamp,
+    run: Duration,
+    exit: (&'static str, i32),
+    ready: bool,
+) -> Restart {
+    let (state, next) = restarting_at(run, time_diff(now, first));
+    let at = |d: Duration| Time(seconds(add(first, d)));
+    let (reason, exit_code) = exit;
     let exit = |s: Span| Exit {
         reason,
         exit_code,
         started: at(s.started),
         finished: at(s.finished),
     };
-    let run = match state {
+    match state {
         Restarting::Running {
             restarts,
             started,
             last,
-        } => Run::Restarting {
-            restarts,
-            running_since: Some(at(started)),
-            ready,
-            backoff: Duration::ZERO,
-            last: last.map(exit),
+        } => Restart {
+            run: Run::Restarting {
+                restarts,
+                running_since: Some(at(started)),
+                ready,
+                started: true,
+                backoff: Duration::ZERO,
+                last: last.map(exit),
+            },
+            next,
+            exits: restarts,
+            backing_off: false,
         },
         Restarting::BackOff {
             restarts,
             backoff,
             last,
-        } => {
-            events.push(back_off_event());
-            Run::Restarting {
+        } => Restart {
+            run: Run::Restarting {
                 restarts,
                 running_since: None,
                 ready: false,
+                started: false,
                 backoff,
                 last: Some(exit(last)),
-            }
-        }
-    };
-    in_phase_running(b, &run, events, Some(next.max(MIN_REQUEUE)))
+            },
+            next,
+            exits: restarts.saturating_add(1),
+            backing_off: true,
+        },
+    }
 }
 
-/// When the containers first started, from the status we wrote: the current run's start (or
-/// the exited run's, while backing off) less the schedule up to its restart count. Survives
-/// restarts of this process.
+/// When the containers first started, from the status we wrote (the first container that
+/// says).
 fn first_start(prev: &PodStatus, run: Duration) -> Option<jiff::Timestamp> {
-    prev.container_statuses.iter().flatten().find_map(|c| {
-        let state = c.state.as_ref()?;
-        let started = match (&state.running, &state.waiting) {
-            (Some(r), _) => r.started_at.clone()?,
-            (None, Some(_)) => c
-                .last_state
-                .as_ref()?
-                .terminated
-                .as_ref()?
-                .started_at
-                .clone()?,
-            (None, None) => return None,
-        };
-        let offset = i64::try_from(start_of(run, c.restart_count).as_millis()).ok()?;
-        jiff::Timestamp::from_millisecond(started.0.as_millisecond().checked_sub(offset)?).ok()
-    })
+    prev.container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| first_start_of(c, run))
+}
+
+/// When a container first started, from its status: the current run's start (or the exited
+/// run's, while backing off) less the schedule up to its restart count. Survives restarts of
+/// this process.
+pub fn first_start_of(c: &ContainerStatus, run: Duration) -> Option<jiff::Timestamp> {
+    let state = c.state.as_ref()?;
+    let started = match (&state.running, &state.waiting) {
+        (Some(r), _) => r.started_at.clone()?,
+        (None, Some(_)) => c
+            .last_state
+            .as_ref()?
+            .terminated
+            .as_ref()?
+            .started_at
+            .clone()?,
+        (None, None) => return None,
+    };
+    let offset = i64::try_from(start_of(run, c.restart_count).as_millis()).ok()?;
+    jiff::Timestamp::from_millisecond(started.0.as_millisecond().checked_sub(offset)?).ok()
 }

@@ -97,6 +97,8 @@ fn condition(
 pub struct BuildArgs<'a> {
     pub phase: String,
     pub run: &'a Run,
+    /// Containers whose run differs from `run` (probes, probe kills), by name.
+    pub per_container: Option<&'a BTreeMap<String, Run>>,
     pub initialized: bool,
     pub with_ip: bool,
     /// Reason on Ready/ContainersReady when they are False.
@@ -110,6 +112,9 @@ pub struct Builder<'a, 'c> {
     pub prev: PodStatus,
     pub now: Time,
     pub id: PodId,
+    /// The init containers' runs, when the init sequence decided them (else: all Completed
+    /// once initialized, waiting PodInitializing before).
+    pub init_runs: Option<Vec<Run>>,
 }
 
 impl<'a, 'c> Builder<'a, 'c> {
@@ -120,11 +125,15 @@ impl<'a, 'c> Builder<'a, 'c> {
             prev: pod.status.clone().unwrap_or_default(),
             now: Time(seconds(ctx.now)),
             id: PodId::of(pod),
+            init_runs: None,
         }
     }
 
     pub fn build(&self, a: BuildArgs<'_>) -> PodStatus {
-        build_status(self.pod, self.ctx, &self.prev, &self.now, &self.id, a)
+        let init_runs = self.init_runs.as_deref();
+        build_status(
+            self.pod, self.ctx, &self.prev, &self.now, &self.id, init_runs, a,
+        )
     }
 
     /// `desired`, if writing it would change the pod's status.
@@ -137,6 +146,7 @@ impl<'a, 'c> Builder<'a, 'c> {
         self.build(BuildArgs {
             phase: "Pending".into(),
             run: &run,
+            per_container: None,
             // Without init containers the kubelet reports Initialized at once.
             initialized: self
                 .pod
@@ -155,6 +165,7 @@ fn build_status(
     prev: &PodStatus,
     now: &Time,
     id: &PodId,
+    init_runs: Option<&[Run]>,
     a: BuildArgs<'_>,
 ) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
@@ -162,7 +173,13 @@ fn build_status(
     containers.sort_by(|x, y| x.name.cmp(&y.name));
     let container_statuses: Vec<ContainerStatus> = containers
         .iter()
-        .map(|c| container_status(id, c, a.run, now, previous_container(prev, &c.name, false)))
+        .map(|c| {
+            let run = a
+                .per_container
+                .and_then(|runs| runs.get(&c.name))
+                .unwrap_or(a.run);
+            container_status(id, c, run, now, previous_container(prev, &c.name, false))
+        })
         .collect();
     let init_statuses: Option<Vec<ContainerStatus>> = spec
         .init_containers
@@ -171,7 +188,21 @@ fn build_status(
         .map(|inits| {
             inits
                 .iter()
-                .map(|c| {
+                .enumerate()
+                .map(|(i, c)| {
+                    let decided = init_runs.and_then(|runs| runs.get(i));
+                    if let Some(run) = decided {
+                        let mut s = container_status(
+                            id,
+                            c,
+                            run,
+                            now,
+                            previous_container(prev, &c.name, true),
+                        );
+                        // An init container is ready once it exited 0.
+                        s.ready = matches!(run, Run::Exited { exit, .. } if exit.exit_code == 0);
+                        return s;
+                    }
                     let run = if a.initialized {
                         Run::Terminated {
                             reason: "Completed",
@@ -242,12 +273,25 @@ fn build_status(
             .clone()
             .unwrap_or("ContainersNotReady".into())
     });
+    // The kubelet names the init containers that have not exited 0.
+    let incomplete: Vec<&str> = init_statuses
+        .iter()
+        .flatten()
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
+    let init_message = (!a.initialized && !incomplete.is_empty()).then(|| {
+        format!(
+            "containers with incomplete status: [{}]",
+            incomplete.join(" ")
+        )
+    });
     let mut conditions = vec![
         condition(
             "Initialized",
             a.initialized,
             (!a.initialized).then(|| "ContainersNotInitialized".into()),
-            None,
+            init_message,
             now,
             prev,
         ),
@@ -272,10 +316,12 @@ fn build_status(
     if !conditions.iter().any(|c| c.type_ == "PodScheduled") {
         conditions.push(condition("PodScheduled", true, None, None, now, prev));
     }
-    let ip = if a.with_ip {
-        ctx.pod_ip.map(|ip| ip.to_string())
-    } else {
-        None
+    // A hostNetwork pod shares the node's network namespace: the kubelet reports the node's
+    // InternalIP as its IP, with no allocation from the podCIDR.
+    let ip = match (a.with_ip, host_network(pod)) {
+        (false, _) => None,
+        (true, true) => Some(ctx.host_ip.to_string()),
+        (true, false) => ctx.pod_ip.map(|ip| ip.to_string()),
     };
     PodStatus {
         phase: Some(a.phase),
@@ -291,6 +337,14 @@ fn build_status(
         init_container_statuses: init_statuses,
         ..Default::default()
     }
+}
+
+/// Whether the pod uses the node's network namespace (`spec.hostNetwork`).
+pub fn host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
 }
 
 /// Whether writing `desired` would change the pod's status: compares the fields we set.

@@ -4,6 +4,8 @@ use super::*;
 use k8s_openapi::api::core::v1::PodCondition;
 use std::collections::HashSet;
 
+mod init_decisions;
+mod probe_decisions;
 mod restart_policy;
 
 fn ts(s: i64) -> jiff::Timestamp {

@@ -145,6 +145,58 @@ pub fn pod_ready(p: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// A control plane with a hollow node of `nodes` Ready nodes named `<prefix>-<i>` and the
+/// namespace `ns`.
+pub async fn cluster(prefix: &str, nodes: usize, ns: &str) -> (e2e::ControlPlane, Hollow) {
+    let cp = e2e::ControlPlane::start(e2e::Options::default())
+        .await
+        .expect("control plane");
+    let client = cp.client();
+    let hollow = start(config(&cp, prefix, nodes)).await;
+    wait_nodes_ready(&client, prefix, nodes, Duration::from_secs(60)).await;
+    create_namespace(&client, ns).await;
+    (cp, hollow)
+}
+
+/// Waits up to 60 s until pod `name` passes `check`; returns it.
+pub async fn wait_pod<F>(api: &Api<Pod>, name: &str, what: &str, check: F) -> Pod
+where
+    F: Fn(&Pod) -> bool,
+{
+    let check = &check;
+    e2e::wait_for(
+        Duration::from_secs(60),
+        &format!("pod {name}: {what}"),
+        || async move {
+            let p = api.get_opt(name).await?;
+            Ok(p.filter(|p| check(p)))
+        },
+    )
+    .await
+    .expect(what)
+}
+
+/// Waits up to 60 s for an Event with `reason` about pod `pod`; returns it.
+pub async fn wait_event(
+    events: &Api<k8s_openapi::api::core::v1::Event>,
+    pod: &str,
+    reason: &str,
+) -> k8s_openapi::api::core::v1::Event {
+    e2e::wait_for(
+        Duration::from_secs(60),
+        &format!("{reason} event for {pod}"),
+        || async {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.involved_object.name.as_deref() == Some(pod)
+            }))
+        },
+    )
+    .await
+    .expect(reason)
+}
+
 /// Waits until `n` pods matching `selector` in `ns` are Running and Ready; returns them.
 pub async fn wait_running(
     client: &kube::Client,

@@ -1,0 +1,323 @@
+//! Init containers as the kubelet runs them: one after another, each until it exits 0, with the
+//! restart back-off after failures (restartPolicy Always, OnFailure), or the pod Failed at the
+//! first failure (Never). The pod is Pending and its containers wait with reason
+//! `PodInitializing` until the last init container completed; kubectl shows `Init:1/2`,
+//! `Init:CrashLoopBackOff` or (Never) `Init:Error` from these statuses.
+//!
+//! The sequence is anchored at the first start of the first init container, read back from the
+//! status we wrote, so it survives restarts of this process.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::containers::{Exit, Run, previous_container};
+use super::phases::{RestartPolicy, back_off_event, first_start_of, restart_at};
+use super::restarts::start_of;
+use super::status::{BuildArgs, Builder};
+use super::{MIN_REQUEUE, Outcome, PodEvent, add, pod_key, time_diff};
+use crate::annotations::init::{InitScript, parse};
+use crate::node_status::seconds;
+
+/// Where the init sequence is, as offsets from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitAt {
+    /// Init container `index` runs (or backs off), started first at `since`.
+    Running { index: usize, since: Duration },
+    /// Init container `index`, started at `since`, failed under restartPolicy Never.
+    Failed { index: usize, since: Duration },
+    /// Every init container completed; the last at `at`.
+    Done { at: Duration },
+}
+
+/// How long init container `s` takes from its first start to its successful exit.
+fn total(s: &InitScript) -> Duration {
+    start_of(s.run, i32::try_from(s.failures).unwrap_or(i32::MAX)).saturating_add(s.run)
+}
+
+/// Where the sequence of `scripts` is `elapsed` after its start; `restarts`: whether a failed
+/// init container is restarted (restartPolicy Always or OnFailure).
+pub fn sequence_at(scripts: &[InitScript], restarts: bool, elapsed: Duration) -> InitAt {
+    let mut since = Duration::ZERO;
+    for (index, s) in scripts.iter().enumerate() {
+        if !restarts && s.failures > 0 {
+            return if elapsed < since.saturating_add(s.run) {
+                InitAt::Running { index, since }
+            } else {
+                InitAt::Failed { index, since }
+            };
+        }
+        let end = since.saturating_add(total(s));
+        if elapsed < end {
+            return InitAt::Running { index, since };
+        }
+        since = end;
+    }
+    InitAt::Done { at: since }
+}
+
+/// What the init sequence decides for the pod now.
+pub enum Init {
+    /// No init containers, or they completed before (the status says so).
+    Settled,
+    /// The init containers just completed, with these runs: the containers start now.
+    Done(Vec<Run>),
+    /// The pod waits for its init containers (or failed on one).
+    Pending {
+        runs: Vec<Run>,
+        failed: bool,
+        next: Option<Duration>,
+        events: Vec<PodEvent>,
+    },
+}
+
+fn completed_before(prev: &PodStatus, inits: &[Container]) -> bool {
+    let statuses = prev.init_container_statuses.as_deref().unwrap_or_default();
+    statuses.len() == inits.len()
+        && statuses.iter().all(|s| {
+            s.state
+                .as_ref()
+                .and_then(|st| st.terminated.as_ref())
+                .is_some_and(|t| t.exit_code == 0)
+        })
+}
+
+/// When the first init container first started, from its status.
+fn anchor(prev: &PodStatus, first: &Container, script: &InitScript) -> Option<jiff::Timestamp> {
+    let c = previous_container(prev, &first.name, true)?;
+    match c.state.as_ref()?.terminated.as_ref() {
+        Some(t) => {
+            let started = t.started_at.as_ref()?.0;
+            let offset = start_of(script.run, c.restart_count);
+            let ms = i64::try_from(offset.as_millis()).ok()?;
+            jiff::Timestamp::from_millisecond(started.as_millisecond().checked_sub(ms)?).ok()
+        }
+        None => first_start_of(c, script.run),
+    }
+}
+
+/// The init containers' progress for the pod being evaluated.
+pub fn progress(b: &Builder<'_, '_>, spec: &PodSpec) -> Init {
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    if inits.is_empty() || completed_before(&b.prev, inits) {
+        return Init::Settled;
+    }
+    let names: Vec<&str> = inits.iter().map(|c| c.name.as_str()).collect();
+    let empty = Default::default();
+    let annotations = b.pod.metadata.annotations.as_ref().unwrap_or(&empty);
+    let (scripts, errors) = parse(&pod_key(b.pod), annotations, &names);
+    let mut events: Vec<PodEvent> = errors
+        .into_iter()
+        .map(|e| PodEvent {
+            kind: super::EventKind::InvalidAnnotation,
+            message: e.to_string(),
+        })
+        .collect();
+    let restarts = RestartPolicy::of(spec).restarts(false);
+    let now = b.ctx.now;
+    let t0 = anchor(&b.prev, &inits[0], &scripts[0]).unwrap_or(now);
+    let at = sequence_at(&scripts, restarts, time_diff(now, t0));
+    let time = |d: Duration| Time(seconds(add(t0, d)));
+    // Init container `i`, started first at `since`, completed after its scripted failures.
+    let completed = |s: &InitScript, since: Duration| {
+        let failures = i32::try_from(s.failures).unwrap_or(i32::MAX);
+        let last_start = since.saturating_add(start_of(s.run, failures));
+        let failed_run = |k: i32| {
+            let start = since.saturating_add(start_of(s.run, k));
+            Exit {
+                reason: "Error",
+                exit_code: 1,
+                started: time(start),
+                finished: time(start.saturating_add(s.run)),
+            }
+        };
+        Run::Exited {
+            exit: Exit {
+                reason: "Completed",
+                exit_code: 0,
+                started: time(last_start),
+                finished: time(last_start.saturating_add(s.run)),
+            },
+            restarts: failures,
+            last: (failures > 0).then(|| failed_run(failures - 1)),
+        }
+    };
+    let waiting = || Run::Waiting {
+        reason: "PodInitializing",
+        message: None,
+    };
+    let (index, since) = match at {
+        InitAt::Running { index, since } | InitAt::Failed { index, since } => (index, since),
+        InitAt::Done { at } => (scripts.len(), at),
+    };
+    let mut runs = Vec::with_capacity(scripts.len());
+    let mut start = Duration::ZERO;
+    for s in &scripts[..index] {
+        runs.push(completed(s, start));
+        start = start.saturating_add(total(s));
+    }
+    let mut next = None;
+    match at {
+        InitAt::Done { .. } => return Init::Done(runs),
+        InitAt::Failed { index, since } => runs.push(Run::Exited {
+            exit: Exit {
+                reason: "Error",
+                exit_code: 1,
+                started: time(since),
+                finished: time(since.saturating_add(scripts[index].run)),
+            },
+            restarts: 0,
+            last: None,
+        }),
+        InitAt::Running { index, .. } => {
+            let s = &scripts[index];
+            let r = restart_at(add(t0, since), now, s.run, ("Error", 1), false);
+            if r.backing_off {
+                events.push(back_off_event());
+            }
+            next = Some(r.next);
+            runs.push(r.run);
+        }
+    }
+    runs.resize_with(scripts.len(), waiting);
+    Init::Pending {
+        runs,
+        failed: matches!(at, InitAt::Failed { .. }),
+        next,
+        events,
+    }
+}
+
+/// The pod while its init containers run, or Failed on one (restartPolicy Never).
+pub fn pending(
+    b: &Builder<'_, '_>,
+    failed: bool,
+    next: Option<Duration>,
+    events: Vec<PodEvent>,
+) -> Outcome {
+    let status = b.build(BuildArgs {
+        phase: if failed { "Failed" } else { "Pending" }.into(),
+        run: &Run::Waiting {
+            reason: "PodInitializing",
+            message: None,
+        },
+        per_container: None,
+        initialized: false,
+        with_ip: true,
+        ready_reason: failed.then(|| "PodCompleted".into()),
+    });
+    Outcome {
+        status: b.changed(status),
+        events,
+        requeue: next.map(|n| n.max(MIN_REQUEUE)),
+        delete: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences() {
+        let s = Duration::from_secs;
+        let script = |run, failures| InitScript {
+            run: s(run),
+            failures,
+        };
+        let two = [script(5, 0), script(3, 2)];
+        // Second container: runs at 5 (fails at 8, restarts at once), 8 (fails at 11, backs off
+        // 10 s), 21 (completes at 24).
+        let cases = [
+            (
+                "first runs",
+                &two[..],
+                true,
+                0,
+                InitAt::Running {
+                    index: 0,
+                    since: s(0),
+                },
+            ),
+            (
+                "second starts at 5",
+                &two[..],
+                true,
+                5,
+                InitAt::Running {
+                    index: 1,
+                    since: s(5),
+                },
+            ),
+            (
+                "second backs off",
+                &two[..],
+                true,
+                15,
+                InitAt::Running {
+                    index: 1,
+                    since: s(5),
+                },
+            ),
+            ("done at 24", &two[..], true, 24, InitAt::Done { at: s(24) }),
+            (
+                "Never: the first failure ends it",
+                &two[..],
+                false,
+                8,
+                InitAt::Failed {
+                    index: 1,
+                    since: s(5),
+                },
+            ),
+            (
+                "Never: running before",
+                &two[..],
+                false,
+                7,
+                InitAt::Running {
+                    index: 1,
+                    since: s(5),
+                },
+            ),
+            (
+                "instant",
+                &[script(0, 0), script(0, 0)][..],
+                true,
+                0,
+                InitAt::Done { at: s(0) },
+            ),
+            ("none", &[][..], true, 0, InitAt::Done { at: s(0) }),
+        ];
+        for (name, scripts, restarts, elapsed, want) in cases {
+            assert_eq!(sequence_at(scripts, restarts, s(elapsed)), want, "{name}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sequence_moves_forward(
+            scripts in proptest::collection::vec((0u64..100, 0u32..5), 0..4),
+            restarts: bool,
+            elapsed in 0u64..5_000,
+            later in 0u64..5_000,
+        ) {
+            let scripts: Vec<InitScript> = scripts
+                .into_iter()
+                .map(|(run, failures)| InitScript { run: Duration::from_secs(run), failures })
+                .collect();
+            let rank = |a: InitAt| match a {
+                InitAt::Running { index, .. } => (index, 0),
+                InitAt::Failed { index, .. } => (index, 1),
+                InitAt::Done { .. } => (usize::MAX, 0),
+            };
+            let now = sequence_at(&scripts, restarts, Duration::from_secs(elapsed));
+            let after = sequence_at(&scripts, restarts, Duration::from_secs(elapsed + later));
+            proptest::prop_assert!(rank(after) >= rank(now), "{now:?} then {after:?}");
+            if let InitAt::Failed { .. } = now {
+                proptest::prop_assert_eq!(after, now);
+            }
+        }
+    }
+}

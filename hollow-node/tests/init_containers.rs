@@ -1,0 +1,131 @@
+//! Init containers on hollow nodes, read as a user reads them (real kubectl's STATUS column):
+//! two init containers in order (`Init:0/2`, `Init:1/2`), one that fails twice then succeeds
+//! (`Init:CrashLoopBackOff`, then Running with the init container's restartCount 2), and one
+//! that fails under restartPolicy Never (`Init:Error`, pod Failed).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use serde_json::json;
+
+/// The STATUS column of `kubectl get pod`.
+fn kubectl_status(kubeconfig: &Path, ns: &str, name: &str) -> Option<String> {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["get", "pod", name, "-n", ns, "--no-headers"])
+        .output()
+        .expect("run kubectl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.split_whitespace().nth(2).map(str::to_string)
+}
+
+fn pod(name: &str, annotations: serde_json::Value, policy: &str, inits: &[&str]) -> Pod {
+    let inits: Vec<serde_json::Value> = inits
+        .iter()
+        .map(|n| json!({"name": n, "image": "busybox"}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"automountServiceAccountToken": false, "restartPolicy": policy,
+            "initContainers": inits, "containers": [{"name": "app", "image": "nginx"}]}
+    }))
+    .expect("pod")
+}
+
+/// Polls kubectl's STATUS of `name` until it shows `last`; returns every STATUS seen.
+async fn statuses_until(kubeconfig: &Path, name: &str, last: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let seen_ref = &mut seen;
+    e2e::wait_for(
+        Duration::from_secs(90),
+        &format!("kubectl shows {name} {last}"),
+        || {
+            let s = kubectl_status(kubeconfig, "init", name);
+            if let Some(s) = &s {
+                seen_ref.insert(s.clone());
+            }
+            async move { Ok((s.as_deref() == Some(last)).then_some(())) }
+        },
+    )
+    .await
+    .expect(last);
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_containers_as_kubectl_shows_them() {
+    let (cp, hollow) = common::cluster("hn-init", 2, "init").await;
+    let client = cp.client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "init");
+    let kubeconfig = cp.kubeconfig();
+    for p in [
+        pod(
+            "ordered",
+            json!({"mock-kind.io/initRun.migrate": "4s", "mock-kind.io/initRun.setup": "4s"}),
+            "Always",
+            &["migrate", "setup"],
+        ),
+        pod(
+            "flaky-init",
+            json!({"mock-kind.io/initRun.migrate": "1s", "mock-kind.io/initFailures.migrate": "2"}),
+            "Always",
+            &["migrate"],
+        ),
+        pod(
+            "broken-init",
+            json!({"mock-kind.io/initRun.migrate": "1s", "mock-kind.io/initFailures.migrate": "1"}),
+            "Never",
+            &["migrate"],
+        ),
+    ] {
+        pods.create(&Default::default(), &p)
+            .await
+            .expect("create pod");
+    }
+
+    let seen = statuses_until(&kubeconfig, "ordered", "Running").await;
+    for want in ["Init:0/2", "Init:1/2"] {
+        assert!(
+            seen.contains(want),
+            "ordered: kubectl showed {seen:?}, not {want}"
+        );
+    }
+
+    // Fails at 1 s (restarted at once), at 2 s (10 s back-off), completes at 13 s.
+    let seen = statuses_until(&kubeconfig, "flaky-init", "Running").await;
+    assert!(
+        seen.contains("Init:CrashLoopBackOff"),
+        "flaky-init: kubectl showed {seen:?}"
+    );
+    let p = pods.get("flaky-init").await.expect("get flaky-init");
+    let init = p
+        .status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .expect("init status");
+    assert_eq!(init.restart_count, 2);
+    let done = init.state.as_ref().and_then(|s| s.terminated.as_ref());
+    assert_eq!(
+        done.map(|t| (t.reason.as_deref(), t.exit_code)),
+        Some((Some("Completed"), 0))
+    );
+    let last = init.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+    assert_eq!(
+        last.map(|t| (t.reason.as_deref(), t.exit_code)),
+        Some((Some("Error"), 1))
+    );
+    assert!(common::pod_ready(&p));
+
+    statuses_until(&kubeconfig, "broken-init", "Init:Error").await;
+    let p = pods.get("broken-init").await.expect("get broken-init");
+    assert_eq!(common::phase(&p), "Failed");
+
+    hollow.stop().await;
+}
