@@ -275,6 +275,12 @@ pub fn lines(
             };
             Ok(instance_lines(c, node, script, run))
         }
+        // Backing off after a crash, the kubelet gives the last run's log.
+        Instance::Current
+            if matches!(c.state, State::Waiting { .. }) && c.restarts > 0 && c.last.is_some() =>
+        {
+            lines(c, pod, node, script, Instance::Previous)
+        }
         Instance::Current => {
             let (start, end) = match &c.state {
                 State::Waiting { reason } => {

@@ -101,7 +101,7 @@ fn lines_tell_the_containers_life() {
         Instance,
         Result<Vec<&'static str>, &'static str>,
     );
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (
             "running and ready",
             container(running("2026-01-01T00:00:00Z"), 0, None, true),
@@ -166,6 +166,23 @@ fn lines_tell_the_containers_life() {
                 "[hollow-node] container app (image nginx) started on hollow node n-0, instance 0",
                 "scripted hello",
                 "[hollow-node] container app terminated with exit code 0 (Completed)",
+            ]),
+        ),
+        (
+            "backing off after a crash: the last run",
+            container(
+                State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                },
+                1,
+                Some(crashed.clone()),
+                false,
+            ),
+            Instance::Current,
+            Ok(vec![
+                "[hollow-node] container app (image nginx) started on hollow node n-0, instance 0",
+                "scripted hello",
+                "[hollow-node] container app terminated with exit code 1 (Error)",
             ]),
         ),
         (

@@ -106,7 +106,7 @@ async fn handle(State(api): State<Arc<Api>>, req: Request) -> Response {
         .unwrap_or_default();
     let peer = req
         .extensions()
-        .get::<TlsInfo>()
+        .get::<Arc<TlsInfo>>()
         .and_then(|t| t.peer_certificates.first())
         .map(Vec::as_slice);
     let authorization = req
