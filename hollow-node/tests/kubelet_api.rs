@@ -1,6 +1,6 @@
 //! The kubelet API of a hollow node, through the real apiserver with the real kubectl:
-//! `kubectl logs` (plain, `--tail`, `--previous` after a crash-loop restart, `-f` ended by the
-//! pod's deletion, a scripted line), the messages of `kubectl exec`, `attach` and
+//! `kubectl logs` (plain, `--tail`, `--limit-bytes`, `--since`, `--since-time`, `--previous`
+//! after a crash-loop restart, `-f` ended by the pod's deletion, a scripted line), the messages of `kubectl exec`, `attach` and
 //! `port-forward`, and direct HTTPS requests to the kubelet port: anonymous → 401, a
 //! ServiceAccount without rights → 403, one with `nodes/proxy` → 200, a pod that is not on
 //! this process's nodes → 404.
@@ -148,6 +148,22 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
         tail.ends_with(" [hollow-node] container app is ready\n") && tail.starts_with("20"),
         "--tail=1 --timestamps: {tail:?}"
     );
+    // --limit-bytes cuts mid-line; --since-time after every line leaves nothing, --since=1h all.
+    let o = kubectl(&cp, &["logs", "talker", "--limit-bytes=12"]).await;
+    assert_eq!(out(&o), "[hollow-node", "--limit-bytes=12: {}", err(&o));
+    let o = kubectl(
+        &cp,
+        &["logs", "talker", "--since-time=2099-01-01T00:00:00Z"],
+    )
+    .await;
+    assert!(
+        o.status.success() && out(&o).is_empty(),
+        "--since-time: {}{}",
+        out(&o),
+        err(&o)
+    );
+    let o = kubectl(&cp, &["logs", "talker", "--since=1h"]).await;
+    assert_eq!(out(&o), log, "--since=1h: {}", err(&o));
     // --previous without a restart: the kubelet's error, shown by kubectl.
     let o = kubectl(&cp, &["logs", "talker", "--previous"]).await;
     assert!(!o.status.success());
@@ -172,8 +188,27 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
     let prev = out(&o);
     assert!(o.status.success(), "--previous: {}", err(&o));
     assert!(
-        prev.contains("instance 0") && prev.contains("container app terminated with exit code"),
+        prev.contains("container app terminated with exit code"),
         "--previous: {prev}"
+    );
+    // The previous instance is one before the current: its number is below the restart count.
+    let instance: i32 = prev
+        .split("instance ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no instance number in {prev}"));
+    let restarts = pods
+        .get("crasher")
+        .await
+        .expect("get crasher")
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|cs| cs.first().map(|c| c.restart_count))
+        .unwrap_or_default();
+    assert!(
+        instance < restarts,
+        "--previous gave instance {instance} of {restarts} restarts"
     );
 
     // exec, attach, port-forward: a plain message naming the hollow node.

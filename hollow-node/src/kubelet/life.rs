@@ -189,6 +189,121 @@ mod tests {
         }
     }
 
+    fn pod(status: serde_json::Value, annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "annotations": annotations},
+            "spec": {
+                "initContainers": [{"name": "init", "image": "busybox"}],
+                "containers": [{"name": "app", "image": "nginx"}, {"name": "side", "image": "envoy"}],
+            },
+            "status": status,
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn lives_come_from_the_pods_status() {
+        let t = |s: &str| s.parse::<Timestamp>().expect("ts");
+        let crashed = serde_json::json!({
+            "initContainerStatuses": [{"name": "init", "image": "busybox", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+                "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:01Z"}}}],
+            "containerStatuses": [{"name": "app", "image": "nginx", "imageID": "", "ready": false,
+                "restartCount": 2,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                    "startedAt": "2026-01-01T00:00:10Z", "finishedAt": "2026-01-01T00:00:11Z"}}}],
+        });
+        let cases = [
+            (
+                "no status yet: every container waits to be created",
+                pod(serde_json::json!({}), serde_json::json!({})),
+                vec![
+                    (
+                        "init",
+                        0,
+                        State::Waiting {
+                            reason: "ContainerCreating".into(),
+                        },
+                        None,
+                    ),
+                    (
+                        "app",
+                        0,
+                        State::Waiting {
+                            reason: "ContainerCreating".into(),
+                        },
+                        None,
+                    ),
+                    (
+                        "side",
+                        0,
+                        State::Waiting {
+                            reason: "ContainerCreating".into(),
+                        },
+                        None,
+                    ),
+                ],
+            ),
+            (
+                "init done, app crash-looping, side not reported",
+                pod(crashed, serde_json::json!({})),
+                vec![
+                    (
+                        "init",
+                        0,
+                        State::Terminated(Ended {
+                            started: Some(t("2026-01-01T00:00:00Z")),
+                            finished: Some(t("2026-01-01T00:00:01Z")),
+                            exit_code: 0,
+                            reason: Some("Completed".into()),
+                        }),
+                        None,
+                    ),
+                    (
+                        "app",
+                        2,
+                        State::Waiting {
+                            reason: "CrashLoopBackOff".into(),
+                        },
+                        Some(Ended {
+                            started: Some(t("2026-01-01T00:00:10Z")),
+                            finished: Some(t("2026-01-01T00:00:11Z")),
+                            exit_code: 1,
+                            reason: Some("Error".into()),
+                        }),
+                    ),
+                    (
+                        "side",
+                        0,
+                        State::Waiting {
+                            reason: "ContainerCreating".into(),
+                        },
+                        None,
+                    ),
+                ],
+            ),
+        ];
+        for (name, p, want) in cases {
+            let life = of(&p, 3);
+            assert_eq!((life.uid.as_str(), life.node), ("u1", 3), "{name}");
+            let got: Vec<_> = life
+                .containers
+                .iter()
+                .map(|c| (c.name.as_str(), c.restarts, c.state.clone(), c.last.clone()))
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+        let scripted = of(
+            &pod(
+                serde_json::json!({}),
+                serde_json::json!({"mock-kind.io/logLines": "a\nb"}),
+            ),
+            0,
+        );
+        assert_eq!(scripted.script.as_ref(), ["a".to_string(), "b".to_string()]);
+    }
+
     proptest! {
         #[test]
         fn any_script_stays_within_bounds(value in ".{0,4000}") {

@@ -326,4 +326,42 @@ proptest! {
             prop_assert_eq!(last.clone(), format!("{}\n", count - 1));
         }
     }
+
+    #[test]
+    fn any_life_gives_ordered_lines_or_the_kubelets_error(
+        restarts in 0i32..5,
+        state in 0u8..3,
+        has_last in any::<bool>(),
+        ready in any::<bool>(),
+        start in 0i64..1_000_000,
+        run in 0i64..1000,
+    ) {
+        let at = |s: i64| Timestamp::from_second(s).expect("ts");
+        let last = has_last.then(|| Ended {
+            started: Some(at(start)),
+            finished: Some(at(start + run)),
+            exit_code: 1,
+            reason: None,
+        });
+        let state = match state {
+            0 => State::Waiting { reason: "ContainerCreating".into() },
+            1 => State::Running { started: Some(at(start + run)) },
+            _ => State::Terminated(Ended {
+                started: Some(at(start + run)),
+                finished: Some(at(start + 2 * run)),
+                exit_code: 0,
+                reason: Some("Completed".into()),
+            }),
+        };
+        let c = container(state.clone(), restarts, last.clone(), ready);
+        let prev = lines(&c, "ns/p", "n", &[], Instance::Previous);
+        prop_assert_eq!(prev.is_ok(), restarts > 0 && has_last);
+        let current = lines(&c, "ns/p", "n", &[], Instance::Current);
+        let waits = matches!(state, State::Waiting { .. }) && !(restarts > 0 && has_last);
+        prop_assert_eq!(current.is_err(), waits);
+        for got in [prev, current].into_iter().flatten() {
+            prop_assert!(got.windows(2).all(|p| p[0].at <= p[1].at));
+            prop_assert!(got.first().is_some_and(|l| l.text.contains("started on hollow node n")));
+        }
+    }
 }
