@@ -3,7 +3,8 @@
 //! TLS handshake) names the user (CN) and groups (O); a bearer token is checked with a
 //! TokenReview; then a SubjectAccessReview asks for `<verb> nodes/<subresource>` on the node.
 //! Answers are cached as the kubelet caches them (tokens 2 min, allowed 5 min, denied 30 s),
-//! in bounded caches, so a busy `kubectl logs -f` or a scraper costs no review per request.
+//! in bounded caches (tokens by their SHA-256, never the token itself), so a busy caller costs
+//! no review per request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -30,6 +31,15 @@ pub const DENIED_TTL: Duration = Duration::from_secs(30);
 pub const MAX_CACHED: usize = 4096;
 /// Longest bearer token accepted (service-account JWTs are about 1 KiB).
 pub const MAX_TOKEN: usize = 16 << 10;
+
+/// What the token cache keys on: the token's SHA-256, so no token stays in memory.
+type TokenKey = [u8; 32];
+
+fn token_key(token: &str) -> TokenKey {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    key
+}
 
 /// An authenticated user.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -148,7 +158,7 @@ type DecisionKey = (User, &'static str, &'static str, String);
 /// Authenticates and authorizes kubelet API requests against the apiserver.
 pub struct Gate {
     client: kube::Client,
-    tokens: Mutex<TtlCache<String, Option<User>>>,
+    tokens: Mutex<TtlCache<TokenKey, Option<User>>>,
     decisions: Mutex<TtlCache<DecisionKey, bool>>,
 }
 
@@ -190,12 +200,8 @@ impl Gate {
 
     async fn token_user(&self, token: &str) -> Result<Option<User>, kube::Error> {
         let now = Instant::now();
-        if let Some(hit) = self
-            .tokens
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&token.to_string(), now))
-        {
+        let key = token_key(token);
+        if let Some(hit) = self.tokens.lock().ok().and_then(|c| c.get(&key, now)) {
             return Ok(hit);
         }
         let review = TokenReview {
@@ -225,7 +231,7 @@ impl Gate {
             BAD_TOKEN_TTL
         };
         if let Ok(mut c) = self.tokens.lock() {
-            c.insert(token.to_string(), user.clone(), ttl, now);
+            c.insert(key, user.clone(), ttl, now);
         }
         Ok(user)
     }
@@ -314,6 +320,23 @@ mod tests {
         }
         let long = format!("Bearer {}", "x".repeat(MAX_TOKEN + 1));
         assert_eq!(credential(None, Some(&long)), Credential::Anonymous);
+    }
+
+    #[test]
+    fn tokens_are_cached_by_digest_only() {
+        let cases = [
+            ("same token, same key", "abc", "abc", true),
+            ("other token, other key", "abc", "abd", false),
+            ("prefix is not the token", "abc", "ab", false),
+        ];
+        for (name, a, b, same) in cases {
+            assert_eq!(token_key(a) == token_key(b), same, "{name}");
+            assert_ne!(
+                &token_key(a)[..a.len()],
+                a.as_bytes(),
+                "{name}: not the token itself"
+            );
+        }
     }
 
     #[test]
