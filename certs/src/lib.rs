@@ -205,7 +205,8 @@ pub fn still_needed_ca(bundle: &Bundle, now: SystemTime) -> Option<String> {
     Some(pem_encode(&ca[0]))
 }
 
-fn pem_encode(der: &CertificateDer<'_>) -> String {
+/// One certificate as PEM.
+pub fn pem_encode(der: &CertificateDer<'_>) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
     let mut s = String::from("-----BEGIN CERTIFICATE-----\n");

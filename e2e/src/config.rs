@@ -28,6 +28,21 @@ impl Layout {
     pub fn serving_key(&self) -> PathBuf {
         self.file("apiserver.key")
     }
+    pub fn kubelet_client_cert(&self) -> PathBuf {
+        self.file("apiserver-kubelet-client.crt")
+    }
+    pub fn kubelet_client_key(&self) -> PathBuf {
+        self.file("apiserver-kubelet-client.key")
+    }
+    pub fn front_proxy_ca(&self) -> PathBuf {
+        self.file("front-proxy-ca.crt")
+    }
+    pub fn front_proxy_client_cert(&self) -> PathBuf {
+        self.file("front-proxy-client.crt")
+    }
+    pub fn front_proxy_client_key(&self) -> PathBuf {
+        self.file("front-proxy-client.key")
+    }
     pub fn sa_key(&self) -> PathBuf {
         self.file("sa.key")
     }
@@ -109,6 +124,31 @@ pub fn apiserver_args(layout: &Layout, s: &Settings) -> Vec<String> {
         "--service-cluster-ip-range=10.96.0.0/16".into(),
         // Logs, exec and proxy go to the node's InternalIP, which hollow nodes keep on loopback.
         "--kubelet-preferred-address-types=InternalIP".into(),
+        // As kubeadm (and so kind) runs it: a client certificate towards kubelets, and none of
+        // their serving certificates checked (kubelets sign their own).
+        format!(
+            "--kubelet-client-certificate={}",
+            p(&layout.kubelet_client_cert())
+        ),
+        format!("--kubelet-client-key={}", p(&layout.kubelet_client_key())),
+        // The aggregation layer, as kubeadm configures it, so aggregated APIs (metrics.k8s.io)
+        // can be served and trust the apiserver's front proxy.
+        format!(
+            "--requestheader-client-ca-file={}",
+            p(&layout.front_proxy_ca())
+        ),
+        "--requestheader-allowed-names=front-proxy-client".into(),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        format!(
+            "--proxy-client-cert-file={}",
+            p(&layout.front_proxy_client_cert())
+        ),
+        format!(
+            "--proxy-client-key-file={}",
+            p(&layout.front_proxy_client_key())
+        ),
         // The endpoint reconciler refuses a loopback address for the `kubernetes` Service and
         // would log that every 10 s; nothing here needs that Service's endpoints.
         "--endpoint-reconciler-type=none".into(),
@@ -266,6 +306,21 @@ mod tests {
                 "apiserver loopback kubelets",
                 apiserver_args(&l, &s),
                 "--kubelet-preferred-address-types=InternalIP",
+            ),
+            (
+                "apiserver kubelet client",
+                apiserver_args(&l, &s),
+                "--kubelet-client-certificate=/cp/apiserver-kubelet-client.crt",
+            ),
+            (
+                "apiserver front proxy ca",
+                apiserver_args(&l, &s),
+                "--requestheader-client-ca-file=/cp/front-proxy-ca.crt",
+            ),
+            (
+                "apiserver front proxy client",
+                apiserver_args(&l, &s),
+                "--proxy-client-cert-file=/cp/front-proxy-client.crt",
             ),
             (
                 "apiserver rbac",

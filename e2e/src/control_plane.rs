@@ -88,6 +88,14 @@ impl ControlPlane {
             (layout.ca_cert(), &pki.ca_cert),
             (layout.serving_cert(), &pki.serving_cert),
             (layout.serving_key(), &pki.serving_key),
+            (layout.kubelet_client_cert(), &pki.kubelet_client_cert),
+            (layout.kubelet_client_key(), &pki.kubelet_client_key),
+            (layout.front_proxy_ca(), &pki.front_proxy_ca_cert),
+            (
+                layout.front_proxy_client_cert(),
+                &pki.front_proxy_client_cert,
+            ),
+            (layout.front_proxy_client_key(), &pki.front_proxy_client_key),
             (layout.sa_key(), &pki.service_account_key),
             (layout.sa_pub(), &pki.service_account_pub),
         ] {
@@ -228,9 +236,14 @@ impl ControlPlane {
     pub fn server(&self) -> &str {
         &self.server
     }
-    /// The CA that signed the apiserver's serving certificate.
+    /// The CA that signed the apiserver's serving certificate (and every client certificate
+    /// of the cluster, the apiserver's kubelet client among them).
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+    /// The CA file, for a process that must trust the cluster's client certificates.
+    pub fn ca_file(&self) -> PathBuf {
+        self.layout.ca_cert()
     }
     pub fn dir(&self) -> &Path {
         &self.layout.dir

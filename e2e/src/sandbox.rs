@@ -466,6 +466,8 @@ pub struct Summary {
     pub plain_pod_node_spoofed: Option<bool>,
     pub plain_pod_phase: Option<String>,
     pub extender_rejections: Vec<String>,
+    /// `kubectl logs` of one operator pod on a hollow node: (pod, its first line or the error).
+    pub hollow_pod_log: Option<(String, String)>,
     pub settle_seconds: f64,
 }
 
@@ -498,6 +500,23 @@ impl Summary {
             .await?
             .items;
         let mut used = BTreeSet::new();
+        let on_hollow = pods.iter().find(|p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                && p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_ref())
+                    .and_then(|n| spoofed.get(n))
+                    == Some(&true)
+        });
+        if let Some(name) = on_hollow.and_then(|p| p.metadata.name.clone()) {
+            // What `kubectl logs` reads: the apiserver asks the hollow node's kubelet API.
+            let api = Api::<Pod>::namespaced(client.clone(), SPOOFED_NS);
+            let first = match api.logs(&name, &Default::default()).await {
+                Ok(text) => text.lines().next().unwrap_or_default().to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            s.hollow_pod_log = Some((name, first));
+        }
         for p in &pods {
             let name = p.metadata.name.clone().unwrap_or_default();
             let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -621,6 +640,11 @@ impl Summary {
                 self.plain_pod_node, self.plain_pod_phase
             ),
         );
+        let log = self.hollow_pod_log.as_ref();
+        need(
+            log.is_some_and(|(_, first)| first.contains("started on hollow node")),
+            format!("kubectl logs of a pod on a hollow node: {log:?}"),
+        );
         out
     }
 }
@@ -671,6 +695,12 @@ impl fmt::Display for Summary {
             },
             or_none(&self.plain_pod_phase)
         )?;
+        if let Some((pod, first)) = &self.hollow_pod_log {
+            writeln!(
+                f,
+                "  logs       kubectl -n {SPOOFED_NS} logs {pod}: {first}"
+            )?;
+        }
         if let Some(r) = self.extender_rejections.first() {
             writeln!(f, "  why        e.g. the scheduler's event: {r}")?;
         }
@@ -707,6 +737,11 @@ mod tests {
             plain_pod_node_spoofed: Some(false),
             plain_pod_phase: Some("Running".into()),
             extender_rejections: vec![],
+            hollow_pod_log: Some((
+                "op-1".into(),
+                "[hollow-node] container app (image nginx) started on hollow node hn-0, instance 0"
+                    .into(),
+            )),
             settle_seconds: 1.0,
         }
     }
@@ -714,7 +749,7 @@ mod tests {
     #[test]
     fn problems_name_each_broken_promise() {
         type Case = (&'static str, fn(&mut Summary), &'static str);
-        let cases: [Case; 6] = [
+        let cases: [Case; 8] = [
             (
                 "node not ready",
                 |s| s.hollow_nodes_ready = 2,
@@ -746,6 +781,16 @@ mod tests {
                 "plain pending",
                 |s| s.plain_pod_phase = Some("Pending".into()),
                 "plain pod",
+            ),
+            (
+                "logs refused",
+                |s| s.hollow_pod_log = Some(("op-1".into(), "error: connection refused".into())),
+                "kubectl logs",
+            ),
+            (
+                "no pod to read logs of",
+                |s| s.hollow_pod_log = None,
+                "kubectl logs",
             ),
         ];
         assert!(good().problems().is_empty(), "{:?}", good().problems());

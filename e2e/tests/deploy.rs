@@ -1670,6 +1670,10 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
             }
             cmd.env(name, value);
         }
+        if s.bin == "hollow-node" {
+            // Its kubelet API binds <InternalIP>:10250 by default; tests run side by side.
+            cmd.env("MOCK_KIND_KUBELET_PORT", e2e::free_port().to_string());
+        }
         let (manifest_port, port) = listen
             .unwrap_or_else(|| panic!("{}: no listen address in the environment", s.workload));
         let readiness = &c["readinessProbe"];

@@ -11,8 +11,8 @@
 //! more name renews the certificate; the hollow node adopts a Node someone else registered
 //! without a podCIDR, registers the rest, renews their Leases, runs pods that reference a Secret
 //! and a ConfigMap (checking Secrets in one namespace, bound by the README's RoleBinding
-//! template), repeats a Warning Event, finishes a pod's deletion and, on SIGTERM, deletes its
-//! Nodes. The harness's kube-scheduler runs as the cluster admin, as does `make sandbox`.
+//! template), repeats a Warning Event, reviews the token and rights of a kubelet API caller,
+//! finishes a pod's deletion and, on SIGTERM, deletes its Nodes. The harness's kube-scheduler runs as the cluster admin, as does `make sandbox`.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -184,8 +184,12 @@ fn summary(records: &[Record]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_granted_permission_is_used_by_the_services_or_a_named_exception() {
     let bin_dir = e2e::bins::workspace_binaries().expect("workspace binaries");
-    let (extender_port, webhook_port, hollow_port) =
-        (e2e::free_port(), e2e::free_port(), e2e::free_port());
+    let (extender_port, webhook_port, hollow_port, kubelet_port) = (
+        e2e::free_port(),
+        e2e::free_port(),
+        e2e::free_port(),
+        e2e::free_port(),
+    );
 
     // kube-scheduler calls the extender as in the kind cluster, at our port.
     let kind = std::fs::read_to_string(
@@ -299,6 +303,7 @@ async fn every_granted_permission_is_used_by_the_services_or_a_named_exception()
             "--nodes=3".into(),
             "--node-prefix=hollow-node-0".into(),
             format!("--listen=127.0.0.1:{hollow_port}"),
+            format!("--kubelet-port={kubelet_port}"),
             "--internal-ip=127.0.0.1".into(),
             "--lease-duration=10s".into(),
             "--lease-renew-interval=2s".into(),
@@ -483,6 +488,37 @@ async fn every_granted_permission_is_used_by_the_services_or_a_named_exception()
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&running)));
+
+    // A caller of the kubelet API with a bearer token (here the extender's, which has no
+    // nodes/proxy): the hollow node reviews the token, then the caller's rights.
+    let caller = e2e::accounts::token(&client, SERVICES[0].0, SERVICES[0].1)
+        .await
+        .expect("extender token");
+    let out = e2e::process::run_with_input(
+        Command::new("curl")
+            .args([
+                "-sk",
+                "--max-time",
+                "20",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {caller}"))
+            .arg(format!(
+                "https://127.0.0.1:{kubelet_port}/containerLogs/{TEAM}/waits-for-config/app"
+            )),
+        None,
+    )
+    .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "403",
+        "the extender may not read logs from the kubelet API\n{}",
+        logs(&running)
+    );
 
     // Deleted pods go (the hollow node finishes the deletion), then the Nodes on SIGTERM.
     pods.delete("waits-for-config", &DeleteParams::default())

@@ -43,6 +43,7 @@ fn sandbox_demonstration_holds() {
         "openshift.io/sa.scc.uid-range=",
         "matches spoofed_excluded_pods \"^metrics-\": on node real-0 (a real node), Running",
         "demo-plain/plain-web (namespace not spoofed): on node real-0 (a real node), Running",
+        "started on hollow node hollow-",
         "all as expected",
     ];
     for fact in facts {

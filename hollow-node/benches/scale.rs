@@ -5,6 +5,7 @@
 //! kubemark's RSS per node on the same control plane (BENCH_KUBEMARK processes, 3).
 //!
 //! `cargo bench -p hollow-node --bench scale`; BENCH_NODES=200 BENCH_PODS=2000 for a quick run.
+//! BENCH_LOG_REQUESTS (200) `kubectl logs` reads of the probe pods, through the apiserver.
 //! BENCH_CREATE_QPS paces pod creation: the controller-manager's client QPS, so the ReplicaSet
 //! controller creates about that many pods a second (50: what the scheduler places without a
 //! backlog on 2 cores at 2,000 nodes; 0: 1,000, a creation storm). BENCH_WORKERS sets
@@ -280,6 +281,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--kube-api-qps=3000".into(),
             "--kube-api-burst=3000".into(),
             format!("--workers={}", env_usize("BENCH_WORKERS", 0)),
+            // Its kubelet API (kubectl logs below), on a port of its own.
+            format!("--kubelet-port={}", e2e::free_port()),
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -455,6 +458,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     })
     .await?;
+    // kubectl logs at scale: BENCH_LOG_REQUESTS reads of a probe pod's log through the
+    // apiserver (which dials the hollow node's kubelet API with its client certificate), one at
+    // a time, timed from request to the whole body.
+    let log_requests = env_usize("BENCH_LOG_REQUESTS", 200);
+    let mut log_lat = Vec::with_capacity(log_requests);
+    for i in 0..log_requests {
+        let name = format!("probe-{}", i % probes.max(1));
+        let t = Instant::now();
+        let text = probe_api
+            .logs(&name, &kube::api::LogParams::default())
+            .await?;
+        log_lat.push(t.elapsed().as_secs_f64());
+        if !text.contains("started on hollow node") {
+            return Err(format!("log of {name} is not the hollow container's: {text:?}").into());
+        }
+    }
+    log_lat.sort_by(f64::total_cmp);
     node_watch.abort();
     let nodes_not_ready = not_ready.lock().map(|s| s.len()).unwrap_or(0);
     let own = http_get(addr, "/metrics").await;
@@ -597,6 +617,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(&probe_lat, 0.99),
         probe_lat.last().copied().unwrap_or(f64::NAN),
         probe_lat.len()
+    );
+    println!(
+        "| kubectl logs through the apiserver, one at a time, p50 / p99 / max | {:.1} ms / {:.1} ms / {:.1} ms (n={}) | p99 ≤ 50 ms |",
+        pct(&log_lat, 0.5) * 1000.0,
+        pct(&log_lat, 0.99) * 1000.0,
+        log_lat.last().copied().unwrap_or(f64::NAN) * 1000.0,
+        log_lat.len()
     );
     println!("| nodes seen not Ready after all were Ready | {nodes_not_ready} | 0 |");
     println!(

@@ -93,10 +93,37 @@ pub struct Args {
     /// `--spoofed=false` registers real-looking nodes.
     #[arg(long, env = "MOCK_KIND_SPOOFED", default_value_t = true, action = clap::ArgAction::Set)]
     pub spoofed: bool,
-    /// Port advertised as the kubelet endpoint (nothing listens there).
+    /// Port of the kubelet API (logs, exec answers) for every node of this process; the Nodes
+    /// advertise it as their kubelet endpoint.
     #[arg(long, env = "MOCK_KIND_KUBELET_PORT", default_value_t = 10250,
           value_parser = clap::value_parser!(i32).range(1..=65_535))]
     pub kubelet_port: i32,
+    /// Serve the kubelet API on --kubelet-port; `--kubelet-serve=false` only advertises it.
+    #[arg(long, env = "MOCK_KIND_KUBELET_SERVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kubelet_serve: bool,
+    /// Address the kubelet API binds. Default: the InternalIP (what the apiserver dials).
+    #[arg(long, env = "MOCK_KIND_KUBELET_BIND_ADDRESS")]
+    pub kubelet_bind_address: Option<std::net::IpAddr>,
+    /// CA (PEM) of the client certificates the kubelet API accepts (the apiserver's
+    /// --kubelet-client-certificate). Default: the CA the kubeconfig trusts for the apiserver
+    /// (in a pod, the ServiceAccount's ca.crt), which signs it in kubeadm and kind clusters.
+    #[arg(long, env = "MOCK_KIND_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// Serving certificate (PEM) of the kubelet API, read once at start. Default: self-issued
+    /// for the InternalIP and the first 256 node names.
+    #[arg(
+        long,
+        env = "MOCK_KIND_KUBELET_TLS_CERT_FILE",
+        requires = "kubelet_tls_private_key_file"
+    )]
+    pub kubelet_tls_cert_file: Option<PathBuf>,
+    /// Key of --kubelet-tls-cert-file.
+    #[arg(
+        long,
+        env = "MOCK_KIND_KUBELET_TLS_PRIVATE_KEY_FILE",
+        requires = "kubelet_tls_cert_file"
+    )]
+    pub kubelet_tls_private_key_file: Option<PathBuf>,
     /// Pod IPs come from per-node blocks inside this range.
     #[arg(long, env = "MOCK_KIND_CLUSTER_CIDR", default_value = "10.128.0.0/9", value_parser = cidr)]
     pub cluster_cidr: Cidr,
@@ -209,6 +236,29 @@ impl Args {
             .internal_ip
             .or_else(|| std::env::var("POD_IP").ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(|| "127.0.0.1".into());
+        if self.kubelet_serve {
+            let ip = match self.kubelet_bind_address {
+                Some(ip) => ip,
+                None => c.template.internal_ip.parse().map_err(|_| {
+                    crate::config::invalid(
+                        "internal-ip",
+                        &c.template.internal_ip,
+                        "not an IP address",
+                    )
+                })?,
+            };
+            // Bounded to 1..=65535 by clap.
+            let port = u16::try_from(self.kubelet_port).unwrap_or(10250);
+            c.kubelet.listen = Some(SocketAddr::new(ip, port));
+        }
+        c.kubelet.client_ca_file = self.client_ca_file;
+        c.kubelet.tls = match (
+            self.kubelet_tls_cert_file,
+            self.kubelet_tls_private_key_file,
+        ) {
+            (Some(cert), Some(key)) => Some(serving::TlsFiles { cert, key }),
+            _ => None,
+        };
         c.cluster_cidr = self.cluster_cidr;
         c.node_cidr_mask = self.node_cidr_mask;
         c.lease = LeaseTiming {
@@ -313,5 +363,47 @@ mod tests {
         .expect("config");
         assert!(matches!(some.secret_refs, SecretRefs::Namespaces(ref n) if n.len() == 2));
         assert!(Args::try_parse_from(["hollow-node", "--secret-refs=some"]).is_err());
+        let kubelet = |flags: &[&str]| {
+            let mut argv = vec!["hollow-node", "--node-prefix=hn", "--internal-ip=127.0.0.7"];
+            argv.extend_from_slice(flags);
+            Args::try_parse_from(argv)
+                .map_err(|e| e.to_string())?
+                .into_config()
+                .map(|c| c.kubelet)
+                .map_err(|e| e.to_string())
+        };
+        type Case = (
+            &'static str,
+            &'static [&'static str],
+            Result<Option<&'static str>, &'static str>,
+        );
+        let cases: [Case; 5] = [
+            ("default: the InternalIP", &[], Ok(Some("127.0.0.7:10250"))),
+            (
+                "own port",
+                &["--kubelet-port=10260"],
+                Ok(Some("127.0.0.7:10260")),
+            ),
+            (
+                "own address",
+                &["--kubelet-bind-address=0.0.0.0"],
+                Ok(Some("0.0.0.0:10250")),
+            ),
+            ("off", &["--kubelet-serve=false"], Ok(None)),
+            (
+                "certificate without key",
+                &["--kubelet-tls-cert-file=/c.pem"],
+                Err("kubelet-tls-private-key-file"),
+            ),
+        ];
+        for (name, flags, want) in cases {
+            match (kubelet(flags), want) {
+                (Ok(k), Ok(addr)) => {
+                    assert_eq!(k.listen.map(|a| a.to_string()).as_deref(), addr, "{name}")
+                }
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub delete_nodes_on_exit: bool,
     /// Where the Secrets that pods reference are checked, and so what Secret access it needs.
     pub secret_refs: SecretRefs,
+    /// The kubelet API (logs, exec answers); off unless a listen address is set.
+    pub kubelet: crate::kubelet::KubeletApi,
 }
 
 /// Where the hollow node checks that the Secrets a pod references exist. Each choice needs
@@ -116,7 +118,11 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(flag: &'static str, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(
+    flag: &'static str,
+    value: impl Into<String>,
+    reason: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         flag,
         value: value.into(),
@@ -225,6 +231,7 @@ impl Config {
             lease_workers: 0,
             delete_nodes_on_exit: false,
             secret_refs: SecretRefs::Off,
+            kubelet: crate::kubelet::KubeletApi::default(),
         }
     }
 

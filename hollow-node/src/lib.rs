@@ -11,6 +11,7 @@ pub mod config;
 pub mod faults;
 pub mod gate;
 pub mod ipam;
+pub mod kubelet;
 pub mod lease;
 pub mod metrics;
 pub mod node_status;
@@ -57,6 +58,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("kubelet API: {0}")]
+    Kubelet(#[from] kubelet::KubeletError),
     #[error("internal state lock poisoned")]
     Poisoned,
     #[error("shutting down: {0} not created")]
@@ -106,6 +109,8 @@ pub struct Shared {
     pub nodes: Vec<nodes::NodeSlot>,
     pub node_index: HashMap<String, u32>,
     pub pods: Mutex<pods::PodTable>,
+    /// What the kubelet API tells of each pod's containers, kept from the pod watch.
+    pub lives: kubelet::Lives,
     pub recorder: Recorder,
     pub started: Instant,
     pub pods_synced: telemetry::Readiness,
@@ -135,6 +140,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let mut registry = Registry::with_prefix("hollow_node");
     let metrics = metrics::Metrics::new(&mut registry);
     let kube_config = client::config(config.kubeconfig.as_deref()).await?;
+    let client_ca = match config.kubelet.listen {
+        Some(_) => Some(kubelet::client_ca_pem(&config.kubelet, &kube_config)?),
+        None => None,
+    };
     let client = client::build(
         kube_config.clone(),
         config.qps,
@@ -185,6 +194,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         nodes: slots,
         node_index,
         pods: Mutex::new(pods::PodTable::default()),
+        lives: kubelet::Lives::default(),
         recorder,
         started: Instant::now(),
         pods_synced: telemetry::Readiness::default(),
@@ -192,6 +202,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         refs: OnceLock::new(),
         config,
     });
+    // The kubelet API is bound before any task starts (a port in use stops the
+    // process with nothing to clean up) and serves from the start: its pods appear as the watch lists them. It
+    // stops with the ops server, after the writers.
+    let kubelet_api = match (shared.config.kubelet.listen, &client_ca) {
+        (Some(addr), Some(ca)) => {
+            Some(kubelet::start(shared.clone(), addr, ca, shutdown.clone()).await?)
+        }
+        _ => None,
+    };
     // Background tasks (the queue and its runs, the watches) stop on `tasks`, cancelled first
     // at shutdown.
     let tasks = CancellationToken::new();
@@ -313,6 +332,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     if shared.config.delete_nodes_on_exit {
         nodes::delete_all(&shared).await;
+    }
+    if let Some(api) = kubelet_api {
+        let _ = api.await;
     }
     let _ = ops.await;
     Ok(())

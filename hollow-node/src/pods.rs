@@ -62,6 +62,7 @@ fn upsert(shared: &Shared, pod: Pod, live: bool) -> Option<Arc<str>> {
     let &idx = shared.node_index.get(node)?;
     let pod = strip(pod);
     let key: Arc<str> = pod_key(&pod).into();
+    shared.lives.record(&key, idx, &pod);
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let phase = Phase::parse(pod.status.as_ref().and_then(|s| s.phase.as_deref()));
     // Restart adoption: an IP the pod already carries is reserved before anything new is
@@ -117,6 +118,7 @@ fn upsert(shared: &Shared, pod: Pod, live: bool) -> Option<Arc<str>> {
 }
 
 fn forget(shared: &Shared, key: &str) {
+    shared.lives.forget(key);
     let Ok(mut table) = shared.pods.lock() else {
         return;
     };

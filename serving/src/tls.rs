@@ -24,6 +24,8 @@ pub enum Error {
     Pair(#[from] certs::Error),
     #[error("building the TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    #[error("client CA: {0}")]
+    ClientCa(String),
 }
 
 /// TLS certificate (chain) and key files, PEM.
@@ -43,12 +45,47 @@ pub struct PemPair {
 /// A rustls server config for the pair: TLS 1.2 and 1.3, HTTP/1.1 only (what [`crate::serve`]
 /// speaks; offering h2 in ALPN would break h2-capable clients).
 pub fn server_config(pair: &PemPair) -> Result<Arc<ServerConfig>, Error> {
+    build(pair, None)
+}
+
+/// As [`server_config`], and asks every client for a certificate: one that chains to a CA of
+/// `client_ca_pem` (for client authentication) is verified in the handshake and reaches the
+/// handlers in axum-server's `TlsInfo`; a client without one is let in (the handler then looks
+/// for other credentials); one with a certificate that does not verify is refused.
+pub fn server_config_with_client_ca(
+    pair: &PemPair,
+    client_ca_pem: &str,
+) -> Result<Arc<ServerConfig>, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs::parse_certs(client_ca_pem, "client CA")? {
+        roots.add(ca).map_err(|e| Error::ClientCa(e.to_string()))?;
+    }
+    build(pair, Some(roots))
+}
+
+fn build(
+    pair: &PemPair,
+    client_roots: Option<rustls::RootCertStore>,
+) -> Result<Arc<ServerConfig>, Error> {
     let certified = certs::certified_key(&pair.cert, &pair.key, "serving certificate")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| Error::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config =
+        builder.with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

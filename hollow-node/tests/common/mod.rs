@@ -289,6 +289,8 @@ pub async fn spawn_binary(
         format!("--kubeconfig={}", kubeconfig.display()),
         format!("--listen={addr}"),
         "--job-complete-after=2s".to_string(),
+        // The kubelet API binds 127.0.0.1:<kubelet-port>: a port of its own per process.
+        format!("--kubelet-port={}", e2e::free_port()),
     ];
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hollow-node"));
     let mut comp =
