@@ -5,6 +5,7 @@
 //! certificates, `cli` turns flags into a [`Config`].
 
 pub mod admission;
+pub mod allocation;
 pub mod cli;
 #[cfg(test)]
 mod fuzz;

@@ -1,0 +1,387 @@
+//! THE ALLOCATION: which block of the pool a new namespace gets, the SELinux MCS level OpenShift
+//! derives from it, and which of OpenShift's three namespace annotations to add. Pure: the
+//! namespace's annotations and the blocks in use in, a typed plan out.
+//!
+//! As openshift/cluster-policy-controller's namespace-security-allocation controller does: the
+//! pool is `[BLOCKS_START, BLOCKS_END)` in blocks of `BLOCK_SIZE`, a new namespace gets the
+//! lowest free block, and its MCS level is the label at offset `index × MCS_LABELS_PER_BLOCK`
+//! of the range `s0:/2` (two categories out of 1024, co-lexicographic order).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::strategy::{
+    BLOCK_SIZE, BLOCKS_END, BLOCKS_START, Block, SUPPLEMENTAL_GROUPS, UID_RANGE,
+};
+
+/// OpenShift's annotation with the namespace's SELinux level, e.g. `s0:c26,c15`.
+pub const MCS: &str = "openshift.io/sa.scc.mcs";
+
+/// Blocks in the pool: 100,000.
+pub const BLOCKS: u32 = ((BLOCKS_END - BLOCKS_START) / BLOCK_SIZE) as u32;
+/// OpenShift's `mcsLabelsPerProject`: consecutive blocks are 5 labels apart.
+pub const MCS_LABELS_PER_BLOCK: u64 = 5;
+/// SELinux categories `c0..c1023`.
+pub const MCS_CATEGORIES: u64 = 1024;
+/// Categories per label.
+pub const MCS_K: u32 = 2;
+/// The sensitivity prefix of every label.
+pub const MCS_PREFIX: &str = "s0:";
+
+/// The index of a block in the pool, if it is one of the pool's aligned blocks.
+pub fn block_index(block: Block) -> Option<u32> {
+    let offset = block.start.checked_sub(BLOCKS_START)?;
+    if block.size != BLOCK_SIZE || offset < 0 || offset % BLOCK_SIZE != 0 {
+        return None;
+    }
+    u32::try_from(offset / BLOCK_SIZE)
+        .ok()
+        .filter(|i| *i < BLOCKS)
+}
+
+/// The block at `index` of the pool (`index < BLOCKS`).
+pub fn block_at(index: u32) -> Option<Block> {
+    (index < BLOCKS).then(|| Block {
+        start: BLOCKS_START + i64::from(index) * BLOCK_SIZE,
+        size: BLOCK_SIZE,
+    })
+}
+
+/// The lowest index of the pool not in `used`; `None` when all 100,000 are taken.
+pub fn lowest_free(used: &BTreeSet<u32>) -> Option<u32> {
+    // `used` is sorted: the first gap in 0, 1, 2… is the answer.
+    let mut want = 0u32;
+    for &i in used.range(0..BLOCKS) {
+        if i != want {
+            break;
+        }
+        want += 1;
+    }
+    (want < BLOCKS).then_some(want)
+}
+
+/// `n choose k` with checked arithmetic (`None` on overflow).
+fn choose(n: u64, k: u32) -> Option<u64> {
+    let k = u64::from(k);
+    if k > n {
+        return Some(0);
+    }
+    let mut acc: u64 = 1;
+    for i in 0..k {
+        // acc * (n - i) / (i + 1) stays an integer at every step.
+        acc = acc.checked_mul(n - i)? / (i + 1);
+    }
+    Some(acc)
+}
+
+/// The categories at `offset` in the co-lexicographic order of `k`-subsets of `0..n`, largest
+/// first (OpenShift's `mcs.Range.LabelAt`); `None` when `offset` is past the last subset.
+fn colex_unrank(mut offset: u64, n: u64, k: u32) -> Option<Vec<u64>> {
+    if offset >= choose(n, k)? {
+        return None;
+    }
+    let mut out = Vec::with_capacity(k as usize);
+    let mut upper = n;
+    for k in (1..=k).rev() {
+        // The largest c below `upper` with C(c, k) <= offset, by binary search.
+        let (mut lo, mut hi) = (u64::from(k) - 1, upper - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if choose(mid, k)? <= offset {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        offset -= choose(lo, k)?;
+        out.push(lo);
+        upper = lo;
+    }
+    Some(out)
+}
+
+/// The MCS level OpenShift gives the namespace owning block `index`, e.g. 68 → `s0:c26,c15`.
+pub fn mcs_level(index: u32) -> Option<String> {
+    let offset = u64::from(index).checked_mul(MCS_LABELS_PER_BLOCK)?;
+    let categories = colex_unrank(offset, MCS_CATEGORIES, MCS_K)?;
+    let list: Vec<String> = categories.iter().map(|c| format!("c{c}")).collect();
+    Some(format!("{MCS_PREFIX}{}", list.join(",")))
+}
+
+/// What the controller does with one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// All three annotations are there: nothing to do.
+    Complete,
+    /// The UID range is missing: take a new block from the pool, then add these.
+    NewBlock,
+    /// The UID range is there (it wins); add the missing others.
+    Fill(BTreeMap<String, String>),
+    /// The recorded UID range does not parse: left alone, for a person to fix.
+    Invalid(String),
+}
+
+/// Reads a namespace's annotations. An annotation already there always wins and is never
+/// rewritten; only missing ones are added.
+pub fn plan(annotations: Option<&BTreeMap<String, String>>) -> Plan {
+    let get = |key: &str| annotations.and_then(|a| a.get(key));
+    let Some(range) = get(UID_RANGE) else {
+        return Plan::NewBlock;
+    };
+    let block = match crate::strategy::parse_block(range) {
+        Ok(b) => b,
+        Err(e) => return Plan::Invalid(format!("annotation {UID_RANGE}: {e}")),
+    };
+    let mut add = BTreeMap::new();
+    if get(SUPPLEMENTAL_GROUPS).is_none() {
+        add.insert(SUPPLEMENTAL_GROUPS.to_owned(), block.annotation());
+    }
+    if get(MCS).is_none() {
+        // A range outside the pool (set by hand) has no OpenShift-derived level.
+        match block_index(block).and_then(mcs_level) {
+            Some(level) => {
+                add.insert(MCS.to_owned(), level);
+            }
+            None => {
+                return Plan::Invalid(format!(
+                    "annotation {UID_RANGE} {range:?} is not a block of the pool, so no {MCS} can be derived; set {MCS} by hand"
+                ));
+            }
+        }
+    }
+    if add.is_empty() {
+        Plan::Complete
+    } else {
+        Plan::Fill(add)
+    }
+}
+
+/// The annotations of a new block at `index`, keeping the ones the namespace already has.
+pub fn new_block_annotations(
+    index: u32,
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Option<BTreeMap<String, String>> {
+    let block = block_at(index)?;
+    let mut add = BTreeMap::from([(UID_RANGE.to_owned(), block.annotation())]);
+    for (key, value) in [
+        (SUPPLEMENTAL_GROUPS, block.annotation()),
+        (MCS, mcs_level(index)?),
+    ] {
+        if annotations.is_none_or(|a| !a.contains_key(key)) {
+            add.insert(key.to_owned(), value);
+        }
+    }
+    Some(add)
+}
+
+/// The pool block a namespace's annotations hold, if any (they count as used).
+pub fn used_block(annotations: Option<&BTreeMap<String, String>>) -> Option<u32> {
+    let range = annotations?.get(UID_RANGE)?;
+    block_index(crate::strategy::parse_block(range).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mcs_levels_table() {
+        let cases: &[(&str, u32, Option<&str>)] = &[
+            ("first block", 0, Some("s0:c1,c0")),
+            ("issue check: block 1", 1, Some("s0:c3,c2")),
+            (
+                "issue check: block 68 (1000680000/10000)",
+                68,
+                Some("s0:c26,c15"),
+            ),
+            ("block 2: offset 10", 2, Some("s0:c5,c0")),
+            ("last block", BLOCKS - 1, Some("s0:c1000,c495")),
+            ("past the pool", BLOCKS, Some("s0:c1000,c500")),
+            ("past the labels", u32::MAX, None),
+        ];
+        for (name, index, want) in cases {
+            assert_eq!(mcs_level(*index).as_deref(), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn lowest_free_table() {
+        let cases: &[(&str, Vec<u32>, Option<u32>)] = &[
+            ("empty pool", vec![], Some(0)),
+            ("first taken", vec![0], Some(1)),
+            ("a hole", vec![0, 1, 3], Some(2)),
+            ("hole at the start", vec![1, 2], Some(0)),
+            ("outside the pool ignored", vec![0, BLOCKS + 5], Some(1)),
+            ("all taken", (0..BLOCKS).collect(), None),
+            (
+                "all but the last",
+                (0..BLOCKS - 1).collect(),
+                Some(BLOCKS - 1),
+            ),
+        ];
+        for (name, used, want) in cases {
+            let used: BTreeSet<u32> = used.iter().copied().collect();
+            assert_eq!(lowest_free(&used), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn block_index_table() {
+        let b = |start, size| Block { start, size };
+        let cases: &[(&str, Block, Option<u32>)] = &[
+            ("first", b(1_000_000_000, 10_000), Some(0)),
+            ("68", b(1_000_680_000, 10_000), Some(68)),
+            ("last", b(1_999_990_000, 10_000), Some(BLOCKS - 1)),
+            ("past the end", b(2_000_000_000, 10_000), None),
+            ("below the pool", b(999_990_000, 10_000), None),
+            ("not aligned", b(1_000_000_001, 10_000), None),
+            ("other size", b(1_000_000_000, 5_000), None),
+            ("zero", b(0, 10_000), None),
+        ];
+        for (name, block, want) in cases {
+            assert_eq!(block_index(*block), *want, "{name}");
+            if let Some(i) = want {
+                assert_eq!(block_at(*i), Some(*block), "{name}: round trip");
+            }
+        }
+    }
+
+    #[test]
+    fn plan_table() {
+        let ann = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let fill = |pairs: &[(&str, &str)]| Plan::Fill(ann(pairs));
+        let cases: Vec<(&str, Option<BTreeMap<String, String>>, Plan)> = vec![
+            ("no annotations", None, Plan::NewBlock),
+            (
+                "groups only: still a new block",
+                Some(ann(&[(SUPPLEMENTAL_GROUPS, "5/5")])),
+                Plan::NewBlock,
+            ),
+            (
+                "range only",
+                Some(ann(&[(UID_RANGE, "1000680000/10000")])),
+                fill(&[
+                    (SUPPLEMENTAL_GROUPS, "1000680000/10000"),
+                    (MCS, "s0:c26,c15"),
+                ]),
+            ),
+            (
+                "range and groups",
+                Some(ann(&[
+                    (UID_RANGE, "1000010000/10000"),
+                    (SUPPLEMENTAL_GROUPS, "7/1"),
+                ])),
+                fill(&[(MCS, "s0:c3,c2")]),
+            ),
+            (
+                "all three, even odd ones",
+                Some(ann(&[
+                    (UID_RANGE, "5/5"),
+                    (SUPPLEMENTAL_GROUPS, "x"),
+                    (MCS, "s0:c1,c2"),
+                ])),
+                Plan::Complete,
+            ),
+            (
+                "hand-made range, no mcs",
+                Some(ann(&[
+                    (UID_RANGE, "5000/100"),
+                    (SUPPLEMENTAL_GROUPS, "5000/100"),
+                ])),
+                Plan::Invalid(String::new()),
+            ),
+            (
+                "broken range",
+                Some(ann(&[(UID_RANGE, "nope")])),
+                Plan::Invalid(String::new()),
+            ),
+        ];
+        for (name, annotations, want) in cases {
+            let got = plan(annotations.as_ref());
+            match (&got, &want) {
+                (Plan::Invalid(e), Plan::Invalid(_)) => {
+                    assert!(e.contains(UID_RANGE), "{name}: {e}")
+                }
+                _ => assert_eq!(got, want, "{name}"),
+            }
+        }
+    }
+
+    #[test]
+    fn new_block_keeps_existing_annotations() {
+        let existing = BTreeMap::from([(MCS.to_owned(), "s0:c9,c8".to_owned())]);
+        let add = new_block_annotations(68, Some(&existing)).expect("in the pool");
+        assert_eq!(
+            add.get(UID_RANGE).map(String::as_str),
+            Some("1000680000/10000")
+        );
+        assert_eq!(
+            add.get(SUPPLEMENTAL_GROUPS).map(String::as_str),
+            Some("1000680000/10000")
+        );
+        assert!(!add.contains_key(MCS), "an existing level wins");
+        let add = new_block_annotations(1, None).expect("in the pool");
+        assert_eq!(add.get(MCS).map(String::as_str), Some("s0:c3,c2"));
+        assert_eq!(new_block_annotations(BLOCKS, None), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn distinct_blocks_get_distinct_levels(a in 0..BLOCKS, b in 0..BLOCKS) {
+                prop_assume!(a != b);
+                prop_assert_ne!(mcs_level(a), mcs_level(b));
+            }
+
+            #[test]
+            fn levels_are_two_distinct_categories_largest_first(i in any::<u32>()) {
+                if let Some(level) = mcs_level(i) {
+                    let cats: Vec<u64> = level
+                        .strip_prefix(MCS_PREFIX)
+                        .expect("prefix")
+                        .split(',')
+                        .map(|c| c.trim_start_matches('c').parse().expect("number"))
+                        .collect();
+                    prop_assert_eq!(cats.len(), 2);
+                    prop_assert!(cats[0] > cats[1] && cats[0] < MCS_CATEGORIES, "{}", level);
+                    // The rank of (c1, c0) in co-lex order is C(c1, 2) + C(c0, 1).
+                    let rank = choose(cats[0], 2).expect("small") + cats[1];
+                    prop_assert_eq!(rank, u64::from(i) * MCS_LABELS_PER_BLOCK);
+                } else {
+                    prop_assert!(u64::from(i) * MCS_LABELS_PER_BLOCK >= choose(MCS_CATEGORIES, 2).expect("small"));
+                }
+            }
+
+            #[test]
+            fn lowest_free_is_free_and_lowest(used in proptest::collection::btree_set(0..200u32, 0..150)) {
+                let got = lowest_free(&used).expect("pool not full");
+                prop_assert!(!used.contains(&got));
+                prop_assert!((0..got).all(|i| used.contains(&i)));
+            }
+
+            #[test]
+            fn plan_never_panics(
+                entries in proptest::collection::btree_map(
+                    prop_oneof![Just(UID_RANGE.to_owned()), Just(SUPPLEMENTAL_GROUPS.to_owned()), Just(MCS.to_owned()), "\\PC{0,10}"],
+                    prop_oneof!["[0-9/,-]{0,24}", "\\PC{0,30}"],
+                    0..4,
+                )
+            ) {
+                match plan(Some(&entries)) {
+                    Plan::NewBlock => prop_assert!(!entries.contains_key(UID_RANGE)),
+                    Plan::Fill(add) => prop_assert!(add.keys().all(|k| !entries.contains_key(k))),
+                    Plan::Complete => prop_assert!([UID_RANGE, SUPPLEMENTAL_GROUPS, MCS].iter().all(|k| entries.contains_key(*k))),
+                    Plan::Invalid(e) => prop_assert!(e.len() < 500),
+                }
+                let _ = used_block(Some(&entries));
+            }
+        }
+    }
+}
