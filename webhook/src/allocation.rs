@@ -254,7 +254,8 @@ mod tests {
                 .collect()
         };
         let fill = |pairs: &[(&str, &str)]| Plan::Fill(ann(pairs));
-        let cases: Vec<(&str, Option<BTreeMap<String, String>>, Plan)> = vec![
+        type Annotations = Option<BTreeMap<String, String>>;
+        let cases: Vec<(&str, Annotations, Plan)> = vec![
             ("no annotations", None, Plan::NewBlock),
             (
                 "groups only: still a new block",
