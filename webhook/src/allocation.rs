@@ -179,6 +179,153 @@ pub fn used_block(annotations: Option<&BTreeMap<String, String>>) -> Option<u32>
     block_index(crate::strategy::parse_block(range).ok()?)
 }
 
+/// The annotation on the webhook's own namespace that records which blocks of the pool are
+/// handed out (base64 of a bitmap, one bit a block): the record every replica updates with
+/// optimistic concurrency before it writes a block on a namespace, as OpenShift's allocator
+/// updates its RangeAllocation object.
+pub const POOL: &str = "mock-kind.io/uid-blocks";
+
+/// Bytes of the pool bitmap.
+const POOL_BYTES: usize = BLOCKS.div_ceil(8) as usize;
+
+/// The blocks handed out, one bit each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolBits(Vec<u8>);
+
+impl Default for PoolBits {
+    fn default() -> Self {
+        Self(vec![0; POOL_BYTES])
+    }
+}
+
+impl PoolBits {
+    /// Reads the annotation value; anything but a bitmap of exactly the pool's size is an error.
+    pub fn decode(value: &str) -> Result<Self, String> {
+        use base64::Engine;
+        // base64 of POOL_BYTES is under 17,000 characters: refuse longer before decoding.
+        if value.len() > POOL_BYTES.div_ceil(3) * 4 {
+            return Err(format!(
+                "annotation {POOL} is {} bytes, too long",
+                value.len()
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .map_err(|e| format!("annotation {POOL} is not base64: {e}"))?;
+        if bytes.len() != POOL_BYTES {
+            return Err(format!(
+                "annotation {POOL} holds {} bytes, not {POOL_BYTES}",
+                bytes.len()
+            ));
+        }
+        Ok(Self(bytes))
+    }
+
+    pub fn encode(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(&self.0)
+    }
+
+    pub fn contains(&self, index: u32) -> bool {
+        let i = index as usize;
+        self.0.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+
+    pub fn insert(&mut self, index: u32) {
+        let i = index as usize;
+        if let Some(b) = self.0.get_mut(i / 8) {
+            *b |= 1 << (i % 8);
+        }
+    }
+
+    pub fn remove(&mut self, index: u32) {
+        let i = index as usize;
+        if let Some(b) = self.0.get_mut(i / 8) {
+            *b &= !(1 << (i % 8));
+        }
+    }
+
+    /// Takes the `n` lowest blocks free in both this record and `also_used` (blocks the
+    /// namespaces already hold), marks them, and returns them; fewer when the pool runs out.
+    pub fn take_lowest(&mut self, also_used: &BTreeSet<u32>, n: usize) -> Vec<u32> {
+        let mut taken = Vec::with_capacity(n);
+        for index in 0..BLOCKS {
+            if taken.len() == n {
+                break;
+            }
+            if !self.contains(index) && !also_used.contains(&index) {
+                self.insert(index);
+                taken.push(index);
+            }
+        }
+        taken
+    }
+}
+
+/// The annotation beside [`POOL`] naming the blocks reserved for namespaces whose own write
+/// may not have landed yet, `name=index,…`: a replica that finds a namespace there reuses its
+/// block instead of reserving a second one, so racing replicas leave no holes.
+pub const PENDING: &str = "mock-kind.io/uid-blocks-pending";
+/// Pending entries kept at most (about 80 bytes each, far under the 256 KiB annotation limit);
+/// beyond it the oldest are forgotten, which can only leave a hole, never a duplicate.
+pub const MAX_PENDING: usize = 2_000;
+
+/// Namespaces with a reserved block, oldest first.
+pub type Pending = Vec<(String, u32)>;
+
+/// Reads [`PENDING`]; entries that do not parse (a namespace name is at most 63 characters)
+/// are dropped: losing one can only leave a hole.
+pub fn decode_pending(value: &str) -> Pending {
+    value
+        .split(',')
+        .filter_map(|entry| {
+            let (name, index) = entry.split_once('=')?;
+            let index: u32 = index.parse().ok()?;
+            let name_ok = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            (name_ok && index < BLOCKS).then(|| (name.to_owned(), index))
+        })
+        .take(MAX_PENDING)
+        .collect()
+}
+
+pub fn encode_pending(pending: &Pending) -> String {
+    let entries: Vec<String> = pending.iter().map(|(n, i)| format!("{n}={i}")).collect();
+    entries.join(",")
+}
+
+/// Reserves a block for each of `names`: the block already pending for it if there is one,
+/// else the lowest free one (free in `bits` and not in `held`). `done` tells which pending
+/// namespaces now carry that very block (their entries are dropped; an entry whose namespace
+/// got another block stays until its reserver hands the block back). Returns the blocks in
+/// the order of `names` (`None`: the pool is exhausted).
+pub fn reserve(
+    bits: &mut PoolBits,
+    pending: &mut Pending,
+    held: &BTreeSet<u32>,
+    names: &[String],
+    done: impl Fn(&str, u32) -> bool,
+) -> Vec<Option<u32>> {
+    pending.retain(|(name, index)| !done(name, *index));
+    let out = names
+        .iter()
+        .map(|name| {
+            if let Some((_, index)) = pending.iter().find(|(n, _)| n == name) {
+                return Some(*index);
+            }
+            let index = bits.take_lowest(held, 1).first().copied()?;
+            pending.push((name.clone(), index));
+            Some(index)
+        })
+        .collect();
+    let excess = pending.len().saturating_sub(MAX_PENDING);
+    pending.drain(..excess);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,6 +477,75 @@ mod tests {
         assert_eq!(new_block_annotations(BLOCKS, None), None);
     }
 
+    #[test]
+    fn pool_bits_table() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("empty", "", false),
+            ("not base64", "!!!", false),
+            ("too short", "AAAA", false),
+        ];
+        for (name, value, ok) in cases {
+            assert_eq!(PoolBits::decode(value).is_ok(), *ok, "{name}");
+        }
+        let mut bits = PoolBits::default();
+        let used = BTreeSet::from([0, 2]);
+        assert_eq!(bits.take_lowest(&used, 3), vec![1, 3, 4]);
+        assert_eq!(bits.take_lowest(&used, 1), vec![5]);
+        bits.remove(3);
+        assert_eq!(
+            bits.take_lowest(&used, 1),
+            vec![3],
+            "a released block is free again"
+        );
+        let back = PoolBits::decode(&bits.encode()).expect("round trip");
+        assert_eq!(back, bits);
+        assert!(back.contains(1) && back.contains(5) && !back.contains(0) && !back.contains(6));
+        let mut full = PoolBits(vec![0xff; POOL_BYTES]);
+        assert_eq!(full.take_lowest(&BTreeSet::new(), 1), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn reserve_reuses_pending_blocks() {
+        let names = |v: &[&str]| -> Vec<String> { v.iter().map(|s| s.to_string()).collect() };
+        let mut bits = PoolBits::default();
+        let mut pending = Pending::new();
+        let held = BTreeSet::from([1]);
+        // Replica A reserves for a and b.
+        let got = reserve(
+            &mut bits,
+            &mut pending,
+            &held,
+            &names(&["a", "b"]),
+            |_, _| false,
+        );
+        assert_eq!(got, vec![Some(0), Some(2)]);
+        // Replica B, racing on b and c, reads A's record: b keeps its block.
+        let mut pending = decode_pending(&encode_pending(&pending));
+        let got = reserve(
+            &mut bits,
+            &mut pending,
+            &held,
+            &names(&["b", "c"]),
+            |_, _| false,
+        );
+        assert_eq!(got, vec![Some(2), Some(3)]);
+        // Once a carries its block its entry goes; c carrying another block keeps its entry.
+        reserve(&mut bits, &mut pending, &held, &[], |n, i| {
+            (n, i) == ("a", 0) || (n, i) == ("c", 9)
+        });
+        assert_eq!(pending, vec![("b".to_owned(), 2), ("c".to_owned(), 3)]);
+        let cases: &[(&str, &str, usize)] = &[
+            ("empty", "", 0),
+            ("two", "a=1,b-2=99999", 2),
+            ("past the pool", "a=100000", 0),
+            ("bad names", "A=1,=2,a b=3,a=x", 0),
+            ("too long a name", &format!("{}=1", "a".repeat(64)), 0),
+        ];
+        for (name, value, want) in cases {
+            assert_eq!(decode_pending(value).len(), *want, "{name}");
+        }
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;
@@ -365,6 +581,52 @@ mod tests {
                 let got = lowest_free(&used).expect("pool not full");
                 prop_assert!(!used.contains(&got));
                 prop_assert!((0..got).all(|i| used.contains(&i)));
+            }
+
+            #[test]
+            fn pool_bits_decode_never_panics(s in "\\PC{0,64}", n in 0usize..20_000) {
+                let _ = PoolBits::decode(&s);
+                let _ = PoolBits::decode(&"A".repeat(n));
+            }
+
+            #[test]
+            fn take_lowest_hands_out_distinct_free_blocks(
+                taken in proptest::collection::btree_set(0..300u32, 0..100),
+                held in proptest::collection::btree_set(0..300u32, 0..100),
+                rounds in proptest::collection::vec(1usize..20, 1..5),
+            ) {
+                let mut bits = PoolBits::default();
+                for i in &taken { bits.insert(*i); }
+                let mut seen = BTreeSet::new();
+                for n in rounds {
+                    // Each round goes through the annotation, as replicas do.
+                    bits = PoolBits::decode(&bits.encode()).expect("round trip");
+                    for i in bits.take_lowest(&held, n) {
+                        prop_assert!(!taken.contains(&i) && !held.contains(&i), "{}", i);
+                        prop_assert!(seen.insert(i), "{} handed out twice", i);
+                    }
+                }
+            }
+
+            #[test]
+            fn racing_reservations_never_share_a_block(
+                rounds in proptest::collection::vec(proptest::collection::vec(0..30usize, 1..8), 1..6),
+                value in "\\PC{0,80}",
+            ) {
+                let _ = decode_pending(&value);
+                let mut bits = PoolBits::default();
+                let mut pending = Pending::new();
+                let mut owner: std::collections::BTreeMap<u32, String> = Default::default();
+                for round in rounds {
+                    let names: Vec<String> = round.iter().map(|i| format!("ns-{i}")).collect();
+                    pending = decode_pending(&encode_pending(&pending));
+                    let got = reserve(&mut bits, &mut pending, &BTreeSet::new(), &names, |_, _| false);
+                    for (name, index) in names.iter().zip(got) {
+                        let index = index.expect("pool not exhausted");
+                        let first = owner.entry(index).or_insert_with(|| name.clone());
+                        prop_assert_eq!(&*first, name, "block {} given to two namespaces", index);
+                    }
+                }
             }
 
             #[test]

@@ -169,6 +169,7 @@ fn uid_parser() -> clap::builder::RangedI64ValueParser<i64> {
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
+        let own_namespace = self.namespace.clone();
         let mut exclude_namespaces = self.exclude_namespaces.clone();
         if !exclude_namespaces.contains(&self.namespace) {
             exclude_namespaces.push(self.namespace.clone());
@@ -198,6 +199,7 @@ impl Args {
         let config = Config {
             listen: self.listen,
             strategy: self.strategy,
+            namespace: own_namespace,
             exclude_namespaces,
             pod_uid_min: self.pod_uid_min,
             pod_uid_max: self.pod_uid_max,

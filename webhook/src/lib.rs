@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod allocation;
+pub mod allocator;
 pub mod cli;
 #[cfg(test)]
 mod fuzz;
@@ -54,6 +55,9 @@ pub struct Config {
     /// HTTPS address for `/mutate`, `/healthz`, `/readyz`, `/metrics`.
     pub listen: SocketAddr,
     pub strategy: Strategy,
+    /// The webhook's own namespace: it carries the namespace controller's pool record
+    /// (annotation `mock-kind.io/uid-blocks`).
+    pub namespace: String,
     /// Namespaces whose pods are never mutated, whatever the webhook configuration selects.
     pub exclude_namespaces: Vec<String>,
     /// `pod` strategy: UIDs drawn from `[pod_uid_min, pod_uid_max]`.
@@ -161,6 +165,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 metrics.clone(),
                 &health,
                 shutdown.child_token(),
+                Some(namespaces::ControllerSettings {
+                    pool_namespace: config.namespace.clone(),
+                    exclude: config.exclude_namespaces.clone().into(),
+                }),
             );
             let (ready, ranges2) = (ready.clone(), ranges.clone());
             tokio::spawn(async move {

@@ -38,12 +38,11 @@ impl UidSource {
     }
 
     /// The IDs, and why an annotation was passed over if one was (for the answer's warnings).
-    async fn ids(&self, namespace: &str, dry_run: bool) -> Result<(Ids, Option<String>), String> {
+    async fn ids(&self, namespace: &str, wait: Duration) -> Result<(Ids, Option<String>), String> {
         match self {
-            UidSource::Namespace(ranges) => ranges
-                .resolve(namespace, dry_run)
-                .await
-                .map_err(|e| e.to_string()),
+            UidSource::Namespace(ranges) => {
+                ranges.ids(namespace, wait).await.map_err(|e| e.to_string())
+            }
             UidSource::Pod { min, max } => {
                 Ok((strategy::random_pod_ids(&mut rand::rng(), *min, *max), None))
             }
@@ -150,7 +149,11 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
     }
     let dry_run = request.dry_run.unwrap_or(false);
     let deadline = state.apiserver_deadline;
-    let decided = tokio::time::timeout(deadline, state.uids.ids(&namespace, dry_run)).await;
+    let decided = tokio::time::timeout(
+        deadline,
+        state.uids.ids(&namespace, annotation_wait(deadline)),
+    )
+    .await;
     let (ids, ignored) = match decided {
         Ok(Ok(decided)) => decided,
         Ok(Err(message)) => {
@@ -184,6 +187,12 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         .into_iter()
         .collect();
     (Outcome::Patched, allow(Some(&patch), warnings))
+}
+
+/// How long a review waits for the namespace controller's annotations: most of the deadline,
+/// so that a namespace still unannotated is reported as such, not as a slow apiserver.
+pub fn annotation_wait(deadline: Duration) -> Duration {
+    deadline.saturating_sub(deadline / 4)
 }
 
 /// Warnings over 256 characters may be cut by the apiserver; cut them ourselves on a char edge.

@@ -21,6 +21,7 @@ const SECRET: &str = "mock-kind-webhook-tls";
 const MWC: &str = "mock-kind-webhook";
 const UID_RANGE: &str = "openshift.io/sa.scc.uid-range";
 const GROUPS: &str = "openshift.io/sa.scc.supplemental-groups";
+const MCS: &str = "openshift.io/sa.scc.mcs";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const T: Duration = Duration::from_secs(60);
 
@@ -34,6 +35,7 @@ fn config(cp: &e2e::ControlPlane, strategy: Strategy, clock: webhook::Clock) -> 
     Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         strategy,
+        namespace: WEBHOOK_NS.into(),
         exclude_namespaces: vec![
             "kube-system".into(),
             "kube-node-lease".into(),
@@ -134,6 +136,23 @@ async fn annotations(client: &Client, ns: &str) -> std::collections::BTreeMap<St
         .unwrap_or_default()
 }
 
+/// Waits until the namespace controller has written OpenShift's three annotations.
+async fn wait_annotated(client: &Client, ns: &str) -> std::collections::BTreeMap<String, String> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    e2e::wait_for(T, &format!("namespace {ns} annotated"), || {
+        let api = api.clone();
+        async move {
+            let ann = api.get(ns).await?.metadata.annotations.unwrap_or_default();
+            Ok([UID_RANGE, GROUPS, MCS]
+                .iter()
+                .all(|k| ann.contains_key(*k))
+                .then_some(ann))
+        }
+    })
+    .await
+    .expect("namespace annotated by the controller")
+}
+
 /// Waits until the MutatingWebhookConfiguration trusts the Secret's CA; returns that CA.
 async fn wait_ca_bundle(client: &Client) -> String {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), WEBHOOK_NS);
@@ -187,25 +206,34 @@ async fn namespace_ranges_through_the_apiserver() {
     let ca = wait_ca_bundle(&client).await;
     wait_ready(wh.addr, &ca).await;
 
-    // Pods of a new namespace all get the first UID of the block recorded on it.
+    // The namespace controller annotates a new namespace as OpenShift does; its pods all get
+    // the first UID of that block.
     create_namespace(&client, "team-a").await;
+    let ann = wait_annotated(&client, "team-a").await;
     wait_default_sa(&client, "team-a").await;
     let mut seen = Vec::new();
     for i in 0..4 {
         let created = create_pod(&client, "team-a", &pod(&format!("p{i}"), true), false).await;
         seen.push(uids(&created));
     }
-    let ann = annotations(&client, "team-a").await;
-    let range = ann
-        .get(UID_RANGE)
-        .expect("uid-range annotation on team-a")
-        .clone();
+    assert_eq!(
+        annotations(&client, "team-a").await,
+        ann,
+        "pods changed the namespace"
+    );
+    let range = ann.get(UID_RANGE).expect("uid-range").clone();
     assert_eq!(ann.get(GROUPS), Some(&range), "supplemental-groups");
     let (start, size) = range.split_once('/').expect("<start>/<size>");
     let start: i64 = start.parse().expect("start");
     assert_eq!(size, "10000");
     assert_eq!(start % 10_000, 0, "aligned: {range}");
     assert!((1_000_000_000..2_000_000_000).contains(&start), "{range}");
+    let index = u32::try_from((start - 1_000_000_000) / 10_000).expect("index");
+    assert_eq!(
+        ann.get(MCS),
+        webhook::allocation::mcs_level(index).as_ref(),
+        "MCS level of block {index}"
+    );
     for got in &seen {
         assert_eq!(*got, (Some(start), Some(start)), "pods of team-a: {seen:?}");
     }
@@ -225,15 +253,21 @@ async fn namespace_ranges_through_the_apiserver() {
     let p = create_pod(&client, "exported", &pod("p", true), false).await;
     assert_eq!(uids(&p), (Some(1_000_680_000), Some(1_000_690_000)));
 
-    // Dry-run: the pod comes back patched but the namespace is not written.
+    // Dry-run: the pod comes back with the UID the real create gives, and nothing is written.
     create_namespace(&client, "dry").await;
+    let dry = wait_annotated(&client, "dry").await;
     wait_default_sa(&client, "dry").await;
     let p = create_pod(&client, "dry", &pod("p", true), true).await;
-    assert!(uids(&p).0.is_some(), "dry-run pod patched");
-    assert!(
-        !annotations(&client, "dry").await.contains_key(UID_RANGE),
-        "dry-run wrote the namespace"
-    );
+    let block_start = dry[UID_RANGE]
+        .split_once('/')
+        .expect("range")
+        .0
+        .parse()
+        .ok();
+    assert_eq!(uids(&p).0, block_start, "dry-run shows the real UID");
+    let real = create_pod(&client, "dry", &pod("p", true), false).await;
+    assert_eq!(uids(&real), uids(&p), "the real create matches the dry run");
+    assert_eq!(annotations(&client, "dry").await, dry);
 
     // kube-system is never mutated (1.20 has no kubernetes.io/metadata.name label: the
     // webhook's own exclusion list does it).
@@ -245,37 +279,6 @@ async fn namespace_ranges_through_the_apiserver() {
             .await
             .contains_key(UID_RANGE)
     );
-
-    // Replicas racing on a fresh namespace agree on one block.
-    create_namespace(&client, "race").await;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(webhook::metrics::Metrics::register(&mut registry));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let replicas: Vec<_> = (0..4)
-        .map(|_| {
-            webhook::namespaces::NamespaceRanges::start(
-                client.clone(),
-                metrics.clone(),
-                &telemetry::Health::default(),
-                stop.clone(),
-            )
-        })
-        .collect();
-    for r in &replicas {
-        r.wait_until_ready().await;
-    }
-    let got = futures::future::join_all(replicas.iter().map(|r| r.ids("race", false))).await;
-    let got: Vec<_> = got.into_iter().map(|r| r.expect("ids")).collect();
-    assert!(
-        got.windows(2).all(|w| w[0] == w[1]),
-        "replicas disagree: {got:?}"
-    );
-    let recorded = annotations(&client, "race").await;
-    assert_eq!(
-        recorded.get(UID_RANGE),
-        Some(&format!("{}/10000", got[0].uid))
-    );
-    stop.cancel();
 
     // failurePolicy Ignore: with the webhook stopped, pods are still admitted, without a UID.
     wh.stop().await.expect("webhook stops cleanly");
@@ -442,5 +445,145 @@ async fn bootstrap_renews_expired_and_expiring_certificates() {
     assert!(
         results.windows(2).all(|w| w[0].0 == w[1].0),
         "replicas hold different bundles"
+    );
+}
+
+/// 1,000 namespaces created at once, three controller replicas racing: 1,000 distinct blocks,
+/// each with the MCS level OpenShift derives from it; a namespace created with its own range
+/// keeps it and that block is never handed out again.
+#[tokio::test(flavor = "multi_thread")]
+async fn thousand_namespaces_get_distinct_blocks() {
+    const N: usize = 1_000;
+    let cp = e2e::ControlPlane::start(e2e::Options {
+        scheduler: false,
+        controller_manager: false,
+        ..Default::default()
+    })
+    .await
+    .expect("control plane");
+    let client = cp.client();
+    create_namespace(&client, WEBHOOK_NS).await;
+    // An exported namespace holding block 3 before any controller runs.
+    let api: Api<Namespace> = Api::all(client.clone());
+    let exported: Namespace = serde_json::from_value(json!({"metadata": {"name": "exported",
+        "annotations": {UID_RANGE: "1000030000/10000"}}}))
+    .expect("ns");
+    api.create(&PostParams::default(), &exported)
+        .await
+        .expect("create exported");
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(webhook::metrics::Metrics::register(&mut registry));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let exclude: Arc<[String]> = vec![
+        "kube-system".to_owned(),
+        "kube-node-lease".to_owned(),
+        WEBHOOK_NS.to_owned(),
+    ]
+    .into();
+    let replicas: Vec<_> = (0..3)
+        .map(|_| {
+            webhook::namespaces::NamespaceRanges::start(
+                client.clone(),
+                metrics.clone(),
+                &telemetry::Health::default(),
+                stop.clone(),
+                Some(webhook::namespaces::ControllerSettings {
+                    pool_namespace: WEBHOOK_NS.into(),
+                    exclude: exclude.clone(),
+                }),
+            )
+        })
+        .collect();
+    for r in &replicas {
+        r.wait_until_ready().await;
+    }
+
+    use futures::StreamExt;
+    let names: Vec<String> = (0..N).map(|i| format!("burst-{i:04}")).collect();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let client = client.clone();
+            async move { create_namespace(&client, name).await }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+
+    let all = e2e::wait_for(
+        Duration::from_secs(300),
+        "1,000 namespaces annotated",
+        || {
+            let api = api.clone();
+            async move {
+                let list = api.list(&Default::default()).await?;
+                let burst: Vec<_> = list
+                    .items
+                    .into_iter()
+                    .filter(|ns| {
+                        ns.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with("burst-") || n == "exported")
+                    })
+                    .map(|ns| ns.metadata.annotations.unwrap_or_default())
+                    .collect();
+                let done = burst
+                    .iter()
+                    .filter(|a| [UID_RANGE, GROUPS, MCS].iter().all(|k| a.contains_key(*k)))
+                    .count();
+                Ok((done == N + 1).then_some(burst))
+            }
+        },
+    )
+    .await
+    .expect("every namespace annotated");
+    stop.cancel();
+
+    let mut blocks = std::collections::BTreeSet::new();
+    let mut levels = std::collections::BTreeSet::new();
+    for ann in &all {
+        let range = &ann[UID_RANGE];
+        assert_eq!(ann.get(GROUPS), Some(range));
+        let start: i64 = range
+            .strip_suffix("/10000")
+            .expect("size")
+            .parse()
+            .expect("start");
+        let index = u32::try_from((start - 1_000_000_000) / 10_000).expect("index");
+        assert_eq!(
+            Some(&ann[MCS]),
+            webhook::allocation::mcs_level(index).as_ref(),
+            "{range}"
+        );
+        assert!(blocks.insert(index), "block {index} handed out twice");
+        levels.insert(ann[MCS].clone());
+    }
+    assert_eq!(blocks.len(), N + 1);
+    assert_eq!(levels.len(), N + 1);
+    assert!(blocks.contains(&3), "the exported block kept");
+    // Lowest free: the pool stays dense. Blocks marked in the pool record that no namespace
+    // holds are leaked (a reservation never handed back); free blocks below the highest are
+    // holes (handed back after a lost race) that later namespaces fill.
+    let highest = blocks.iter().next_back().copied().unwrap_or_default();
+    let record = annotations(&client, WEBHOOK_NS).await;
+    let bits = webhook::allocation::PoolBits::decode(&record[webhook::allocation::POOL])
+        .expect("pool record");
+    let list = api.list(&Default::default()).await.expect("list");
+    let held: std::collections::BTreeSet<u32> = list
+        .items
+        .iter()
+        .filter_map(|ns| webhook::allocation::used_block(ns.metadata.annotations.as_ref()))
+        .collect();
+    let leaked = (0..webhook::allocation::BLOCKS)
+        .filter(|i| bits.contains(*i) && !held.contains(i))
+        .count();
+    let holes = (0..highest).filter(|i| !held.contains(i)).count();
+    println!(
+        "1,000 namespaces, 3 replicas: highest block {highest}, {holes} free below it, {leaked} leaked"
+    );
+    assert!(
+        (highest as usize) < 2 * (N + 10),
+        "blocks not taken lowest first: highest {highest}"
     );
 }
