@@ -13,6 +13,7 @@ mod fuzz;
 pub mod metrics;
 pub mod mutation;
 pub mod namespaces;
+pub mod restricted_v2;
 pub mod server;
 pub mod strategy;
 pub mod tls;
