@@ -52,6 +52,7 @@ fn file_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
     Config {
         listen: addr,
         strategy: Strategy::Pod,
+        profile: webhook::Profile::RunAsNonRoot,
         namespace: "mock-kind".into(),
         exclude_namespaces: vec!["kube-system".into()],
         pod_uid_min: 1_000_000_000,
@@ -386,6 +387,7 @@ async fn rig(options: e2e::Options) -> Rig {
     let config = Config {
         listen: addr,
         strategy: Strategy::Namespace,
+        profile: webhook::Profile::RunAsNonRoot,
         namespace: "mock-kind".into(),
         exclude_namespaces: vec!["kube-system".into(), "mock-kind".into()],
         pod_uid_min: 1_000_000_000,

@@ -88,6 +88,7 @@ proptest! {
             uids: Arc::new(UidSource::Pod { min: 1_000, max: MAX_ID }),
             metrics: Arc::new(Metrics::register(&mut Registry::default())),
             exclude_namespaces: Arc::from(Vec::new()),
+            profile: crate::Profile::RunAsNonRoot,
             apiserver_deadline: Duration::from_secs(1),
         };
         let app = router(

@@ -22,6 +22,8 @@ pub enum Outcome {
     Deadline,
     /// The body was not an AdmissionReview: HTTP 400.
     BadRequest,
+    /// Refused by the `openshift-restricted-v2` profile.
+    Denied,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -54,6 +56,7 @@ label_values!(Outcome {
     Error => "error",
     Deadline => "deadline",
     BadRequest => "bad_request",
+    Denied => "denied",
 });
 label_values!(StrategyLabel { Namespace => "namespace", Pod => "pod" });
 label_values!(ReloadResult { Loaded => "loaded", Failed => "failed" });

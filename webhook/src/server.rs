@@ -18,7 +18,8 @@ use crate::admission;
 use crate::metrics::{AdmissionLabels, Metrics, Outcome, StrategyLabel, StrategyLabels};
 use crate::mutation::{self, Ids};
 use crate::namespaces::NamespaceRanges;
-use crate::strategy;
+use crate::restricted_v2::{self, SccNamespace, Verdict};
+use crate::strategy::{self, Profile};
 
 /// Request bodies above this are refused with 413 (the apiserver sends at most ~3 MiB objects).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -57,6 +58,8 @@ pub struct AppState {
     /// Never mutated (kube-system, kube-node-lease, the webhook's own namespace…): clusters
     /// before 1.21 lack the `kubernetes.io/metadata.name` label the namespaceSelector uses.
     pub exclude_namespaces: Arc<[String]>,
+    /// What the webhook makes of pods.
+    pub profile: Profile,
     /// The namespace read/write of one review must end within this, well inside the webhook
     /// configuration's `timeoutSeconds`: past it the pod is allowed unchanged with a warning
     /// instead of the apiserver timing the call out.
@@ -143,6 +146,46 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         .or_else(|| pod.metadata.generate_name.clone())
         .unwrap_or_default();
     span.record("pod", pod_name.as_str());
+
+    if state.profile == Profile::OpenshiftRestrictedV2 {
+        let deny = |message: &str| {
+            tracing::info!(pod = %pod_name, %message, "refused");
+            axum::Json(admission::deny(&request.uid, message)).into_response()
+        };
+        let UidSource::Namespace(ranges) = state.uids.as_ref() else {
+            return (Outcome::Denied, deny(restricted_v2::NO_PROVIDER));
+        };
+        let deadline = state.apiserver_deadline;
+        let view =
+            tokio::time::timeout(deadline, ranges.view(&namespace, annotation_wait(deadline)))
+                .await;
+        let ns = match view {
+            Ok(Ok(view)) if view.privileged => {
+                return (Outcome::Unchanged, allow(None, Vec::new()));
+            }
+            Ok(Ok(view)) => SccNamespace::from_annotations(&view.annotations),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_elapsed) => Err(format!(
+                "namespace {namespace}: not read within {} ms",
+                deadline.as_millis()
+            )),
+        };
+        // As OpenShift: without the namespace's annotations there is no SCC to admit with.
+        let ns = match ns {
+            Ok(ns) => ns,
+            Err(reason) => {
+                tracing::warn!(%reason, "no restricted-v2 provider for the namespace");
+                return (Outcome::Denied, deny(restricted_v2::NO_PROVIDER));
+            }
+        };
+        return match restricted_v2::admit(&pod, &ns) {
+            Verdict::Admit(patch) if patch.0.is_empty() => {
+                (Outcome::Unchanged, allow(None, Vec::new()))
+            }
+            Verdict::Admit(patch) => (Outcome::Patched, allow(Some(&patch), Vec::new())),
+            Verdict::Deny(message) => (Outcome::Denied, deny(&message)),
+        };
+    }
 
     if !mutation::needs_uid(&pod) {
         return (Outcome::Unchanged, allow(None, Vec::new()));

@@ -36,6 +36,26 @@ impl Strategy {
     }
 }
 
+/// What the webhook makes of pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Only runAsNonRoot pods without a UID get one (issue 4's behaviour).
+    #[value(name = "runasnonroot")]
+    RunAsNonRoot,
+    /// OpenShift's restricted-v2 SCC: defaults applied, violations refused.
+    #[value(name = "openshift-restricted-v2")]
+    OpenshiftRestrictedV2,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::RunAsNonRoot => "runasnonroot",
+            Profile::OpenshiftRestrictedV2 => "openshift-restricted-v2",
+        }
+    }
+}
+
 /// A block of IDs: `start` and `size` (OpenShift writes `start/size` or `start-end`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
