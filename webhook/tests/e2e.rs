@@ -19,28 +19,10 @@ use webhook::Strategy;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn namespace_ranges_through_the_apiserver() {
-    let cp = e2e::ControlPlane::start(e2e::Options {
-        scheduler: false,
-        ..Default::default()
-    })
-    .await
-    .expect("control plane");
+    let cp = control_plane(true).await;
     let client = cp.client();
-    create_namespace(&client, WEBHOOK_NS).await;
-    let mut wh = spawn(config(
-        &cp,
-        Strategy::Namespace,
-        webhook::tls::system_clock(),
-    ));
-    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    mwcs.create(
-        &PostParams::default(),
-        &webhook_configuration(wh.addr.port(), None),
-    )
-    .await
-    .expect("create MutatingWebhookConfiguration");
-    let ca = wait_ca_bundle(&client).await;
-    wait_ready(wh.addr, &ca).await;
+    let cfg = config(&cp, Strategy::Namespace, webhook::tls::system_clock());
+    let mut wh = serve(&client, cfg).await;
 
     // The namespace controller annotates a new namespace as OpenShift does; its pods all get
     // the first UID of that block.
@@ -128,15 +110,8 @@ async fn namespace_ranges_through_the_apiserver() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bootstrap_renews_expired_and_expiring_certificates() {
-    let cp = e2e::ControlPlane::start(e2e::Options {
-        scheduler: false,
-        controller_manager: false,
-        ..Default::default()
-    })
-    .await
-    .expect("control plane");
+    let cp = control_plane(false).await;
     let client = cp.client();
-    create_namespace(&client, WEBHOOK_NS).await;
 
     // An expired bundle in the Secret and its CA in the configuration.
     let long_ago = SystemTime::now() - 400 * DAY;
@@ -290,15 +265,8 @@ async fn bootstrap_renews_expired_and_expiring_certificates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn thousand_namespaces_get_distinct_blocks() {
     const N: usize = 1_000;
-    let cp = e2e::ControlPlane::start(e2e::Options {
-        scheduler: false,
-        controller_manager: false,
-        ..Default::default()
-    })
-    .await
-    .expect("control plane");
+    let cp = control_plane(false).await;
     let client = cp.client();
-    create_namespace(&client, WEBHOOK_NS).await;
     // An exported namespace holding block 3 before any controller runs.
     let api: Api<Namespace> = Api::all(client.clone());
     let exported: Namespace = serde_json::from_value(json!({"metadata": {"name": "exported",

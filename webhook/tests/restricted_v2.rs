@@ -8,12 +8,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::cluster::*;
-use common::*;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use webhook::Strategy;
 
@@ -31,8 +30,6 @@ fn deployment(file: &str) -> Deployment {
     d.metadata.namespace = Some(NS.into());
     d
 }
-
-use serde::Deserialize;
 
 async fn service_account(client: &Client, ns: &str, name: &str) {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
@@ -85,26 +82,11 @@ async fn replica_failure(client: &Client, app_label: (&str, &str)) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operators_under_restricted_v2() {
-    let cp = e2e::ControlPlane::start(e2e::Options {
-        scheduler: false,
-        ..Default::default()
-    })
-    .await
-    .expect("control plane");
+    let cp = control_plane(true).await;
     let client = cp.client();
-    create_namespace(&client, WEBHOOK_NS).await;
     let mut cfg = config(&cp, Strategy::Namespace, webhook::tls::system_clock());
     cfg.profile = webhook::Profile::OpenshiftRestrictedV2;
-    let mut wh = spawn(cfg);
-    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    mwcs.create(
-        &PostParams::default(),
-        &webhook_configuration(wh.addr.port(), None),
-    )
-    .await
-    .expect("create MutatingWebhookConfiguration");
-    let ca = wait_ca_bundle(&client).await;
-    wait_ready(wh.addr, &ca).await;
+    let mut wh = serve(&client, cfg).await;
 
     create_namespace(&client, NS).await;
     let ann = wait_annotated(&client, NS).await;

@@ -178,3 +178,33 @@ pub async fn wait_ca_bundle(client: &Client) -> String {
     .await
     .expect("caBundle set")
 }
+
+/// A control plane without kube-scheduler (and with the controller-manager when asked), with
+/// the webhook's namespace created.
+pub async fn control_plane(controller_manager: bool) -> e2e::ControlPlane {
+    let cp = e2e::ControlPlane::start(e2e::Options {
+        scheduler: false,
+        controller_manager,
+        ..Default::default()
+    })
+    .await
+    .expect("control plane");
+    create_namespace(&cp.client(), WEBHOOK_NS).await;
+    cp
+}
+
+/// Runs the webhook with `config`, registers the shipped configuration pointed at it, and
+/// waits until the apiserver trusts it and it is ready.
+pub async fn serve(client: &Client, config: Config) -> super::Running {
+    let wh = super::spawn(config);
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    mwcs.create(
+        &PostParams::default(),
+        &webhook_configuration(wh.addr.port(), None),
+    )
+    .await
+    .expect("create MutatingWebhookConfiguration");
+    let ca = wait_ca_bundle(client).await;
+    super::wait_ready(wh.addr, &ca).await;
+    wh
+}
