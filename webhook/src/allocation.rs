@@ -298,18 +298,26 @@ pub fn encode_pending(pending: &Pending) -> String {
 }
 
 /// Reserves a block for each of `names`: the block already pending for it if there is one,
-/// else the lowest free one (free in `bits` and not in `held`). `done` tells which pending
-/// namespaces now carry that very block (their entries are dropped; an entry whose namespace
-/// got another block stays until its reserver hands the block back). Returns the blocks in
-/// the order of `names` (`None`: the pool is exhausted).
+/// else the lowest free one (free in `bits` and not in `held`). `holds` tells which pool block
+/// a namespace carries now, if any: a pending entry whose namespace carries its block is done
+/// (dropped); one whose namespace carries another block can never land (namespace writes are
+/// conditional and re-planned), so its block is freed too. Returns the blocks in the order of
+/// `names` (`None`: the pool is exhausted).
 pub fn reserve(
     bits: &mut PoolBits,
     pending: &mut Pending,
     held: &BTreeSet<u32>,
     names: &[String],
-    done: impl Fn(&str, u32) -> bool,
+    holds: impl Fn(&str) -> Option<u32>,
 ) -> Vec<Option<u32>> {
-    pending.retain(|(name, index)| !done(name, *index));
+    pending.retain(|(name, index)| match holds(name) {
+        None => true,
+        Some(h) if h == *index => false,
+        Some(_) => {
+            bits.remove(*index);
+            false
+        }
+    });
     let out = names
         .iter()
         .map(|name| {
@@ -511,29 +519,25 @@ mod tests {
         let mut pending = Pending::new();
         let held = BTreeSet::from([1]);
         // Replica A reserves for a and b.
-        let got = reserve(
-            &mut bits,
-            &mut pending,
-            &held,
-            &names(&["a", "b"]),
-            |_, _| false,
-        );
+        let got = reserve(&mut bits, &mut pending, &held, &names(&["a", "b"]), |_| {
+            None
+        });
         assert_eq!(got, vec![Some(0), Some(2)]);
         // Replica B, racing on b and c, reads A's record: b keeps its block.
         let mut pending = decode_pending(&encode_pending(&pending));
-        let got = reserve(
-            &mut bits,
-            &mut pending,
-            &held,
-            &names(&["b", "c"]),
-            |_, _| false,
-        );
-        assert_eq!(got, vec![Some(2), Some(3)]);
-        // Once a carries its block its entry goes; c carrying another block keeps its entry.
-        reserve(&mut bits, &mut pending, &held, &[], |n, i| {
-            (n, i) == ("a", 0) || (n, i) == ("c", 9)
+        let got = reserve(&mut bits, &mut pending, &held, &names(&["b", "c"]), |_| {
+            None
         });
-        assert_eq!(pending, vec![("b".to_owned(), 2), ("c".to_owned(), 3)]);
+        assert_eq!(got, vec![Some(2), Some(3)]);
+        // Once a carries its block its entry goes (the block stays taken); c ended up with
+        // another block (a replica that lost a race): its entry goes and its block is free again.
+        reserve(&mut bits, &mut pending, &held, &[], |n| match n {
+            "a" => Some(0),
+            "c" => Some(9),
+            _ => None,
+        });
+        assert_eq!(pending, vec![("b".to_owned(), 2)]);
+        assert!(bits.contains(0) && bits.contains(2) && !bits.contains(3));
         let cases: &[(&str, &str, usize)] = &[
             ("empty", "", 0),
             ("two", "a=1,b-2=99999", 2),
@@ -620,7 +624,7 @@ mod tests {
                 for round in rounds {
                     let names: Vec<String> = round.iter().map(|i| format!("ns-{i}")).collect();
                     pending = decode_pending(&encode_pending(&pending));
-                    let got = reserve(&mut bits, &mut pending, &BTreeSet::new(), &names, |_, _| false);
+                    let got = reserve(&mut bits, &mut pending, &BTreeSet::new(), &names, |_| None);
                     for (name, index) in names.iter().zip(got) {
                         let index = index.expect("pool not exhausted");
                         let first = owner.entry(index).or_insert_with(|| name.clone());

@@ -94,8 +94,10 @@ impl Allocator {
         shutdown: CancellationToken,
     ) {
         let mut pending: BTreeSet<String> = BTreeSet::new();
+        // Blocks reserved for namespaces that got another one, not yet handed back.
+        let mut unreleased: Vec<(String, u32)> = Vec::new();
         loop {
-            if pending.is_empty() {
+            if pending.is_empty() && unreleased.is_empty() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     name = queue.recv() => match name {
@@ -113,8 +115,9 @@ impl Allocator {
                 }
             }
             let batch: Vec<String> = std::mem::take(&mut pending).into_iter().collect();
-            let failed = self.handle(&batch).await;
-            if !failed.is_empty() {
+            let failed = self.handle(&batch, &mut unreleased).await;
+            let stuck = !self.hand_back(&mut unreleased).await;
+            if !failed.is_empty() || stuck {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(RETRY) => {}
@@ -124,8 +127,9 @@ impl Allocator {
         }
     }
 
-    /// One batch; returns the names to retry.
-    async fn handle(&self, names: &[String]) -> Vec<String> {
+    /// One batch; returns the names to retry and adds to `unreleased` the blocks reserved for
+    /// namespaces that ended up with another one.
+    async fn handle(&self, names: &[String], unreleased: &mut Vec<(String, u32)>) -> Vec<String> {
         // Re-read every namespace: the queue may hold names the watch saw before our own
         // write of them landed in the store.
         let fresh = futures::stream::iter(names.iter().cloned())
@@ -182,9 +186,13 @@ impl Allocator {
             .collect::<Vec<_>>()
             .await;
         for (name, result) in results {
-            if let Err(e) = result {
-                tracing::warn!(namespace = %name, error = %e, "annotating namespace");
-                failed.push(name);
+            match result {
+                Ok(Some(lost)) => unreleased.push((name, lost)),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(namespace = %name, error = %e, "annotating namespace");
+                    failed.push(name);
+                }
             }
         }
         failed
@@ -199,7 +207,7 @@ impl Allocator {
             .iter()
             .filter_map(|ns| allocation::used_block(ns.metadata.annotations.as_ref()))
             .collect();
-        let annotated: BTreeSet<(&str, u32)> = state
+        let carried: std::collections::HashMap<&str, u32> = state
             .iter()
             .filter_map(|ns| {
                 let block = allocation::used_block(ns.metadata.annotations.as_ref())?;
@@ -207,22 +215,43 @@ impl Allocator {
             })
             .collect();
         self.update_pool(|bits, pending| {
-            allocation::reserve(bits, pending, &held, names, |n, i| {
-                annotated.contains(&(n, i))
-            })
+            allocation::reserve(bits, pending, &held, names, |n| carried.get(n).copied())
         })
         .await
     }
 
-    /// Returns a block reserved for `name` that ended up with another one (a replica won the
-    /// race) or was deleted. Only while the record still names `name` for it: then nobody else
+    /// Hands `unreleased` back in one pool write (releases one by one would conflict with each
+    /// other and with the other replicas); false when that failed and they are kept for later.
+    async fn hand_back(&self, unreleased: &mut Vec<(String, u32)>) -> bool {
+        if unreleased.is_empty() {
+            return true;
+        }
+        match self.release(unreleased).await {
+            Ok(()) => {
+                self.metrics
+                    .namespace_blocks_released
+                    .inc_by(unreleased.len() as u64);
+                unreleased.clear();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, blocks = unreleased.len(), "handing back UID blocks");
+                false
+            }
+        }
+    }
+
+    /// Returns blocks reserved for namespaces that ended up with another one (a replica won the
+    /// race) or was deleted. Only while the record still names that namespace: then nobody else
     /// can hold it, and a second release of the same block (two losers) finds the entry gone
     /// and leaves the bit alone.
-    async fn release(&self, name: &str, index: u32) -> Result<(), AllocatorError> {
+    async fn release(&self, lost: &[(String, u32)]) -> Result<(), AllocatorError> {
         self.update_pool(|bits, pending| {
-            if let Some(at) = pending.iter().position(|(n, i)| n == name && *i == index) {
-                pending.remove(at);
-                bits.remove(index);
+            for (name, index) in lost {
+                if let Some(at) = pending.iter().position(|(n, i)| n == name && i == index) {
+                    pending.remove(at);
+                    bits.remove(*index);
+                }
             }
         })
         .await
@@ -287,16 +316,15 @@ impl Allocator {
         })
     }
 
-    /// [`Self::write_namespace`], then returns the reserved block if it did not land.
-    async fn write(&self, ns: Meta, write: Write) -> (String, Result<(), AllocatorError>) {
+    /// [`Self::write_namespace`]; the reserved block to hand back if it did not land.
+    async fn write(&self, ns: Meta, write: Write) -> (String, Result<Option<u32>, AllocatorError>) {
         let name = ns.metadata.name.clone().unwrap_or_default();
         let result = self.write_namespace(ns, &write).await;
         let result = match (write, result) {
             (Write::Block(Some(ours)), Ok(Landed::Other(held))) if held != Some(ours) => {
-                self.metrics.namespace_blocks_released.inc();
-                self.release(&name, ours).await
+                Ok(Some(ours))
             }
-            (_, result) => result.map(|_| ()),
+            (_, result) => result.map(|_| None),
         };
         (name, result)
     }
