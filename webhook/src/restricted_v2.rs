@@ -184,22 +184,28 @@ fn slot_list(pod: &Pod) -> Vec<Slot<'_>> {
     out
 }
 
-fn context_mut<'a>(pod: &'a mut Pod, slot: &Slot<'_>) -> Option<&'a mut Option<SecurityContext>> {
+/// The security context of the container at `index` of `list` (a slot's place, taken apart:
+/// the slot borrows the pod this changes).
+fn context_mut<'a>(
+    pod: &'a mut Pod,
+    list: &str,
+    index: usize,
+) -> Option<&'a mut Option<SecurityContext>> {
     let spec = pod.spec.as_mut()?;
-    match slot.list {
+    match list {
         "initContainers" => spec
             .init_containers
             .as_mut()?
-            .get_mut(slot.index)
+            .get_mut(index)
             .map(|c| &mut c.security_context),
         "containers" => spec
             .containers
-            .get_mut(slot.index)
+            .get_mut(index)
             .map(|c| &mut c.security_context),
         _ => spec
             .ephemeral_containers
             .as_mut()?
-            .get_mut(slot.index)
+            .get_mut(index)
             .map(|c| &mut c.security_context),
     }
 }
@@ -266,12 +272,7 @@ fn mutate(pod: &mut Pod, ns: &SccNamespace) {
     let pod_user = psc.run_as_user;
     let pod_non_root = psc.run_as_non_root;
     for (list, index) in slots {
-        let slot = Slot {
-            list,
-            index,
-            name: "",
-        };
-        let Some(sc) = context_mut(pod, &slot) else {
+        let Some(sc) = context_mut(pod, list, index) else {
             continue;
         };
         let sc = sc.get_or_insert_with(SecurityContext::default);
