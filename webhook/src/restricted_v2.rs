@@ -13,6 +13,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Pod, PodSecurityContext, SELinuxOptions, SeccompProfile, SecurityContext,
 };
 
+use serde_json::Value;
+
 use crate::allocation::MCS;
 use crate::strategy::{self, Block, SUPPLEMENTAL_GROUPS, UID_RANGE};
 
@@ -309,6 +311,41 @@ fn volume_type(volume: &k8s_openapi::api::core::v1::Volume) -> String {
     }
 }
 
+/// OpenShift's SELinux `MustRunAs`: the namespace's level (categories in any order), and the
+/// SCC's user, role and type, which restricted-v2 leaves empty.
+fn check_selinux(
+    path: &str,
+    options: Option<&SELinuxOptions>,
+    ns: &SccNamespace,
+) -> Vec<FieldError> {
+    let Some(o) = options else {
+        return vec![FieldError {
+            path: path.to_owned(),
+            body: "Required value".into(),
+        }];
+    };
+    let mut errs = Vec::new();
+    let level = o.level.as_deref().unwrap_or_default();
+    if !equal_levels(&ns.mcs, level) {
+        errs.push(FieldError::invalid(
+            format!("{path}.level"),
+            quoted(level),
+            &format!("must be {}", ns.mcs),
+        ));
+    }
+    for (field, value) in [("role", &o.role), ("type", &o.type_), ("user", &o.user)] {
+        let value = value.as_deref().unwrap_or_default();
+        if !value.is_empty() {
+            errs.push(FieldError::invalid(
+                format!("{path}.{field}"),
+                quoted(value),
+                "must be ",
+            ));
+        }
+    }
+    errs
+}
+
 fn check_seccomp(path: String, profile: &str) -> Option<FieldError> {
     let ok = profile == RUNTIME_DEFAULT || profile == DOCKER_DEFAULT;
     (!ok).then(|| {
@@ -351,18 +388,11 @@ fn validate(pod: &Pod, ns: &SccNamespace) -> Vec<FieldError> {
         format!("pod.metadata.annotations[{SECCOMP_POD}]"),
         &pod_profile,
     ));
-    let level = psc
-        .se_linux_options
-        .as_ref()
-        .and_then(|o| o.level.clone())
-        .unwrap_or_default();
-    if !equal_levels(&ns.mcs, &level) {
-        errs.push(FieldError::invalid(
-            format!("{pod_path}.seLinuxOptions.level"),
-            quoted(&level),
-            &format!("must be {}", ns.mcs),
-        ));
-    }
+    errs.extend(check_selinux(
+        &format!("{pod_path}.seLinuxOptions"),
+        psc.se_linux_options.as_ref(),
+        ns,
+    ));
     let host = [
         (
             "hostNetwork",
@@ -422,19 +452,13 @@ fn validate(pod: &Pod, ns: &SccNamespace) -> Vec<FieldError> {
             }
             Some(_) => {}
         }
-        let level = sc
-            .se_linux_options
-            .as_ref()
-            .or(psc.se_linux_options.as_ref())
-            .and_then(|o| o.level.clone())
-            .unwrap_or_default();
-        if !equal_levels(&ns.mcs, &level) {
-            errs.push(FieldError::invalid(
-                format!("{path}.seLinuxOptions.level"),
-                quoted(&level),
-                &format!("must be {}", ns.mcs),
-            ));
-        }
+        errs.extend(check_selinux(
+            &format!("{path}.seLinuxOptions"),
+            sc.se_linux_options
+                .as_ref()
+                .or(psc.se_linux_options.as_ref()),
+            ns,
+        ));
         let container_key = format!("{SECCOMP_CONTAINER}{}", slot.name);
         let profile = sc
             .seccomp_profile
@@ -544,6 +568,13 @@ fn message(errs: &[FieldError]) -> String {
 /// Admits `pod` under restricted-v2 in a namespace with `ns`: the patch that applies the
 /// SCC's defaults, or OpenShift's refusal.
 pub fn admit(pod: &Pod, ns: &SccNamespace) -> Verdict {
+    let raw = serde_json::to_value(pod).unwrap_or_default();
+    admit_object(&raw, pod, ns)
+}
+
+/// [`admit`] for the object as the apiserver sent it (`pod` is `raw` decoded): the patch
+/// applies to `raw`, whatever fields it has that the typed pod does not model, or has as null.
+pub fn admit_object(raw: &Value, pod: &Pod, ns: &SccNamespace) -> Verdict {
     let mut mutated = pod.clone();
     mutate(&mut mutated, ns);
     let errs = validate(&mutated, ns);
@@ -552,7 +583,57 @@ pub fn admit(pod: &Pod, ns: &SccNamespace) -> Verdict {
     }
     let before = serde_json::to_value(pod).unwrap_or_default();
     let after = serde_json::to_value(&mutated).unwrap_or_default();
-    Verdict::Admit(json_patch::diff(&before, &after))
+    Verdict::Admit(fit(json_patch::diff(&before, &after), raw, &after))
+}
+
+/// Rewrites a patch computed on the typed pod so it applies to `raw`: where `raw` lacks a
+/// parent of an operation's path (absent, or null where the typed pod had an empty object),
+/// the operation becomes an `add` of the whole subtree of `after` at the first missing level,
+/// and the operations below that level are dropped (the subtree holds them).
+fn fit(patch: json_patch::Patch, raw: &Value, after: &Value) -> json_patch::Patch {
+    let mut doc = raw.clone();
+    let mut covered: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for op in patch.0 {
+        let path = op.path().to_string();
+        if covered
+            .iter()
+            .any(|c| path == *c || path.starts_with(&format!("{c}/")))
+        {
+            continue;
+        }
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let missing = (1..segments.len())
+            .map(|n| format!("/{}", segments[..n].join("/")))
+            .find(|prefix| {
+                !matches!(
+                    doc.pointer(prefix),
+                    Some(Value::Object(_) | Value::Array(_))
+                )
+            });
+        let op = match missing.map(|prefix| {
+            (
+                json_patch::jsonptr::PointerBuf::parse(prefix.clone()),
+                prefix,
+            )
+        }) {
+            None => op,
+            Some((Ok(pointer), prefix)) => {
+                let value = after.pointer(&prefix).cloned().unwrap_or(Value::Null);
+                covered.push(prefix);
+                json_patch::PatchOperation::Add(json_patch::AddOperation {
+                    path: pointer,
+                    value,
+                })
+            }
+            Some((Err(_), _)) => continue,
+        };
+        // An operation that still does not apply is left out rather than failing the patch.
+        if json_patch::patch(&mut doc, std::slice::from_ref(&op)).is_ok() {
+            out.push(op);
+        }
+    }
+    json_patch::Patch(out)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ fn pod(v: Value) -> Pod {
 
 /// Admits, applies the patch to the pod's JSON, and returns it; or the refusal.
 fn run(raw: &Value, ns: &SccNamespace) -> Result<Value, String> {
-    match admit(&pod(raw.clone()), ns) {
+    match admit_object(raw, &pod(raw.clone()), ns) {
         Verdict::Admit(patch) => {
             let mut doc = raw.clone();
             json_patch::patch(&mut doc, &patch.0)
@@ -226,6 +226,13 @@ fn cases() -> Vec<(&'static str, Value, Want)> {
             ),
         ),
         (
+            "an SELinux type (spc_t): restricted-v2 sets none",
+            c(json!({"seLinuxOptions": {"type": "spc_t"}})),
+            Want::Deny(
+                "[provider restricted-v2: .containers[0].seLinuxOptions.level: Invalid value: \"\": must be s0:c26,c15, provider restricted-v2: .containers[0].seLinuxOptions.type: Invalid value: \"spc_t\": must be ]",
+            ),
+        ),
+        (
             "fsGroup outside the range",
             json!({"spec": {"securityContext": {"fsGroup": 5}, "containers": [{"name": "app", "image": "x"}]}}),
             Want::Deny(
@@ -258,6 +265,51 @@ fn decision_table() {
             }
             (got, _) => panic!("{name}: got {got:?}"),
         }
+    }
+}
+
+#[test]
+fn patch_fits_objects_with_null_or_missing_parents() {
+    let ns = ns68();
+    let cases = [
+        (
+            "metadata null",
+            json!({"metadata": null, "spec": {"containers": [{"name": "a", "image": "x"}]}}),
+        ),
+        (
+            "no metadata",
+            json!({"spec": {"containers": [{"name": "a", "image": "x"}]}}),
+        ),
+        (
+            "nulls where contexts go",
+            json!({"metadata": {"name": "p", "annotations": null},
+                "spec": {"securityContext": null,
+                    "containers": [{"name": "a", "image": "x", "securityContext": null}]}}),
+        ),
+        (
+            "capabilities null",
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x",
+                "securityContext": {"capabilities": null}}]}}),
+        ),
+    ];
+    for (name, raw) in cases {
+        let doc = run(&raw, &ns).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            doc.pointer("/spec/containers/0/securityContext/runAsUser"),
+            Some(&json!(1_000_680_000)),
+            "{name}: {doc}"
+        );
+        assert_eq!(
+            doc.pointer("/metadata/annotations/openshift.io~1scc"),
+            Some(&json!("restricted-v2")),
+            "{name}"
+        );
+        let patched: Pod = serde_json::from_value(doc).expect("decodes");
+        assert_eq!(
+            admit(&patched, &ns),
+            Verdict::Admit(json_patch::Patch(vec![])),
+            "{name}"
+        );
     }
 }
 

@@ -128,7 +128,8 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         return (Outcome::Skipped, allow(None, Vec::new()));
     }
 
-    let pod: Pod = match serde_json::from_value(object) {
+    // Decoded from a borrow: the restricted-v2 patch is fitted to the object as sent.
+    let pod: Pod = match serde::Deserialize::deserialize(&object) {
         Ok(p) => p,
         Err(e) => {
             let name = request.name.clone().unwrap_or_default();
@@ -178,7 +179,7 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
                 return (Outcome::Denied, deny(restricted_v2::NO_PROVIDER));
             }
         };
-        return match restricted_v2::admit(&pod, &ns) {
+        return match restricted_v2::admit_object(&object, &pod, &ns) {
             Verdict::Admit(patch) if patch.0.is_empty() => {
                 (Outcome::Unchanged, allow(None, Vec::new()))
             }
