@@ -13,7 +13,10 @@
 //! Env: MOCK_KIND_BENCH_RATE (1000), MOCK_KIND_BENCH_SECONDS (10), MOCK_KIND_BENCH_MAX_SECONDS (5),
 //! MOCK_KIND_BENCH_PODS (1000), MOCK_KIND_BENCH_CONTROLLER_QPS (20,200,1000),
 //! MOCK_KIND_BENCH_CONCURRENCY (16), MOCK_KIND_BENCH_POD_RATE (unset: 0 = unthrottled, then
-//! 100/s), MOCK_KIND_BENCH_SKIP_APISERVER, MOCK_KIND_BENCH_ONLY_APISERVER.
+//! 100/s), MOCK_KIND_BENCH_SKIP_APISERVER, MOCK_KIND_BENCH_ONLY_APISERVER,
+//! MOCK_KIND_BENCH_PROFILE (runasnonroot; `openshift-restricted-v2` measures parts 1 and 2 with
+//! that profile, reading namespace `team-a` from a real apiserver started for it; the pod
+//! comparison of part 3 is not made for it).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -52,6 +55,8 @@ fn file_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
     Config {
         listen: addr,
         strategy: Strategy::Pod,
+        profile: webhook::Profile::RunAsNonRoot,
+        namespace: "mock-kind".into(),
         exclude_namespaces: vec!["kube-system".into()],
         pod_uid_min: 1_000_000_000,
         pod_uid_max: 1_999_999_999,
@@ -385,6 +390,8 @@ async fn rig(options: e2e::Options) -> Rig {
     let config = Config {
         listen: addr,
         strategy: Strategy::Namespace,
+        profile: webhook::Profile::RunAsNonRoot,
+        namespace: "mock-kind".into(),
         exclude_namespaces: vec!["kube-system".into(), "mock-kind".into()],
         pod_uid_min: 1_000_000_000,
         pod_uid_max: 1_999_999_999,
@@ -569,6 +576,8 @@ fn main() {
     let skip_apiserver = std::env::var_os("MOCK_KIND_BENCH_SKIP_APISERVER").is_some();
 
     let only_apiserver = std::env::var_os("MOCK_KIND_BENCH_ONLY_APISERVER").is_some();
+    let restricted =
+        std::env::var("MOCK_KIND_BENCH_PROFILE").as_deref() == Ok("openshift-restricted-v2");
     let dir = tempfile::tempdir().expect("tempdir");
     let bundle = certs::generate(&opts(), SystemTime::now(), None).expect("certs");
     certs::write_files(dir.path(), &bundle).expect("write certs");
@@ -593,11 +602,40 @@ fn main() {
         comparisons();
         return;
     }
+    // restricted-v2 reads the namespace's annotations: a real apiserver (no controller-manager,
+    // no scheduler) holds namespace team-a, annotated by the webhook's namespace controller.
+    let control_plane = restricted.then(|| client_rt.block_on(restricted_namespace()));
+    let config = |addr| {
+        let mut c = file_config(dir.path(), addr);
+        if let Some(cp) = &control_plane {
+            c.profile = webhook::Profile::OpenshiftRestrictedV2;
+            c.strategy = Strategy::Namespace;
+            c.kubeconfig = Some(cp.kubeconfig().to_path_buf());
+        }
+        c
+    };
     // 1. Open-loop latency, server on a 1-worker runtime (the client has the other core).
     let addr = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
-    let (stop, thread) = serve_on_thread(file_config(dir.path(), addr), 1);
+    let (stop, thread) = serve_on_thread(config(addr), 1);
     let (lat, lag_p99, errors) = client_rt.block_on(async {
         wait_ready(addr, &bundle.ca_pem).await;
+        if let Some(cp) = &control_plane {
+            let nss: Api<Namespace> = Api::all(cp.client());
+            e2e::wait_for(Duration::from_secs(60), "team-a annotated", || {
+                let nss = nss.clone();
+                async move {
+                    let ann = nss
+                        .get("team-a")
+                        .await?
+                        .metadata
+                        .annotations
+                        .unwrap_or_default();
+                    Ok(ann.contains_key("openshift.io/sa.scc.mcs").then_some(()))
+                }
+            })
+            .await
+            .expect("team-a annotated by the namespace controller");
+        }
         open_loop(addr, &bundle.ca_pem, rate, seconds, body.clone()).await
     });
     stop.cancel();
@@ -610,7 +648,7 @@ fn main() {
 
     // 2. Throughput with the server on one current-thread runtime.
     let addr = SocketAddr::from(([127, 0, 0, 1], e2e::free_port()));
-    let (stop, thread) = serve_on_thread(file_config(dir.path(), addr), 0);
+    let (stop, thread) = serve_on_thread(config(addr), 0);
     let rps = client_rt.block_on(async {
         wait_ready(addr, &bundle.ca_pem).await;
         closed_loop(addr, &bundle.ca_pem, 32, max_seconds, body.clone()).await
@@ -618,7 +656,14 @@ fn main() {
     stop.cancel();
     let _ = thread.join();
 
-    println!("webhook admission benchmark (TLS, pod CREATE with runAsNonRoot, patched)");
+    let profile = if restricted {
+        "openshift-restricted-v2"
+    } else {
+        "runasnonroot"
+    };
+    println!(
+        "webhook admission benchmark (TLS, pod CREATE with runAsNonRoot, patched; profile {profile})"
+    );
     println!("{:<52} {:>12} {:>12}", "measure", "value", "target");
     println!(
         "{:<52} {:>12} {:>12}",
@@ -655,11 +700,34 @@ fn main() {
         "max admissions/s, server on one core", rps, ""
     );
 
-    if skip_apiserver {
-        println!("(apiserver comparison skipped: MOCK_KIND_BENCH_SKIP_APISERVER)");
+    if skip_apiserver || restricted {
+        println!(
+            "(apiserver comparison skipped: MOCK_KIND_BENCH_SKIP_APISERVER or the restricted-v2 profile)"
+        );
         return;
     }
     comparisons();
+}
+
+/// A control plane with namespaces `mock-kind` and `team-a`; the webhook started on it
+/// annotates `team-a` before it turns ready.
+async fn restricted_namespace() -> e2e::ControlPlane {
+    let cp = e2e::ControlPlane::start(e2e::Options {
+        scheduler: false,
+        controller_manager: false,
+        ..Default::default()
+    })
+    .await
+    .expect("control plane");
+    let nss: Api<Namespace> = Api::all(cp.client());
+    for name in ["mock-kind", "team-a"] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+        nss.create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+    }
+    cp
 }
 
 /// Creates a Deployment of `n` runAsNonRoot pods in `ns` and returns how long the real

@@ -108,6 +108,44 @@ pub struct Response {
     patch: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+}
+
+/// The `metav1.Status` of a refusal; the apiserver shows `message` to the client.
+#[derive(Serialize, Debug)]
+pub struct Status {
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+/// Longest refusal message: a pod with many containers can collect many errors.
+pub const MAX_DENY_LEN: usize = 8 * 1024;
+
+/// A refused response for `uid` with HTTP 403 Forbidden and `message` (cut to
+/// [`MAX_DENY_LEN`] bytes on a character boundary).
+pub fn deny(uid: &str, message: &str) -> ReviewResponse {
+    let mut message = telemetry::char_prefix(message, MAX_DENY_LEN).to_owned();
+    if message.is_empty() {
+        message = "refused".to_owned();
+    }
+    ReviewResponse {
+        api_version: API_VERSION,
+        kind: KIND,
+        response: Response {
+            uid: uid.to_owned(),
+            allowed: false,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+            status: Some(Status {
+                code: 403,
+                reason: "Forbidden",
+                message,
+            }),
+        },
+    }
 }
 
 /// An allowed response for `uid`, with `patch` when it has operations and `warnings`.
@@ -130,6 +168,7 @@ pub fn allow(
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
             patch,
             warnings,
+            status: None,
         },
     }
 }
@@ -256,6 +295,27 @@ pub(crate) mod tests {
                 (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
                 (got, _) => panic!("{name}: want {want:?}, got {got:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn deny_table() {
+        let long = "é".repeat(MAX_DENY_LEN);
+        let cases: &[(&str, &str, usize)] = &[
+            ("short", "unable to validate", 18),
+            ("empty", "", 7),
+            ("cut on a char boundary", &long, MAX_DENY_LEN),
+        ];
+        for (name, message, len) in cases {
+            let v = serde_json::to_value(deny("u", message)).expect("json");
+            assert_eq!(v["response"]["allowed"], false, "{name}");
+            assert_eq!(v["response"]["uid"], "u", "{name}");
+            assert_eq!(v["response"]["status"]["code"], 403, "{name}");
+            let got = v["response"]["status"]["message"]
+                .as_str()
+                .expect("message");
+            assert_eq!(got.len(), *len, "{name}");
+            assert!(v["response"].get("patch").is_none(), "{name}");
         }
     }
 

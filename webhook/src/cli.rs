@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::strategy::Strategy;
+use crate::strategy::{Profile, Strategy};
 use crate::tls::{Bootstrap, CertSource};
 use crate::{Config, Error, Result};
 
@@ -23,6 +23,11 @@ pub struct Args {
     /// How UIDs are chosen: one OpenShift block per namespace, or a random UID per pod.
     #[arg(long, env = "MOCK_KIND_WEBHOOK_STRATEGY", value_enum, default_value_t = Strategy::Namespace)]
     pub strategy: Strategy,
+    /// What the webhook makes of pods: `runasnonroot` gives runAsNonRoot pods a UID from their
+    /// namespace; `openshift-restricted-v2` applies and enforces OpenShift's restricted-v2 SCC
+    /// (needs --strategy namespace).
+    #[arg(long, env = "MOCK_KIND_PROFILE", value_enum, default_value_t = Profile::RunAsNonRoot)]
+    pub profile: Profile,
     /// Namespaces never mutated, comma-separated (--namespace is always added).
     #[arg(
         long,
@@ -169,6 +174,7 @@ fn uid_parser() -> clap::builder::RangedI64ValueParser<i64> {
 
 impl Args {
     pub fn into_config(self) -> Result<Config> {
+        let own_namespace = self.namespace.clone();
         let mut exclude_namespaces = self.exclude_namespaces.clone();
         if !exclude_namespaces.contains(&self.namespace) {
             exclude_namespaces.push(self.namespace.clone());
@@ -198,6 +204,8 @@ impl Args {
         let config = Config {
             listen: self.listen,
             strategy: self.strategy,
+            profile: self.profile,
+            namespace: own_namespace,
             exclude_namespaces,
             pod_uid_min: self.pod_uid_min,
             pod_uid_max: self.pod_uid_max,
@@ -282,6 +290,21 @@ mod tests {
                 "deadline",
                 &["--apiserver-deadline-ms", "2500"],
                 Ok("bootstrap"),
+            ),
+            (
+                "restricted-v2",
+                &["--profile", "openshift-restricted-v2"],
+                Ok("bootstrap"),
+            ),
+            (
+                "restricted-v2 with per-pod UIDs",
+                &["--profile", "openshift-restricted-v2", "--strategy", "pod"],
+                Err("--strategy namespace"),
+            ),
+            (
+                "unknown profile",
+                &["--profile", "anyuid"],
+                Err("--profile"),
             ),
             (
                 "zero concurrency",

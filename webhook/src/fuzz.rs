@@ -88,6 +88,7 @@ proptest! {
             uids: Arc::new(UidSource::Pod { min: 1_000, max: MAX_ID }),
             metrics: Arc::new(Metrics::register(&mut Registry::default())),
             exclude_namespaces: Arc::from(Vec::new()),
+            profile: crate::Profile::RunAsNonRoot,
             apiserver_deadline: Duration::from_secs(1),
         };
         let app = router(
@@ -124,6 +125,82 @@ proptest! {
                     }
                 }
             }
+        }
+    }
+
+    /// Profile restricted-v2, whatever the body: a 400 with a message, or an answer for the
+    /// same uid that either admits with a patch applying to the object, or refuses with 403
+    /// and OpenShift's words. Namespace team-a is annotated in the cache; any other is a cache
+    /// miss whose read fails (nothing listens), so it is refused as not annotated.
+    #[test]
+    fn restricted_v2_answers_every_body(
+        review in crate::admission::tests::review_like(),
+        object in pod_like(),
+        real_pod in proptest::bool::weighted(0.8),
+    ) {
+        let mut review = review;
+        if real_pod && review["request"].is_object() {
+            review["request"]["object"] = object;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let body = serde_json::to_vec(&review).expect("a Value serializes");
+        let (status, bytes) = runtime.block_on(async {
+            let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+            let client = kube::Client::try_from(config).expect("client");
+            let mut writer: kube::runtime::reflector::store::Writer<crate::namespaces::Meta> =
+                Default::default();
+            let ann = crate::allocation::new_block_annotations(68, None).expect("block");
+            let ns: crate::namespaces::Meta = serde_json::from_value(
+                json!({"apiVersion": "v1", "kind": "Namespace",
+                       "metadata": {"name": "team-a", "annotations": ann}}),
+            )
+            .expect("namespace");
+            writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(ns));
+            let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+            let ranges = crate::namespaces::NamespaceRanges::new(
+                kube::Api::all(client),
+                writer.as_reader(),
+                metrics.clone(),
+            );
+            let state = AppState {
+                uids: Arc::new(UidSource::Namespace(Arc::new(ranges))),
+                metrics,
+                exclude_namespaces: Arc::from(Vec::new()),
+                profile: crate::Profile::OpenshiftRestrictedV2,
+                apiserver_deadline: Duration::from_millis(200),
+            };
+            let app = router(
+                state,
+                Arc::new(Registry::default()),
+                telemetry::Readiness::default(),
+                telemetry::Health::default(),
+            );
+            post(app, body).await
+        });
+        if status == StatusCode::BAD_REQUEST {
+            prop_assert!(!bytes.is_empty());
+            return Ok(());
+        }
+        prop_assert_eq!(status, StatusCode::OK);
+        let answer: Value = serde_json::from_slice(&bytes).expect("the answer is JSON");
+        prop_assert_eq!(&answer["response"]["uid"], &review["request"]["uid"]);
+        if answer["response"]["allowed"] == json!(false) {
+            prop_assert_eq!(&answer["response"]["status"]["code"], &json!(403));
+            let message = answer["response"]["status"]["message"].as_str().unwrap_or_default();
+            prop_assert!(
+                message.starts_with("unable to validate against any security context constraint: ")
+                    || message == crate::restricted_v2::NO_PROVIDER,
+                "{}", message
+            );
+        } else if let Some(b64) = answer["response"]["patch"].as_str() {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
+            let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("a JSON patch");
+            let mut object = review["request"]["object"].clone();
+            json_patch::patch(&mut object, &patch.0).expect("the patch applies to the object");
         }
     }
 }

@@ -5,12 +5,15 @@
 //! certificates, `cli` turns flags into a [`Config`].
 
 pub mod admission;
+pub mod allocation;
+pub mod allocator;
 pub mod cli;
 #[cfg(test)]
 mod fuzz;
 pub mod metrics;
 pub mod mutation;
 pub mod namespaces;
+pub mod restricted_v2;
 pub mod server;
 pub mod strategy;
 pub mod tls;
@@ -23,7 +26,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-pub use strategy::Strategy;
+pub use strategy::{Profile, Strategy};
 pub use tls::{Bootstrap, CertSource, Clock};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,11 @@ pub struct Config {
     /// HTTPS address for `/mutate`, `/healthz`, `/readyz`, `/metrics`.
     pub listen: SocketAddr,
     pub strategy: Strategy,
+    /// `runasnonroot` (UIDs for runAsNonRoot pods) or `openshift-restricted-v2`.
+    pub profile: Profile,
+    /// The webhook's own namespace: it carries the namespace controller's pool record
+    /// (annotation `mock-kind.io/uid-blocks`).
+    pub namespace: String,
     /// Namespaces whose pods are never mutated, whatever the webhook configuration selects.
     pub exclude_namespaces: Vec<String>,
     /// `pod` strategy: UIDs drawn from `[pod_uid_min, pod_uid_max]`.
@@ -93,6 +101,12 @@ impl Config {
                 "apiserver deadline {:?} must be above 0 and below a webhook's 30 s timeout",
                 self.apiserver_deadline
             )));
+        }
+        if self.profile == Profile::OpenshiftRestrictedV2 && self.strategy != Strategy::Namespace {
+            return Err(Error::Config(
+                "the openshift-restricted-v2 profile takes UIDs from namespaces: --strategy namespace"
+                    .into(),
+            ));
         }
         if self.cert_check_interval.is_zero() {
             return Err(Error::Config(
@@ -160,6 +174,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 metrics.clone(),
                 &health,
                 shutdown.child_token(),
+                Some(namespaces::ControllerSettings {
+                    pool_namespace: config.namespace.clone(),
+                    exclude: config.exclude_namespaces.clone().into(),
+                }),
             );
             let (ready, ranges2) = (ready.clone(), ranges.clone());
             tokio::spawn(async move {
@@ -185,6 +203,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         uids: Arc::new(uids),
         metrics,
         exclude_namespaces: config.exclude_namespaces.clone().into(),
+        profile: config.profile,
         apiserver_deadline: config.apiserver_deadline,
     };
     let app = server::router(state, registry, ready.clone(), health);
@@ -193,7 +212,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         addr: config.listen,
         source,
     })?;
-    tracing::info!(addr = %config.listen, strategy = config.strategy.as_str(), "serving");
+    tracing::info!(addr = %config.listen, strategy = config.strategy.as_str(), profile = config.profile.as_str(), "serving");
     serving::serve(listener, app, &config.server, Some(rustls), ready, shutdown).await?;
     tracing::info!("stopped");
     Ok(())

@@ -22,6 +22,8 @@ pub enum Outcome {
     Deadline,
     /// The body was not an AdmissionReview: HTTP 400.
     BadRequest,
+    /// Refused by the `openshift-restricted-v2` profile.
+    Denied,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -54,6 +56,7 @@ label_values!(Outcome {
     Error => "error",
     Deadline => "deadline",
     BadRequest => "bad_request",
+    Denied => "denied",
 });
 label_values!(StrategyLabel { Namespace => "namespace", Pod => "pod" });
 label_values!(ReloadResult { Loaded => "loaded", Failed => "failed" });
@@ -85,6 +88,7 @@ pub struct Metrics {
     pub latency: Family<StrategyLabels, Histogram>,
     pub namespace_blocks_written: Counter,
     pub namespace_conflicts: Counter,
+    pub namespace_blocks_released: Counter,
     pub namespace_cache_miss: Counter,
     pub cert_reloads: Family<ReloadLabels, Counter>,
 }
@@ -102,6 +106,7 @@ impl Metrics {
             }),
             namespace_blocks_written: Counter::default(),
             namespace_conflicts: Counter::default(),
+            namespace_blocks_released: Counter::default(),
             namespace_cache_miss: Counter::default(),
             cert_reloads: Family::default(),
         };
@@ -117,13 +122,18 @@ impl Metrics {
         );
         registry.register(
             "namespace_ranges_written",
-            "UID ranges this process recorded on namespaces",
+            "Namespaces this process annotated with a UID range or the missing supplemental-groups / MCS",
             m.namespace_blocks_written.clone(),
         );
         registry.register(
             "namespace_range_conflicts",
             "Namespace writes refused because another writer was first (then re-read)",
             m.namespace_conflicts.clone(),
+        );
+        registry.register(
+            "namespace_blocks_released",
+            "Blocks reserved for a namespace that another replica annotated first, handed back",
+            m.namespace_blocks_released.clone(),
         );
         registry.register(
             "namespace_cache_misses",

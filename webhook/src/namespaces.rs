@@ -1,25 +1,32 @@
-//! The `namespace` strategy's I/O: namespaces read from a metadata reflector (a GET only when
-//! the namespace is not cached yet), a new block written with the read resourceVersion as a
-//! precondition, and a re-read on conflict, so replicas racing on a new namespace agree.
+//! Namespaces as the admission path sees them: a metadata reflector (a GET only when the
+//! namespace is not cached yet), which also feeds the namespace controller (`allocator.rs`).
+//! The admission path never writes a namespace: a pod whose namespace has no UID range yet
+//! waits, boundedly, for the controller's annotation to reach the reflector, as OpenShift's
+//! SCC admission waits on its namespace informer.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Patch, PatchParams};
+use kube::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::allocation::MCS;
+use crate::allocator::Allocator;
 use crate::metrics::Metrics;
 use crate::mutation::Ids;
-use crate::strategy::{self, NamespaceIds};
+use crate::strategy::{self, NamespaceIds, SUPPLEMENTAL_GROUPS, UID_RANGE};
 
-/// Writes that lost a race and are retried after re-reading.
-const ATTEMPTS: usize = 5;
+/// The namespace label that exempts a namespace from the restricted-v2 profile, standing in
+/// for a ServiceAccount bound to a more permissive SCC.
+pub const SCC_LABEL: &str = "mock-kind.io/scc";
+pub const SCC_PRIVILEGED: &str = "privileged";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
@@ -30,34 +37,72 @@ pub enum NamespaceError {
         namespace: String,
         source: kube::Error,
     },
-    #[error("namespace {namespace}: writing annotation {annotation}: {source}")]
-    Write {
-        namespace: String,
-        annotation: &'static str,
-        source: kube::Error,
-    },
-    #[error("namespace {namespace}: gave up after {ATTEMPTS} conflicting writes")]
-    Conflicts { namespace: String },
+    #[error("namespace {namespace} not found")]
+    NotFound { namespace: String },
+    #[error("namespace {namespace}: unable to find annotation {UID_RANGE}")]
+    NotAnnotated { namespace: String },
 }
 
-type Meta = PartialObjectMeta<Namespace>;
+pub type Meta = PartialObjectMeta<Namespace>;
+
+/// What admission reads of a namespace: OpenShift's three annotations (values only of those
+/// keys) and whether the namespace is exempt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceView {
+    pub annotations: BTreeMap<String, String>,
+    pub privileged: bool,
+}
+
+impl NamespaceView {
+    fn of(meta: &Meta) -> Self {
+        let annotations = meta
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| [UID_RANGE, SUPPLEMENTAL_GROUPS, MCS].contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let privileged = meta
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SCC_LABEL))
+            .is_some_and(|v| v == SCC_PRIVILEGED);
+        Self {
+            annotations,
+            privileged,
+        }
+    }
+
+    fn has_range(&self) -> bool {
+        self.annotations.contains_key(UID_RANGE)
+    }
+}
+
+/// Where the controller keeps its pool record and which namespaces it leaves alone.
+pub struct ControllerSettings {
+    pub pool_namespace: String,
+    pub exclude: Arc<[String]>,
+}
 
 pub struct NamespaceRanges {
     api: Api<Namespace>,
     store: Store<Meta>,
-    /// Blocks this process wrote, by namespace UID, until the reflector catches up: a
-    /// namespace's second pod must not race the watch event of its first.
-    written: Mutex<HashMap<String, Ids>>,
+    /// Woken at every namespace event, for admissions waiting on an annotation.
+    changed: Arc<Notify>,
     metrics: Arc<Metrics>,
 }
 
 impl NamespaceRanges {
-    /// Starts the namespace metadata reflector; it stops with `shutdown`.
+    /// Starts the namespace metadata reflector and, with `controller`, the namespace
+    /// controller fed from it; both stop with `shutdown`.
     pub fn start(
         client: kube::Client,
         metrics: Arc<Metrics>,
         health: &telemetry::Health,
         shutdown: CancellationToken,
+        controller: Option<ControllerSettings>,
     ) -> Arc<Self> {
         let api: Api<Namespace> = Api::all(client.clone());
         let (store, writer) = reflector::store();
@@ -69,28 +114,59 @@ impl NamespaceRanges {
             })
             .reflect(writer)
             .touched_objects();
+        let changed = Arc::new(Notify::new());
+        let allocator = controller.map(|c| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let allocator = Arc::new(Allocator::new(
+                api.clone(),
+                store.clone(),
+                c.pool_namespace,
+                c.exclude,
+                metrics.clone(),
+            ));
+            let (run, stop) = (allocator.clone(), shutdown.clone());
+            health.spawn_critical("namespace controller", shutdown.clone(), async move {
+                run.run(rx, stop).await;
+            });
+            (allocator, tx)
+        });
+        let notify = changed.clone();
         health.spawn_critical("namespace watch", shutdown.clone(), async move {
             let mut stream = std::pin::pin!(stream);
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     item = stream.next() => match item {
-                        Some(Ok(_)) => {}
+                        Some(Ok(ns)) => {
+                            if let Some((allocator, tx)) = &allocator
+                                && allocator.wants(&ns)
+                                && let Some(name) = ns.metadata.name.clone()
+                            {
+                                // The receiver lives as long as the controller task.
+                                let _ = tx.send(name);
+                            }
+                            notify.notify_waiters();
+                        }
                         Some(Err(e)) => tracing::warn!(error = %e, "namespace watch"),
                         None => break,
                     },
                 }
             }
         });
-        Arc::new(Self::new(api, store, metrics))
+        Arc::new(Self {
+            api,
+            store,
+            changed,
+            metrics,
+        })
     }
 
-    /// With a store fed elsewhere (tests).
+    /// With a store fed elsewhere and no controller (tests).
     pub fn new(api: Api<Namespace>, store: Store<Meta>, metrics: Arc<Metrics>) -> Self {
         Self {
             api,
             store,
-            written: Mutex::new(HashMap::new()),
+            changed: Arc::new(Notify::new()),
             metrics,
         }
     }
@@ -100,111 +176,80 @@ impl NamespaceRanges {
         self.store.wait_until_ready().await.is_ok()
     }
 
-    async fn read(&self, namespace: &str) -> Result<Meta, NamespaceError> {
-        self.api
-            .get_metadata(namespace)
-            .await
-            .map_err(|source| NamespaceError::Read {
-                namespace: namespace.to_owned(),
-                source,
-            })
-    }
-
-    /// The IDs of `namespace`: its recorded block, else a new block written on it (unless
-    /// `dry_run`: then a block is picked and nothing is written).
-    pub async fn ids(&self, namespace: &str, dry_run: bool) -> Result<Ids, NamespaceError> {
-        self.resolve(namespace, dry_run).await.map(|(ids, _)| ids)
-    }
-
-    /// [`Self::ids`], and why a supplemental-groups annotation was passed over, if one was.
-    pub async fn resolve(
+    /// The namespace as admission sees it. Without a UID range yet, waits up to `wait` for
+    /// the controller's annotations to reach the reflector, then reports
+    /// [`NamespaceError::NotAnnotated`].
+    pub async fn view(
         &self,
         namespace: &str,
-        dry_run: bool,
-    ) -> Result<(Ids, Option<String>), NamespaceError> {
-        let mut meta = match self.store.get(&ObjectRef::new(namespace)) {
-            Some(m) => (*m).clone(),
+        wait: Duration,
+    ) -> Result<NamespaceView, NamespaceError> {
+        let key = ObjectRef::new(namespace);
+        let cached = self.store.get(&key).map(|m| NamespaceView::of(&m));
+        let view = match cached {
+            Some(view) => view,
             None => {
                 self.metrics.namespace_cache_miss.inc();
-                self.read(namespace).await?
+                let meta = self
+                    .api
+                    .get_metadata_opt(namespace)
+                    .await
+                    .map_err(|source| NamespaceError::Read {
+                        namespace: namespace.to_owned(),
+                        source,
+                    })?
+                    .ok_or_else(|| NamespaceError::NotFound {
+                        namespace: namespace.to_owned(),
+                    })?;
+                NamespaceView::of(&meta)
             }
         };
-        for _ in 0..ATTEMPTS {
-            let annotations = meta.metadata.annotations.as_ref();
-            let groups = match strategy::from_annotations(annotations) {
-                Ok(NamespaceIds::Recorded { ids, ignored }) => {
-                    if let Some(why) = &ignored {
-                        tracing::warn!(namespace, reason = %why, "annotation ignored, as if absent");
-                    }
-                    return Ok((ids, ignored));
-                }
-                Ok(NamespaceIds::Missing { groups }) => groups,
-                Err(message) => {
-                    return Err(NamespaceError::Annotation {
-                        namespace: namespace.to_owned(),
-                        message,
-                    });
-                }
-            };
-            let uid = meta.meta().uid.clone().unwrap_or_default();
-            if let Ok(written) = self.written.lock()
-                && let Some(ids) = written.get(&uid)
-            {
-                return Ok((*ids, None));
-            }
-            let block = strategy::random_block(&mut rand::rng());
-            let (add, ids) = strategy::allocation(block, groups);
-            if dry_run {
-                return Ok((ids, None));
-            }
-            // A merge patch carrying the read resourceVersion is refused with 409 if anyone
-            // wrote the namespace since: then re-read and take their block.
-            let body = serde_json::json!({
-                "metadata": {
-                    "resourceVersion": meta.metadata.resource_version,
-                    "annotations": add,
-                }
-            });
-            match self
-                .api
-                .patch_metadata(namespace, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-            {
-                Ok(_) => {
-                    self.metrics.namespace_blocks_written.inc();
-                    tracing::info!(namespace, range = %block.annotation(), "recorded UID range on namespace");
-                    if let Ok(mut written) = self.written.lock() {
-                        // Entries of namespaces the reflector now shows annotated are dropped.
-                        let store = &self.store;
-                        written.retain(|uid, _| {
-                            !store.state().iter().any(|ns| {
-                                ns.metadata.uid.as_deref() == Some(uid.as_str())
-                                    && ns
-                                        .metadata
-                                        .annotations
-                                        .as_ref()
-                                        .is_some_and(|a| a.contains_key(strategy::UID_RANGE))
-                            })
-                        });
-                        written.insert(uid, ids);
-                    }
-                    return Ok((ids, None));
-                }
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    self.metrics.namespace_conflicts.inc();
-                    meta = self.read(namespace).await?;
-                }
-                Err(source) => {
-                    return Err(NamespaceError::Write {
-                        namespace: namespace.to_owned(),
-                        annotation: strategy::UID_RANGE,
-                        source,
-                    });
-                }
-            }
+        if view.has_range() {
+            return Ok(view);
         }
-        Err(NamespaceError::Conflicts {
+        let waited = tokio::time::timeout(wait, async {
+            loop {
+                // Registered before the check, so an event between the two is not missed.
+                let notified = self.changed.notified();
+                if let Some(view) = self
+                    .store
+                    .get(&key)
+                    .map(|m| NamespaceView::of(&m))
+                    .filter(NamespaceView::has_range)
+                {
+                    return view;
+                }
+                notified.await;
+            }
+        })
+        .await;
+        waited.map_err(|_| NamespaceError::NotAnnotated {
             namespace: namespace.to_owned(),
         })
+    }
+
+    /// The `namespace` strategy's IDs: the recorded block's first UID and first supplemental
+    /// GID, and why a supplemental-groups annotation was passed over, if one was.
+    pub async fn ids(
+        &self,
+        namespace: &str,
+        wait: Duration,
+    ) -> Result<(Ids, Option<String>), NamespaceError> {
+        let view = self.view(namespace, wait).await?;
+        match strategy::from_annotations(Some(&view.annotations)) {
+            Ok(NamespaceIds::Recorded { ids, ignored }) => {
+                if let Some(why) = &ignored {
+                    tracing::warn!(namespace, reason = %why, "annotation ignored, as if absent");
+                }
+                Ok((ids, ignored))
+            }
+            Ok(NamespaceIds::Missing { .. }) => Err(NamespaceError::NotAnnotated {
+                namespace: namespace.to_owned(),
+            }),
+            Err(message) => Err(NamespaceError::Annotation {
+                namespace: namespace.to_owned(),
+                message,
+            }),
+        }
     }
 }

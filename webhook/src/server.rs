@@ -18,7 +18,8 @@ use crate::admission;
 use crate::metrics::{AdmissionLabels, Metrics, Outcome, StrategyLabel, StrategyLabels};
 use crate::mutation::{self, Ids};
 use crate::namespaces::NamespaceRanges;
-use crate::strategy;
+use crate::restricted_v2::{self, SccNamespace, Verdict};
+use crate::strategy::{self, Profile};
 
 /// Request bodies above this are refused with 413 (the apiserver sends at most ~3 MiB objects).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -38,12 +39,11 @@ impl UidSource {
     }
 
     /// The IDs, and why an annotation was passed over if one was (for the answer's warnings).
-    async fn ids(&self, namespace: &str, dry_run: bool) -> Result<(Ids, Option<String>), String> {
+    async fn ids(&self, namespace: &str, wait: Duration) -> Result<(Ids, Option<String>), String> {
         match self {
-            UidSource::Namespace(ranges) => ranges
-                .resolve(namespace, dry_run)
-                .await
-                .map_err(|e| e.to_string()),
+            UidSource::Namespace(ranges) => {
+                ranges.ids(namespace, wait).await.map_err(|e| e.to_string())
+            }
             UidSource::Pod { min, max } => {
                 Ok((strategy::random_pod_ids(&mut rand::rng(), *min, *max), None))
             }
@@ -58,6 +58,8 @@ pub struct AppState {
     /// Never mutated (kube-system, kube-node-lease, the webhook's own namespace…): clusters
     /// before 1.21 lack the `kubernetes.io/metadata.name` label the namespaceSelector uses.
     pub exclude_namespaces: Arc<[String]>,
+    /// What the webhook makes of pods.
+    pub profile: Profile,
     /// The namespace read/write of one review must end within this, well inside the webhook
     /// configuration's `timeoutSeconds`: past it the pod is allowed unchanged with a warning
     /// instead of the apiserver timing the call out.
@@ -126,7 +128,8 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         return (Outcome::Skipped, allow(None, Vec::new()));
     }
 
-    let pod: Pod = match serde_json::from_value(object) {
+    // Decoded from a borrow: the restricted-v2 patch is fitted to the object as sent.
+    let pod: Pod = match serde::Deserialize::deserialize(&object) {
         Ok(p) => p,
         Err(e) => {
             let name = request.name.clone().unwrap_or_default();
@@ -145,12 +148,56 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         .unwrap_or_default();
     span.record("pod", pod_name.as_str());
 
+    if state.profile == Profile::OpenshiftRestrictedV2 {
+        let deny = |message: &str| {
+            tracing::info!(pod = %pod_name, %message, "refused");
+            axum::Json(admission::deny(&request.uid, message)).into_response()
+        };
+        let UidSource::Namespace(ranges) = state.uids.as_ref() else {
+            return (Outcome::Denied, deny(restricted_v2::NO_PROVIDER));
+        };
+        let deadline = state.apiserver_deadline;
+        let view =
+            tokio::time::timeout(deadline, ranges.view(&namespace, annotation_wait(deadline)))
+                .await;
+        let ns = match view {
+            Ok(Ok(view)) if view.privileged => {
+                return (Outcome::Unchanged, allow(None, Vec::new()));
+            }
+            Ok(Ok(view)) => SccNamespace::from_annotations(&view.annotations),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_elapsed) => Err(format!(
+                "namespace {namespace}: not read within {} ms",
+                deadline.as_millis()
+            )),
+        };
+        // As OpenShift: without the namespace's annotations there is no SCC to admit with.
+        let ns = match ns {
+            Ok(ns) => ns,
+            Err(reason) => {
+                tracing::warn!(%reason, "no restricted-v2 provider for the namespace");
+                return (Outcome::Denied, deny(restricted_v2::NO_PROVIDER));
+            }
+        };
+        return match restricted_v2::admit_object(&object, &pod, &ns) {
+            Verdict::Admit(patch) if patch.0.is_empty() => {
+                (Outcome::Unchanged, allow(None, Vec::new()))
+            }
+            Verdict::Admit(patch) => (Outcome::Patched, allow(Some(&patch), Vec::new())),
+            Verdict::Deny(message) => (Outcome::Denied, deny(&message)),
+        };
+    }
+
     if !mutation::needs_uid(&pod) {
         return (Outcome::Unchanged, allow(None, Vec::new()));
     }
     let dry_run = request.dry_run.unwrap_or(false);
     let deadline = state.apiserver_deadline;
-    let decided = tokio::time::timeout(deadline, state.uids.ids(&namespace, dry_run)).await;
+    let decided = tokio::time::timeout(
+        deadline,
+        state.uids.ids(&namespace, annotation_wait(deadline)),
+    )
+    .await;
     let (ids, ignored) = match decided {
         Ok(Ok(decided)) => decided,
         Ok(Err(message)) => {
@@ -184,6 +231,12 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         .into_iter()
         .collect();
     (Outcome::Patched, allow(Some(&patch), warnings))
+}
+
+/// How long a review waits for the namespace controller's annotations: most of the deadline,
+/// so that a namespace still unannotated is reported as such, not as a slow apiserver.
+pub fn annotation_wait(deadline: Duration) -> Duration {
+    deadline.saturating_sub(deadline / 4)
 }
 
 /// Warnings over 256 characters may be cut by the apiserver; cut them ourselves on a char edge.

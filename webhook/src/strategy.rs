@@ -36,6 +36,26 @@ impl Strategy {
     }
 }
 
+/// What the webhook makes of pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Only runAsNonRoot pods without a UID get one (issue 4's behaviour).
+    #[value(name = "runasnonroot")]
+    RunAsNonRoot,
+    /// OpenShift's restricted-v2 SCC: defaults applied, violations refused.
+    #[value(name = "openshift-restricted-v2")]
+    OpenshiftRestrictedV2,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::RunAsNonRoot => "runasnonroot",
+            Profile::OpenshiftRestrictedV2 => "openshift-restricted-v2",
+        }
+    }
+}
+
 /// A block of IDs: `start` and `size` (OpenShift writes `start/size` or `start-end`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Block {
@@ -134,28 +154,6 @@ pub fn from_annotations(
         }
         None => Ok(NamespaceIds::Missing { groups: groups? }),
     }
-}
-
-/// A random aligned block of `BLOCK_SIZE` in `[BLOCKS_START, BLOCKS_END)`.
-pub fn random_block(rng: &mut impl Rng) -> Block {
-    let blocks = (BLOCKS_END - BLOCKS_START) / BLOCK_SIZE;
-    Block {
-        start: BLOCKS_START + rng.random_range(0..blocks) * BLOCK_SIZE,
-        size: BLOCK_SIZE,
-    }
-}
-
-/// The annotations to add to a namespace that has no UID block, and the IDs they give.
-pub fn allocation(block: Block, groups: Option<Block>) -> (BTreeMap<String, String>, Ids) {
-    let mut add = BTreeMap::from([(UID_RANGE.to_owned(), block.annotation())]);
-    if groups.is_none() {
-        add.insert(SUPPLEMENTAL_GROUPS.to_owned(), block.annotation());
-    }
-    let ids = Ids {
-        uid: block.start,
-        fs_group: groups.unwrap_or(block).start,
-    };
-    (add, ids)
 }
 
 /// The `pod` strategy: a random UID in `[min, max]`, also used as fsGroup. `Config::validate`
@@ -317,65 +315,6 @@ mod tests {
                 (got, want) => panic!("{name}: want {want:?}, got {got:?}"),
             }
         }
-    }
-
-    #[test]
-    fn random_blocks_are_aligned_and_in_range() {
-        let mut rng = rand::rng();
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..10_000 {
-            let b = random_block(&mut rng);
-            assert_eq!(b.size, BLOCK_SIZE);
-            assert_eq!(b.start % BLOCK_SIZE, 0, "{b:?}");
-            assert!(
-                b.start >= BLOCKS_START && b.start + b.size <= BLOCKS_END,
-                "{b:?}"
-            );
-            seen.insert(b.start);
-        }
-        assert!(
-            seen.len() > 9_000,
-            "blocks not spread: {} distinct",
-            seen.len()
-        );
-    }
-
-    #[test]
-    fn allocation_keeps_recorded_groups() {
-        let block = Block {
-            start: 1_000_010_000,
-            size: BLOCK_SIZE,
-        };
-        let (add, ids) = allocation(block, None);
-        assert_eq!(
-            add.get(UID_RANGE).map(String::as_str),
-            Some("1000010000/10000")
-        );
-        assert_eq!(
-            add.get(SUPPLEMENTAL_GROUPS).map(String::as_str),
-            Some("1000010000/10000")
-        );
-        assert_eq!(
-            ids,
-            Ids {
-                uid: 1_000_010_000,
-                fs_group: 1_000_010_000
-            }
-        );
-
-        let groups = Block {
-            start: 5_000,
-            size: 100,
-        };
-        let (add, ids) = allocation(block, Some(groups));
-        assert!(!add.contains_key(SUPPLEMENTAL_GROUPS));
-        assert_eq!(
-            ids,
-            Ids {
-                uid: 1_000_010_000,
-                fs_group: 5_000
-            }
-        );
     }
 
     mod properties {

@@ -8,204 +8,50 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use common::cluster::*;
 use common::*;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
-use webhook::{Bootstrap, CertSource, Config, Strategy};
-
-const WEBHOOK_NS: &str = "mock-kind";
-const SECRET: &str = "mock-kind-webhook-tls";
-const MWC: &str = "mock-kind-webhook";
-const UID_RANGE: &str = "openshift.io/sa.scc.uid-range";
-const GROUPS: &str = "openshift.io/sa.scc.supplemental-groups";
-const DAY: Duration = Duration::from_secs(24 * 3600);
-const T: Duration = Duration::from_secs(60);
-
-fn cert_opts() -> certs::CertOptions {
-    let mut o = certs::CertOptions::new("mock-kind-webhook", WEBHOOK_NS);
-    o.extra_sans = vec!["127.0.0.1".to_owned()];
-    o
-}
-
-fn config(cp: &e2e::ControlPlane, strategy: Strategy, clock: webhook::Clock) -> Config {
-    Config {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        strategy,
-        exclude_namespaces: vec![
-            "kube-system".into(),
-            "kube-node-lease".into(),
-            WEBHOOK_NS.into(),
-        ],
-        pod_uid_min: 1_000_000_000,
-        pod_uid_max: 1_999_999_999,
-        certs: CertSource::Bootstrap(Bootstrap {
-            namespace: WEBHOOK_NS.into(),
-            secret: SECRET.into(),
-            webhook_config: Some(MWC.into()),
-            cert: cert_opts(),
-            renew_margin: 30 * DAY,
-        }),
-        cert_check_interval: Duration::from_millis(200),
-        kubeconfig: Some(cp.kubeconfig().to_path_buf()),
-        server: serving::Limits {
-            drain_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(5),
-            ..webhook::cli::default_limits()
-        },
-        apiserver_deadline: Duration::from_secs(4),
-        clock,
-    }
-}
-
-/// The configuration shipped in config/, pointed at `https://127.0.0.1:<port>/mutate`.
-fn webhook_configuration(port: u16, ca_bundle: Option<&str>) -> MutatingWebhookConfiguration {
-    let path = format!(
-        "{}/config/mutatingwebhookconfiguration.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).expect("read webhook configuration");
-    let mut value: serde_json::Value = serde_yaml::from_str(&text).expect("YAML");
-    let mut client_config = json!({ "url": format!("https://127.0.0.1:{port}/mutate") });
-    if let Some(ca) = ca_bundle {
-        use base64::Engine;
-        client_config["caBundle"] = base64::engine::general_purpose::STANDARD.encode(ca).into();
-    }
-    value["webhooks"][0]["clientConfig"] = client_config;
-    serde_json::from_value(value).expect("MutatingWebhookConfiguration")
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
-    api.create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
-}
-
-/// The ServiceAccount admission plugin wants `default` to exist; the controller-manager makes it.
-async fn wait_default_sa(client: &Client, ns: &str) {
-    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    e2e::wait_for(T, &format!("ServiceAccount {ns}/default"), || {
-        let api = api.clone();
-        async move { Ok(api.get_opt("default").await?.map(|_| ())) }
-    })
-    .await
-    .expect("default ServiceAccount");
-}
-
-fn pod(name: &str, non_root: bool) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "automountServiceAccountToken": false,
-            "securityContext": if non_root { json!({"runAsNonRoot": true}) } else { json!({}) },
-            "containers": [{"name": "app", "image": "registry.example/app:1"}],
-        }
-    }))
-    .expect("pod")
-}
-
-async fn create_pod(client: &Client, ns: &str, p: &Pod, dry_run: bool) -> Pod {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let pp = PostParams {
-        dry_run,
-        ..Default::default()
-    };
-    api.create(&pp, p)
-        .await
-        .unwrap_or_else(|e| panic!("create pod {ns}: {e}"))
-}
-
-fn uids(p: &Pod) -> (Option<i64>, Option<i64>) {
-    let sc = p.spec.as_ref().and_then(|s| s.security_context.as_ref());
-    (sc.and_then(|s| s.run_as_user), sc.and_then(|s| s.fs_group))
-}
-
-async fn annotations(client: &Client, ns: &str) -> std::collections::BTreeMap<String, String> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.get(ns)
-        .await
-        .expect("namespace")
-        .metadata
-        .annotations
-        .unwrap_or_default()
-}
-
-/// Waits until the MutatingWebhookConfiguration trusts the Secret's CA; returns that CA.
-async fn wait_ca_bundle(client: &Client) -> String {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), WEBHOOK_NS);
-    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    e2e::wait_for(T, "Secret and caBundle", || {
-        let (secrets, mwcs) = (secrets.clone(), mwcs.clone());
-        async move {
-            let Some(secret) = secrets.get_opt(SECRET).await? else {
-                return Ok(None);
-            };
-            let Ok(bundle) = certs::cluster::from_secret(&secret) else {
-                return Ok(None);
-            };
-            let mwc = mwcs.get(MWC).await?;
-            let ca = mwc.webhooks.unwrap_or_default()[0]
-                .client_config
-                .ca_bundle
-                .clone();
-            Ok(
-                (ca.map(|b| b.0) == Some(bundle.ca_pem.clone().into_bytes()))
-                    .then_some(bundle.ca_pem),
-            )
-        }
-    })
-    .await
-    .expect("caBundle set")
-}
+use webhook::Strategy;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn namespace_ranges_through_the_apiserver() {
-    let cp = e2e::ControlPlane::start(e2e::Options {
-        scheduler: false,
-        ..Default::default()
-    })
-    .await
-    .expect("control plane");
+    let cp = control_plane(true).await;
     let client = cp.client();
-    create_namespace(&client, WEBHOOK_NS).await;
-    let mut wh = spawn(config(
-        &cp,
-        Strategy::Namespace,
-        webhook::tls::system_clock(),
-    ));
-    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    mwcs.create(
-        &PostParams::default(),
-        &webhook_configuration(wh.addr.port(), None),
-    )
-    .await
-    .expect("create MutatingWebhookConfiguration");
-    let ca = wait_ca_bundle(&client).await;
-    wait_ready(wh.addr, &ca).await;
+    let cfg = config(&cp, Strategy::Namespace, webhook::tls::system_clock());
+    let mut wh = serve(&client, cfg).await;
 
-    // Pods of a new namespace all get the first UID of the block recorded on it.
+    // The namespace controller annotates a new namespace as OpenShift does; its pods all get
+    // the first UID of that block.
     create_namespace(&client, "team-a").await;
+    let ann = wait_annotated(&client, "team-a").await;
     wait_default_sa(&client, "team-a").await;
     let mut seen = Vec::new();
     for i in 0..4 {
         let created = create_pod(&client, "team-a", &pod(&format!("p{i}"), true), false).await;
         seen.push(uids(&created));
     }
-    let ann = annotations(&client, "team-a").await;
-    let range = ann
-        .get(UID_RANGE)
-        .expect("uid-range annotation on team-a")
-        .clone();
+    assert_eq!(
+        annotations(&client, "team-a").await,
+        ann,
+        "pods changed the namespace"
+    );
+    let range = ann.get(UID_RANGE).expect("uid-range").clone();
     assert_eq!(ann.get(GROUPS), Some(&range), "supplemental-groups");
     let (start, size) = range.split_once('/').expect("<start>/<size>");
     let start: i64 = start.parse().expect("start");
     assert_eq!(size, "10000");
     assert_eq!(start % 10_000, 0, "aligned: {range}");
     assert!((1_000_000_000..2_000_000_000).contains(&start), "{range}");
+    let index = u32::try_from((start - 1_000_000_000) / 10_000).expect("index");
+    assert_eq!(
+        ann.get(MCS),
+        webhook::allocation::mcs_level(index).as_ref(),
+        "MCS level of block {index}"
+    );
     for got in &seen {
         assert_eq!(*got, (Some(start), Some(start)), "pods of team-a: {seen:?}");
     }
@@ -225,15 +71,21 @@ async fn namespace_ranges_through_the_apiserver() {
     let p = create_pod(&client, "exported", &pod("p", true), false).await;
     assert_eq!(uids(&p), (Some(1_000_680_000), Some(1_000_690_000)));
 
-    // Dry-run: the pod comes back patched but the namespace is not written.
+    // Dry-run: the pod comes back with the UID the real create gives, and nothing is written.
     create_namespace(&client, "dry").await;
+    let dry = wait_annotated(&client, "dry").await;
     wait_default_sa(&client, "dry").await;
     let p = create_pod(&client, "dry", &pod("p", true), true).await;
-    assert!(uids(&p).0.is_some(), "dry-run pod patched");
-    assert!(
-        !annotations(&client, "dry").await.contains_key(UID_RANGE),
-        "dry-run wrote the namespace"
-    );
+    let block_start = dry[UID_RANGE]
+        .split_once('/')
+        .expect("range")
+        .0
+        .parse()
+        .ok();
+    assert_eq!(uids(&p).0, block_start, "dry-run shows the real UID");
+    let real = create_pod(&client, "dry", &pod("p", true), false).await;
+    assert_eq!(uids(&real), uids(&p), "the real create matches the dry run");
+    assert_eq!(annotations(&client, "dry").await, dry);
 
     // kube-system is never mutated (1.20 has no kubernetes.io/metadata.name label: the
     // webhook's own exclusion list does it).
@@ -245,37 +97,6 @@ async fn namespace_ranges_through_the_apiserver() {
             .await
             .contains_key(UID_RANGE)
     );
-
-    // Replicas racing on a fresh namespace agree on one block.
-    create_namespace(&client, "race").await;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(webhook::metrics::Metrics::register(&mut registry));
-    let stop = tokio_util::sync::CancellationToken::new();
-    let replicas: Vec<_> = (0..4)
-        .map(|_| {
-            webhook::namespaces::NamespaceRanges::start(
-                client.clone(),
-                metrics.clone(),
-                &telemetry::Health::default(),
-                stop.clone(),
-            )
-        })
-        .collect();
-    for r in &replicas {
-        r.wait_until_ready().await;
-    }
-    let got = futures::future::join_all(replicas.iter().map(|r| r.ids("race", false))).await;
-    let got: Vec<_> = got.into_iter().map(|r| r.expect("ids")).collect();
-    assert!(
-        got.windows(2).all(|w| w[0] == w[1]),
-        "replicas disagree: {got:?}"
-    );
-    let recorded = annotations(&client, "race").await;
-    assert_eq!(
-        recorded.get(UID_RANGE),
-        Some(&format!("{}/10000", got[0].uid))
-    );
-    stop.cancel();
 
     // failurePolicy Ignore: with the webhook stopped, pods are still admitted, without a UID.
     wh.stop().await.expect("webhook stops cleanly");
@@ -289,15 +110,8 @@ async fn namespace_ranges_through_the_apiserver() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bootstrap_renews_expired_and_expiring_certificates() {
-    let cp = e2e::ControlPlane::start(e2e::Options {
-        scheduler: false,
-        controller_manager: false,
-        ..Default::default()
-    })
-    .await
-    .expect("control plane");
+    let cp = control_plane(false).await;
     let client = cp.client();
-    create_namespace(&client, WEBHOOK_NS).await;
 
     // An expired bundle in the Secret and its CA in the configuration.
     let long_ago = SystemTime::now() - 400 * DAY;
@@ -442,5 +256,158 @@ async fn bootstrap_renews_expired_and_expiring_certificates() {
     assert!(
         results.windows(2).all(|w| w[0].0 == w[1].0),
         "replicas hold different bundles"
+    );
+}
+
+/// 1,000 namespaces created at once, three controller replicas racing: 1,000 distinct blocks,
+/// each with the MCS level OpenShift derives from it; a namespace created with its own range
+/// keeps it and that block is never handed out again.
+#[tokio::test(flavor = "multi_thread")]
+async fn thousand_namespaces_get_distinct_blocks() {
+    const N: usize = 1_000;
+    let cp = control_plane(false).await;
+    let client = cp.client();
+    // An exported namespace holding block 3 before any controller runs.
+    let api: Api<Namespace> = Api::all(client.clone());
+    let exported: Namespace = serde_json::from_value(json!({"metadata": {"name": "exported",
+        "annotations": {UID_RANGE: "1000030000/10000"}}}))
+    .expect("ns");
+    api.create(&PostParams::default(), &exported)
+        .await
+        .expect("create exported");
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(webhook::metrics::Metrics::register(&mut registry));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let exclude: Arc<[String]> = vec![
+        "kube-system".to_owned(),
+        "kube-node-lease".to_owned(),
+        WEBHOOK_NS.to_owned(),
+    ]
+    .into();
+    let replicas: Vec<_> = (0..3)
+        .map(|_| {
+            webhook::namespaces::NamespaceRanges::start(
+                client.clone(),
+                metrics.clone(),
+                &telemetry::Health::default(),
+                stop.clone(),
+                Some(webhook::namespaces::ControllerSettings {
+                    pool_namespace: WEBHOOK_NS.into(),
+                    exclude: exclude.clone(),
+                }),
+            )
+        })
+        .collect();
+    for r in &replicas {
+        r.wait_until_ready().await;
+    }
+
+    use futures::StreamExt;
+    let names: Vec<String> = (0..N).map(|i| format!("burst-{i:04}")).collect();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let client = client.clone();
+            async move { create_namespace(&client, name).await }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+
+    let all = e2e::wait_for(
+        Duration::from_secs(300),
+        "1,000 namespaces annotated",
+        || {
+            let api = api.clone();
+            async move {
+                let list = api.list(&Default::default()).await?;
+                let burst: Vec<_> = list
+                    .items
+                    .into_iter()
+                    .filter(|ns| {
+                        ns.metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with("burst-") || n == "exported")
+                    })
+                    .map(|ns| ns.metadata.annotations.unwrap_or_default())
+                    .collect();
+                let done = burst
+                    .iter()
+                    .filter(|a| [UID_RANGE, GROUPS, MCS].iter().all(|k| a.contains_key(*k)))
+                    .count();
+                Ok((done == N + 1).then_some(burst))
+            }
+        },
+    )
+    .await
+    .expect("every namespace annotated");
+
+    let mut blocks = std::collections::BTreeSet::new();
+    let mut levels = std::collections::BTreeSet::new();
+    for ann in &all {
+        let range = &ann[UID_RANGE];
+        assert_eq!(ann.get(GROUPS), Some(range));
+        let start: i64 = range
+            .strip_suffix("/10000")
+            .expect("size")
+            .parse()
+            .expect("start");
+        let index = u32::try_from((start - 1_000_000_000) / 10_000).expect("index");
+        assert_eq!(
+            Some(&ann[MCS]),
+            webhook::allocation::mcs_level(index).as_ref(),
+            "{range}"
+        );
+        assert!(blocks.insert(index), "block {index} handed out twice");
+        levels.insert(ann[MCS].clone());
+    }
+    assert_eq!(blocks.len(), N + 1);
+    assert_eq!(levels.len(), N + 1);
+    assert!(blocks.contains(&3), "the exported block kept");
+    // Lowest free: the pool stays dense. Free blocks below the highest are holes (handed back
+    // after a lost race) that later namespaces fill. Once the replicas have settled, every block
+    // marked in the pool record is held by a namespace: none leaked.
+    let highest = blocks.iter().next_back().copied().unwrap_or_default();
+    let leaked = || {
+        let api = api.clone();
+        let client = client.clone();
+        async move {
+            let record = annotations(&client, WEBHOOK_NS).await;
+            let bits = webhook::allocation::PoolBits::decode(&record[webhook::allocation::POOL])
+                .expect("pool record");
+            let list = api.list(&Default::default()).await?;
+            let held: std::collections::BTreeSet<u32> = list
+                .items
+                .iter()
+                .filter_map(|ns| webhook::allocation::used_block(ns.metadata.annotations.as_ref()))
+                .collect();
+            let leaked = (0..webhook::allocation::BLOCKS)
+                .filter(|i| bits.contains(*i) && !held.contains(i))
+                .count();
+            let holes = (0..highest).filter(|i| !held.contains(i)).count();
+            Ok::<_, kube::Error>((leaked, holes))
+        }
+    };
+    let (leaked_at_once, _) = leaked().await.expect("pool record read");
+    let settled = e2e::wait_for(T, "no block leaked", || {
+        let check = leaked();
+        async move {
+            Ok(check
+                .await
+                .map(|(l, h)| (l == 0).then_some(h))
+                .ok()
+                .flatten())
+        }
+    })
+    .await;
+    stop.cancel();
+    println!(
+        "1,000 namespaces, 3 replicas: highest block {highest}; {leaked_at_once} blocks reserved but not held when the last namespace was annotated; settled: {settled:?} (free blocks below the highest)"
+    );
+    assert!(settled.is_ok(), "blocks leaked: {settled:?}");
+    assert!(
+        (highest as usize) < 2 * (N + 10),
+        "blocks not taken lowest first: highest {highest}"
     );
 }

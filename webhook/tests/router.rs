@@ -36,6 +36,14 @@ fn app_with_deadline(
     uids: UidSource,
     apiserver_deadline: Duration,
 ) -> (axum::Router, Arc<Registry>) {
+    app_with(uids, apiserver_deadline, webhook::Profile::RunAsNonRoot)
+}
+
+fn app_with(
+    uids: UidSource,
+    apiserver_deadline: Duration,
+    profile: webhook::Profile,
+) -> (axum::Router, Arc<Registry>) {
     let mut registry = Registry::with_prefix("mock_kind_webhook");
     let metrics = Arc::new(Metrics::register(&mut registry));
     let registry = Arc::new(registry);
@@ -45,6 +53,7 @@ fn app_with_deadline(
         uids: Arc::new(uids),
         metrics,
         exclude_namespaces: vec!["kube-system".to_owned()].into(),
+        profile,
         apiserver_deadline,
     };
     (
@@ -330,5 +339,72 @@ async fn stalled_apiserver_is_answered_allowed_at_the_deadline() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
     let needle = r#"mock_kind_webhook_admissions_total{outcome="deadline",strategy="namespace"} 1"#;
+    assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+}
+
+/// Profile restricted-v2 with a namespace the controller has not annotated yet (and never
+/// will here): the review waits most of its deadline for the annotations, then refuses the pod
+/// with OpenShift's words, so its controller retries; an annotated namespace gets its patch.
+#[tokio::test]
+async fn restricted_v2_refuses_pods_of_unannotated_namespaces() {
+    telemetry::install_crypto_provider();
+    let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
+    let client = kube::Client::try_from(config).expect("client");
+    let mut writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(namespace("new", &[])));
+    writer.apply_watcher_event(&watcher::Event::InitApply(namespace(
+        "ready",
+        &[
+            ("openshift.io/sa.scc.uid-range", "1000680000/10000"),
+            ("openshift.io/sa.scc.mcs", "s0:c26,c15"),
+        ],
+    )));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let ranges = NamespaceRanges::new(kube::Api::all(client), writer.as_reader(), metrics);
+    let (app, registry) = app_with(
+        UidSource::Namespace(Arc::new(ranges)),
+        Duration::from_millis(300),
+        webhook::Profile::OpenshiftRestrictedV2,
+    );
+    let body = fixture("create_pod_plain.json");
+    let in_ns = |namespace: &str| {
+        let mut review: Value = serde_json::from_slice(&body).expect("json");
+        review["request"]["namespace"] = namespace.into();
+        serde_json::to_vec(&review).expect("json")
+    };
+
+    let (status, bytes) = post(&app, in_ns("new")).await;
+    assert_eq!(status, StatusCode::OK);
+    let resp: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(resp["response"]["allowed"], false, "{resp}");
+    assert_eq!(resp["response"]["status"]["code"], 403, "{resp}");
+    assert_eq!(
+        resp["response"]["status"]["message"],
+        webhook::restricted_v2::NO_PROVIDER,
+        "{resp}"
+    );
+
+    let (status, bytes) = post(&app, in_ns("ready")).await;
+    assert_eq!(status, StatusCode::OK);
+    let resp: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(resp["response"]["allowed"], true, "{resp}");
+    let raw = in_ns("ready");
+    let (_, pod) = apply(&raw, &resp).expect("patched");
+    let sc = pod
+        .spec
+        .and_then(|s| s.security_context)
+        .expect("securityContext");
+    assert_eq!(sc.fs_group, Some(1_000_680_000));
+    assert_eq!(
+        sc.se_linux_options.and_then(|o| o.level).as_deref(),
+        Some("s0:c26,c15")
+    );
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+    let needle = r#"mock_kind_webhook_admissions_total{outcome="denied",strategy="namespace"} 1"#;
     assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
 }

@@ -20,6 +20,8 @@ fn files_config(dir: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         strategy: Strategy::Pod,
+        profile: webhook::Profile::RunAsNonRoot,
+        namespace: "mock-kind".into(),
         exclude_namespaces: Vec::new(),
         pod_uid_min: 1_000_000_000,
         pod_uid_max: 1_999_999_999,
