@@ -12,6 +12,7 @@ use crate::config::{Config, ConfigError, MAX_QPS, SecretRefs, parse_map, parse_t
 use crate::faults::FaultSchedule;
 use crate::ipam::Cidr;
 use crate::lease::LeaseTiming;
+use crate::node_pressure::parse_fault_condition;
 use crate::pod_status::PodSettings;
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -83,8 +84,9 @@ pub struct Args {
     /// Node taints, `key=value:Effect,key:Effect`.
     #[arg(long, env = "MOCK_KIND_NODE_TAINTS", default_value = "")]
     pub node_taints: String,
-    /// Reported as nodeInfo.kubeletVersion and kubeProxyVersion.
-    #[arg(long, env = "MOCK_KIND_KUBELET_VERSION", default_value = "v1.20.2")]
+    /// Reported as nodeInfo.kubeletVersion and kubeProxyVersion (empty: the apiserver's
+    /// gitVersion, read once at start).
+    #[arg(long, env = "MOCK_KIND_KUBELET_VERSION", default_value = "")]
     pub kubelet_version: String,
     /// Label node.kubernetes.io/instance-type.
     #[arg(long, env = "MOCK_KIND_INSTANCE_TYPE", default_value = "hollow")]
@@ -167,6 +169,10 @@ pub struct Args {
     /// Log as JSON.
     #[arg(long, env = "MOCK_KIND_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+    /// What the fault schedule's unhealthy windows do: `Ready` (NotReady) or a comma-separated
+    /// list of MemoryPressure, DiskPressure, PIDPressure (Ready, under that pressure).
+    #[arg(long, env = "MOCK_KIND_FAULT_CONDITION", default_value = "Ready")]
+    pub fault_condition: String,
 }
 
 fn default_prefix() -> String {
@@ -236,6 +242,12 @@ impl Args {
         c.lease_workers = self.lease_workers;
         c.delete_nodes_on_exit = self.delete_nodes_on_exit;
         c.secret_refs = SecretRefs::parse(&self.secret_refs, &self.secret_namespaces)?;
+        c.fault_pressure =
+            parse_fault_condition(&self.fault_condition).map_err(|e| ConfigError::Invalid {
+                flag: "fault-condition",
+                value: self.fault_condition.clone(),
+                reason: e.to_string(),
+            })?;
         c.validate()
     }
 }
