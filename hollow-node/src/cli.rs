@@ -14,6 +14,7 @@ use crate::ipam::Cidr;
 use crate::lease::LeaseTiming;
 use crate::node_pressure::parse_fault_condition;
 use crate::pod_status::PodSettings;
+use crate::reserved::{allocatable_cpu, allocatable_memory};
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
@@ -173,6 +174,13 @@ pub struct Args {
     /// list of MemoryPressure, DiskPressure, PIDPressure (Ready, under that pressure).
     #[arg(long, env = "MOCK_KIND_FAULT_CONDITION", default_value = "Ready")]
     pub fault_condition: String,
+    /// CPU kept for the system (`--kube-reserved` cpu): allocatable = --cpu minus this, at
+    /// least 0. A Kubernetes quantity (`100m`, `0.5`), at most 32 characters.
+    #[arg(long, env = "MOCK_KIND_KUBE_RESERVED_CPU", default_value = "0")]
+    pub kube_reserved_cpu: String,
+    /// Memory kept for the system: allocatable = --memory minus this, at least 0 (`512Mi`).
+    #[arg(long, env = "MOCK_KIND_KUBE_RESERVED_MEMORY", default_value = "0")]
+    pub kube_reserved_memory: String,
 }
 
 fn default_prefix() -> String {
@@ -248,6 +256,32 @@ impl Args {
                 value: self.fault_condition.clone(),
                 reason: e.to_string(),
             })?;
+        let reserve = |flag, value: &str, r: Result<String, crate::reserved::QuantityError>| {
+            r.map_err(|e| ConfigError::Invalid {
+                flag,
+                value: value.chars().take(64).collect(),
+                reason: e.to_string(),
+            })
+        };
+        let cpu = c.template.capacity.get("cpu").cloned().unwrap_or_default();
+        let memory = c
+            .template
+            .capacity
+            .get("memory")
+            .cloned()
+            .unwrap_or_default();
+        let cpu = reserve(
+            "kube-reserved-cpu",
+            &self.kube_reserved_cpu,
+            allocatable_cpu(&cpu, &self.kube_reserved_cpu),
+        )?;
+        let memory = reserve(
+            "kube-reserved-memory",
+            &self.kube_reserved_memory,
+            allocatable_memory(&memory, &self.kube_reserved_memory),
+        )?;
+        c.template.allocatable.insert("cpu".into(), cpu);
+        c.template.allocatable.insert("memory".into(), memory);
         c.validate()
     }
 }
@@ -325,5 +359,61 @@ mod tests {
         .expect("config");
         assert!(matches!(some.secret_refs, SecretRefs::Namespaces(ref n) if n.len() == 2));
         assert!(Args::try_parse_from(["hollow-node", "--secret-refs=some"]).is_err());
+    }
+
+    #[test]
+    fn node_flags() {
+        let config = |flags: &[&str]| {
+            let mut args = vec![
+                "hollow-node",
+                "--node-prefix=hn",
+                "--cpu=4",
+                "--memory=16Gi",
+            ];
+            args.extend_from_slice(flags);
+            Args::try_parse_from(args).expect("args").into_config()
+        };
+        let c = config(&[]).expect("defaults");
+        let alloc = |c: &Config, k: &str| c.template.allocatable.get(k).cloned();
+        assert_eq!(alloc(&c, "cpu").as_deref(), Some("4"));
+        assert_eq!(alloc(&c, "memory").as_deref(), Some("16Gi"));
+        assert_eq!(
+            c.template.kubelet_version, "",
+            "empty: the apiserver's version"
+        );
+        assert_eq!(c.fault_pressure, None);
+        let c = config(&[
+            "--kube-reserved-cpu=250m",
+            "--kube-reserved-memory=1Gi",
+            "--kubelet-version=v1.29.0",
+            "--fault-condition=MemoryPressure,PIDPressure",
+        ])
+        .expect("reserved");
+        assert_eq!(alloc(&c, "cpu").as_deref(), Some("3750m"));
+        assert_eq!(alloc(&c, "memory").as_deref(), Some("15728640Ki"));
+        assert_eq!(
+            c.template.capacity.get("cpu").map(String::as_str),
+            Some("4")
+        );
+        assert_eq!(c.template.kubelet_version, "v1.29.0");
+        assert_eq!(
+            c.fault_pressure,
+            Some(crate::node_pressure::Pressures {
+                memory: true,
+                disk: false,
+                pid: true
+            })
+        );
+        let c = config(&["--kube-reserved-cpu=8"]).expect("more than capacity");
+        assert_eq!(alloc(&c, "cpu").as_deref(), Some("0"));
+        for flag in [
+            "--kube-reserved-cpu=lots",
+            "--kube-reserved-memory=-1Gi",
+            "--fault-condition=NotReady",
+        ] {
+            let err = config(&[flag]).expect_err(flag).to_string();
+            let name = flag.split('=').next().unwrap_or_default();
+            assert!(err.contains(name.trim_start_matches('-')), "{flag}: {err}");
+        }
     }
 }

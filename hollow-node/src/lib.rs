@@ -19,6 +19,7 @@ pub mod nodes;
 pub mod pod_status;
 pub mod pods;
 pub mod queue;
+pub mod reserved;
 pub mod retry;
 
 use std::collections::HashMap;
