@@ -12,7 +12,9 @@ use crate::config::{Config, ConfigError, MAX_QPS, SecretRefs, parse_map, parse_t
 use crate::faults::FaultSchedule;
 use crate::ipam::Cidr;
 use crate::lease::LeaseTiming;
+use crate::node_pressure::parse_fault_condition;
 use crate::pod_status::PodSettings;
+use crate::reserved::{allocatable_cpu, allocatable_memory};
 
 fn duration(s: &str) -> Result<Duration, String> {
     parse_duration(s)
@@ -83,8 +85,9 @@ pub struct Args {
     /// Node taints, `key=value:Effect,key:Effect`.
     #[arg(long, env = "MOCK_KIND_NODE_TAINTS", default_value = "")]
     pub node_taints: String,
-    /// Reported as nodeInfo.kubeletVersion and kubeProxyVersion.
-    #[arg(long, env = "MOCK_KIND_KUBELET_VERSION", default_value = "v1.20.2")]
+    /// Reported as nodeInfo.kubeletVersion and kubeProxyVersion (empty: the apiserver's
+    /// gitVersion, read once at start).
+    #[arg(long, env = "MOCK_KIND_KUBELET_VERSION", default_value = "")]
     pub kubelet_version: String,
     /// Label node.kubernetes.io/instance-type.
     #[arg(long, env = "MOCK_KIND_INSTANCE_TYPE", default_value = "hollow")]
@@ -194,6 +197,17 @@ pub struct Args {
     /// Log as JSON.
     #[arg(long, env = "MOCK_KIND_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
+    /// What the fault schedule's unhealthy windows do: `Ready` (NotReady) or a comma-separated
+    /// list of MemoryPressure, DiskPressure, PIDPressure (Ready, under that pressure).
+    #[arg(long, env = "MOCK_KIND_FAULT_CONDITION", default_value = "Ready")]
+    pub fault_condition: String,
+    /// CPU kept for the system (`--kube-reserved` cpu): allocatable = --cpu minus this, at
+    /// least 0. A Kubernetes quantity (`100m`, `0.5`), at most 32 characters.
+    #[arg(long, env = "MOCK_KIND_KUBE_RESERVED_CPU", default_value = "0")]
+    pub kube_reserved_cpu: String,
+    /// Memory kept for the system: allocatable = --memory minus this, at least 0 (`512Mi`).
+    #[arg(long, env = "MOCK_KIND_KUBE_RESERVED_MEMORY", default_value = "0")]
+    pub kube_reserved_memory: String,
 }
 
 fn default_prefix() -> String {
@@ -286,6 +300,38 @@ impl Args {
         c.lease_workers = self.lease_workers;
         c.delete_nodes_on_exit = self.delete_nodes_on_exit;
         c.secret_refs = SecretRefs::parse(&self.secret_refs, &self.secret_namespaces)?;
+        c.fault_pressure =
+            parse_fault_condition(&self.fault_condition).map_err(|e| ConfigError::Invalid {
+                flag: "fault-condition",
+                value: self.fault_condition.clone(),
+                reason: e.to_string(),
+            })?;
+        let reserve = |flag, value: &str, r: Result<String, crate::reserved::QuantityError>| {
+            r.map_err(|e| ConfigError::Invalid {
+                flag,
+                value: value.chars().take(64).collect(),
+                reason: e.to_string(),
+            })
+        };
+        let cpu = c.template.capacity.get("cpu").cloned().unwrap_or_default();
+        let memory = c
+            .template
+            .capacity
+            .get("memory")
+            .cloned()
+            .unwrap_or_default();
+        let cpu = reserve(
+            "kube-reserved-cpu",
+            &self.kube_reserved_cpu,
+            allocatable_cpu(&cpu, &self.kube_reserved_cpu),
+        )?;
+        let memory = reserve(
+            "kube-reserved-memory",
+            &self.kube_reserved_memory,
+            allocatable_memory(&memory, &self.kube_reserved_memory),
+        )?;
+        c.template.allocatable.insert("cpu".into(), cpu);
+        c.template.allocatable.insert("memory".into(), memory);
         c.validate()
     }
 }
@@ -404,6 +450,62 @@ mod tests {
                 (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
                 (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn node_flags() {
+        let config = |flags: &[&str]| {
+            let mut args = vec![
+                "hollow-node",
+                "--node-prefix=hn",
+                "--cpu=4",
+                "--memory=16Gi",
+            ];
+            args.extend_from_slice(flags);
+            Args::try_parse_from(args).expect("args").into_config()
+        };
+        let c = config(&[]).expect("defaults");
+        let alloc = |c: &Config, k: &str| c.template.allocatable.get(k).cloned();
+        assert_eq!(alloc(&c, "cpu").as_deref(), Some("4"));
+        assert_eq!(alloc(&c, "memory").as_deref(), Some("16Gi"));
+        assert_eq!(
+            c.template.kubelet_version, "",
+            "empty: the apiserver's version"
+        );
+        assert_eq!(c.fault_pressure, None);
+        let c = config(&[
+            "--kube-reserved-cpu=250m",
+            "--kube-reserved-memory=1Gi",
+            "--kubelet-version=v1.29.0",
+            "--fault-condition=MemoryPressure,PIDPressure",
+        ])
+        .expect("reserved");
+        assert_eq!(alloc(&c, "cpu").as_deref(), Some("3750m"));
+        assert_eq!(alloc(&c, "memory").as_deref(), Some("15728640Ki"));
+        assert_eq!(
+            c.template.capacity.get("cpu").map(String::as_str),
+            Some("4")
+        );
+        assert_eq!(c.template.kubelet_version, "v1.29.0");
+        assert_eq!(
+            c.fault_pressure,
+            Some(crate::node_pressure::Pressures {
+                memory: true,
+                disk: false,
+                pid: true
+            })
+        );
+        let c = config(&["--kube-reserved-cpu=8"]).expect("more than capacity");
+        assert_eq!(alloc(&c, "cpu").as_deref(), Some("0"));
+        for flag in [
+            "--kube-reserved-cpu=lots",
+            "--kube-reserved-memory=-1Gi",
+            "--fault-condition=NotReady",
+        ] {
+            let err = config(&[flag]).expect_err(flag).to_string();
+            let name = flag.split('=').next().unwrap_or_default();
+            assert!(err.contains(name.trim_start_matches('-')), "{flag}: {err}");
         }
     }
 }

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Taint;
 use crate::faults::FaultSchedule;
 use crate::ipam::Cidr;
 use crate::lease::LeaseTiming;
+use crate::node_pressure::Pressures;
 use crate::node_status::NodeTemplate;
 use crate::pod_status::PodSettings;
 
@@ -29,6 +30,9 @@ pub struct Config {
     pub lease: LeaseTiming,
     pub node_status_refresh: Duration,
     pub faults: FaultSchedule,
+    /// The schedule's unhealthy windows put these pressures on a Ready node instead of making
+    /// it NotReady (`--fault-condition`).
+    pub fault_pressure: Option<Pressures>,
     pub pods: PodSettings,
     pub qps: f64,
     pub burst: u32,
@@ -207,7 +211,8 @@ impl Config {
                 capacity,
                 labels: BTreeMap::new(),
                 taints: Vec::new(),
-                kubelet_version: "v1.20.2".into(),
+                // Empty: the apiserver's version, read at start.
+                kubelet_version: String::new(),
                 internal_ip: "127.0.0.1".into(),
                 kubelet_port: 10250,
                 instance_type: "hollow".into(),
@@ -222,6 +227,7 @@ impl Config {
             lease: LeaseTiming::default(),
             node_status_refresh: Duration::from_secs(300),
             faults: FaultSchedule::default(),
+            fault_pressure: None,
             pods: PodSettings::default(),
             qps: 0.0,
             burst: 0,

@@ -14,11 +14,13 @@ pub mod ipam;
 pub mod kubelet;
 pub mod lease;
 pub mod metrics;
+pub mod node_pressure;
 pub mod node_status;
 pub mod nodes;
 pub mod pod_status;
 pub mod pods;
 pub mod queue;
+pub mod reserved;
 pub mod retry;
 
 use std::collections::HashMap;
@@ -135,6 +137,28 @@ impl Shared {
 /// Runs the hollow node until `shutdown` is cancelled: serves `/healthz`, `/readyz` and
 /// `/metrics` on `config.listen`, registers (or adopts) the nodes, then keeps them and their
 /// pods alive.
+/// Reported when the apiserver's /version cannot be read or is no version.
+const FALLBACK_VERSION: &str = "v1.20.2";
+
+/// The apiserver's version, read once at start, for the nodes' kubeletVersion (a kubelet of
+/// the cluster's release, as kind's nodes are).
+async fn apiserver_version(client: &kube::Client) -> String {
+    match client.apiserver_version().await {
+        Ok(info) => node_status::reported_version(&info.git_version).unwrap_or_else(|| {
+            tracing::warn!(
+                version = %telemetry::char_prefix(&info.git_version, 80),
+                fallback = FALLBACK_VERSION,
+                "the apiserver's gitVersion is no version; reporting the fallback"
+            );
+            FALLBACK_VERSION.into()
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, fallback = FALLBACK_VERSION, "cannot read the apiserver's /version");
+            FALLBACK_VERSION.into()
+        }
+    }
+}
+
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let config = config.validate()?;
     let mut registry = Registry::with_prefix("hollow_node");
@@ -172,6 +196,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         }
     });
 
+    let mut config = config;
+    if config.template.kubelet_version.is_empty() {
+        config.template.kubelet_version = apiserver_version(&client).await;
+    }
     let slots = nodes::slots(&config)?;
     let node_index = slots
         .iter()

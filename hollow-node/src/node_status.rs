@@ -10,6 +10,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
+use crate::node_pressure::Pressures;
+
 /// The annotation and label the scheduler extender keys on.
 pub const SPOOFED: &str = "spoofed";
 /// Label naming the process (node-name prefix) that manages a node.
@@ -39,11 +41,20 @@ pub enum Health {
     ScheduledFault,
     /// The `mock-kind.io/health` annotation.
     Annotated(String),
+    /// Ready, under scripted memory, disk or PID pressure (annotation or fault schedule).
+    Pressure(Pressures),
 }
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        matches!(self, Health::Ready)
+        matches!(self, Health::Ready | Health::Pressure(_))
+    }
+
+    fn pressures(&self) -> Pressures {
+        match self {
+            Health::Pressure(p) => *p,
+            _ => Pressures::default(),
+        }
     }
 }
 
@@ -130,7 +141,7 @@ pub fn node_status(
 ) -> NodeStatus {
     let now = Time(seconds(now));
     let (ready_status, ready_reason, ready_message) = match health {
-        Health::Ready => (
+        Health::Ready | Health::Pressure(_) => (
             "True",
             "KubeletReady",
             "kubelet is posting ready status".to_string(),
@@ -146,26 +157,12 @@ pub fn node_status(
             format!("mock-kind: node annotation mock-kind.io/health={v}"),
         ),
     };
+    let [memory, disk, pid] = health.pressures().conditions();
     let conditions = [
-        (
-            "MemoryPressure",
-            "False",
-            "KubeletHasSufficientMemory",
-            "kubelet has sufficient memory available".to_string(),
-        ),
-        (
-            "DiskPressure",
-            "False",
-            "KubeletHasNoDiskPressure",
-            "kubelet has no disk pressure".to_string(),
-        ),
-        (
-            "PIDPressure",
-            "False",
-            "KubeletHasSufficientPID",
-            "kubelet has sufficient PID available".to_string(),
-        ),
-        ("Ready", ready_status, ready_reason, ready_message),
+        memory,
+        disk,
+        pid,
+        ("Ready", ready_status, ready_reason, ready_message.as_str()),
     ]
     .into_iter()
     .map(|(type_, status, reason, message)| {
@@ -180,7 +177,7 @@ pub fn node_status(
             type_: type_.into(),
             status: status.into(),
             reason: Some(reason.into()),
-            message: Some(message),
+            message: Some(message.into()),
             last_heartbeat_time: Some(now.clone()),
             last_transition_time: Some(transition),
         }
@@ -222,6 +219,22 @@ pub fn node_status(
     }
 }
 
+/// Longest version string reported.
+const MAX_VERSION_LEN: usize = 64;
+
+/// The apiserver's `gitVersion` as the nodes' kubeletVersion and kubeProxyVersion (a kubelet
+/// of the cluster's own release): `None` unless it looks like a version (`v` and at most 63
+/// more of `[0-9A-Za-z.+-]`), so nothing the apiserver sends can put other text there.
+pub fn reported_version(git_version: &str) -> Option<String> {
+    let rest = git_version.strip_prefix('v')?;
+    let ok = !rest.is_empty()
+        && git_version.len() <= MAX_VERSION_LEN
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'));
+    ok.then(|| git_version.to_string())
+}
+
 fn uuid_like(seed: &str) -> String {
     let h = hex_id(seed, 32);
     format!(
@@ -234,15 +247,21 @@ fn uuid_like(seed: &str) -> String {
     )
 }
 
-/// Whether the Ready condition the API holds differs from what we would report: the only
-/// change that forces a status write before the periodic refresh.
+/// Whether a condition the API holds (Ready or a pressure) differs from what we would report:
+/// the only change that forces a status write before the periodic refresh.
 pub fn ready_differs(api: Option<&NodeStatus>, health: &Health) -> bool {
-    let want = if health.is_ready() { "True" } else { "False" };
-    let got = api
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status.as_str());
-    got != Some(want)
+    let ready = ("Ready", if health.is_ready() { "True" } else { "False" });
+    let pressures = health.pressures().conditions().map(|c| (c.0, c.1));
+    let conditions = api.and_then(|s| s.conditions.as_ref());
+    std::iter::once(ready)
+        .chain(pressures)
+        .any(|(type_, want)| {
+            let got = conditions
+                .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+                .map(|c| c.status.as_str());
+            // A status without pressure conditions (written before they existed) reads as False.
+            got.unwrap_or(if type_ == "Ready" { "" } else { "False" }) != want
+        })
 }
 
 #[cfg(test)]
@@ -419,6 +438,98 @@ mod tests {
                 "{}",
                 case.name
             );
+        }
+    }
+
+    #[test]
+    fn pressure_conditions() {
+        let t = tpl();
+        let healthy = node_status(&t, "n", &Health::Ready, ts(100), None);
+        let memory = Health::Pressure(Pressures {
+            memory: true,
+            ..Default::default()
+        });
+        let next = node_status(&t, "n", &memory, ts(200), Some(&healthy));
+        // (condition, status, reason, message, lastTransitionTime)
+        let cases = [
+            (
+                "MemoryPressure",
+                "True",
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+                200,
+            ),
+            (
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+                100,
+            ),
+            (
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+                100,
+            ),
+            (
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+                100,
+            ),
+        ];
+        for (type_, status, reason, message, transition) in cases {
+            let c = cond(&next, type_);
+            assert_eq!(c.status, status, "{type_}");
+            assert_eq!(c.reason.as_deref(), Some(reason), "{type_}");
+            assert_eq!(c.message.as_deref(), Some(message), "{type_}");
+            assert_eq!(
+                c.last_transition_time.as_ref().map(|t| t.0.as_second()),
+                Some(transition),
+                "{type_}"
+            );
+        }
+        assert!(memory.is_ready(), "pressure keeps the node Ready");
+        // A change of pressure forces a write; the same pressure does not.
+        let cases = [
+            ("pressure starts", Some(&healthy), &memory, true),
+            ("pressure holds", Some(&next), &memory, false),
+            ("pressure ends", Some(&next), &Health::Ready, true),
+            ("healthy stays", Some(&healthy), &Health::Ready, false),
+            ("no status yet", None, &Health::Ready, true),
+        ];
+        for (name, api, health, want) in cases {
+            assert_eq!(ready_differs(api, health), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn versions() {
+        let cases = [
+            ("release", "v1.20.2", Some("v1.20.2")),
+            ("build metadata", "v1.29.0+k3s1", Some("v1.29.0+k3s1")),
+            ("pre-release", "v1.31.0-rc.1", Some("v1.31.0-rc.1")),
+            ("no v", "1.20.2", None),
+            ("only v", "v", None),
+            ("space", "v1.20 evil", None),
+            ("empty", "", None),
+        ];
+        for (name, v, want) in cases {
+            assert_eq!(reported_version(v).as_deref(), want, "{name}");
+        }
+        assert_eq!(reported_version(&format!("v{}", "1".repeat(70))), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn reported_versions_are_bounded(v in "\\PC{0,100}") {
+            if let Some(r) = reported_version(&v) {
+                proptest::prop_assert!(r.len() <= MAX_VERSION_LEN && r.starts_with('v'));
+                proptest::prop_assert!(!r.contains(char::is_whitespace));
+            }
         }
     }
 

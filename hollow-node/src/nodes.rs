@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::annotations::{NODE_HEALTH, node_health};
 use crate::faults::health_at;
 use crate::ipam::{Cidr, NodeIpam, node_pod_cidr};
+use crate::node_pressure::Pressures;
 use crate::node_status::{Health, OWNER_LABEL, new_node, node_status};
 use crate::queue::Work;
 use crate::retry::{self, Next};
@@ -115,7 +116,8 @@ pub fn slots(config: &crate::Config) -> Result<Vec<NodeSlot>, Error> {
         .collect()
 }
 
-/// The health the node reports now: the annotation wins over the fault schedule.
+/// The health the node reports now: the annotation wins over the fault schedule; a pressure
+/// list (annotation or --fault-condition) keeps the node Ready under pressure.
 pub fn health(shared: &Shared, i: usize) -> (Health, Option<Duration>) {
     let annotation = shared.nodes[i]
         .state
@@ -124,8 +126,14 @@ pub fn health(shared: &Shared, i: usize) -> (Health, Option<Duration>) {
         .and_then(|s| s.annotation.clone());
     let (ok, next) = health_at(&shared.config.faults, shared.started.elapsed());
     match annotation {
-        Some(v) => (Health::Annotated(v), next),
-        None if !ok => (Health::ScheduledFault, next),
+        Some(v) => match Pressures::parse(&v) {
+            Ok(p) => (Health::Pressure(p), next),
+            Err(_) => (Health::Annotated(v), next),
+        },
+        None if !ok => match shared.config.fault_pressure {
+            Some(p) => (Health::Pressure(p), next),
+            None => (Health::ScheduledFault, next),
+        },
         None => (Health::Ready, next),
     }
 }

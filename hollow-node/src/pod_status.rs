@@ -9,9 +9,11 @@
 //! (missing objects and keys), `init` (init containers in order), `phases` (deletion,
 //! completion, restart policy), `restarts` (the back-off), `probes` (the prober's timing),
 //! `per_container` (each container under its probes, liveness kills), `containers` (one
-//! container's status) and `status` (the pod-level status).
+//! container's status), `ephemeral` (`kubectl debug` containers) and `status` (the pod-level
+//! status).
 
 mod containers;
+mod ephemeral;
 mod init;
 mod per_container;
 mod phases;
@@ -247,7 +249,9 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
             ctx.settings.retry_missing,
         );
     }
-    if let Some(d) = lifecycle.delay_running {
+    // With init containers, delayRunning is the main containers' start after them (below).
+    let has_inits = spec.init_containers.as_ref().is_some_and(|v| !v.is_empty());
+    if let Some(d) = lifecycle.delay_running.filter(|_| !has_inits) {
         let due = add(phases::start_time(&b), d);
         if ctx.now < due {
             let requeue = time_diff(due, ctx.now).max(MIN_REQUEUE);
@@ -267,6 +271,11 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
             events.extend(more);
             return init::pending(&b, failed, next, events);
         }
+    }
+    if let Some(d) = lifecycle.delay_running.filter(|_| has_inits)
+        && let Some(starting) = init::starting(&b, d, &mut events)
+    {
+        return starting;
     }
     phases::running(&b, spec, &lifecycle, events)
 }

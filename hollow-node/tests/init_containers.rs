@@ -1,7 +1,8 @@
 //! Init containers on hollow nodes, read as a user reads them (real kubectl's STATUS column):
 //! two init containers in order (`Init:0/2`, `Init:1/2`), one that fails twice then succeeds
 //! (`Init:CrashLoopBackOff`, then Running with the init container's restartCount 2), and one
-//! that fails under restartPolicy Never (`Init:Error`, pod Failed).
+//! that fails under restartPolicy Never (`Init:Error`, pod Failed), and `PodInitializing` while
+//! the main containers start after the init containers (`delayRunning`).
 
 mod common;
 
@@ -122,6 +123,23 @@ async fn init_containers_as_kubectl_shows_them() {
         Some((Some("Error"), 1))
     );
     assert!(common::pod_ready(&p));
+
+    // Init completed at 1 s, the app starts at 9 s: PodInitializing in between (created now:
+    // the checks above outlast it).
+    let initializing = pod(
+        "initializing",
+        json!({"mock-kind.io/initRun.migrate": "1s", "mock-kind.io/delayRunning": "8s"}),
+        "Always",
+        &["migrate"],
+    );
+    pods.create(&Default::default(), &initializing)
+        .await
+        .expect("create initializing");
+    let seen = statuses_until(&kubeconfig, "initializing", "Running").await;
+    assert!(
+        seen.contains("PodInitializing"),
+        "initializing: kubectl showed {seen:?}"
+    );
 
     statuses_until(&kubeconfig, "broken-init", "Init:Error").await;
     let p = pods.get("broken-init").await.expect("get broken-init");

@@ -215,6 +215,72 @@ pub fn pending(
     }
 }
 
+/// When the last init container completed: from the runs just decided, else from the status.
+fn initialized_at(b: &Builder<'_, '_>) -> Option<jiff::Timestamp> {
+    match b.init_runs.as_deref() {
+        Some(runs) => match runs.last()? {
+            Run::Exited { exit, .. } => Some(exit.finished.0),
+            _ => None,
+        },
+        None => {
+            let last = b.prev.init_container_statuses.as_deref()?.last()?;
+            Some(
+                last.state
+                    .as_ref()?
+                    .terminated
+                    .as_ref()?
+                    .finished_at
+                    .as_ref()?
+                    .0,
+            )
+        }
+    }
+}
+
+/// Whether any main container already ran (its status left waiting).
+fn containers_started(prev: &PodStatus) -> bool {
+    prev.container_statuses.iter().flatten().any(|c| {
+        c.state
+            .as_ref()
+            .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+    })
+}
+
+/// The window between the last init container's completion and the main containers running:
+/// the kubelet pulls and starts them, reporting them Waiting with reason `PodInitializing`
+/// (kubectl's STATUS `PodInitializing`) in a Pending, Initialized pod. For a pod with init
+/// containers `delayRunning` is this window. `None`: the containers start now.
+pub fn starting(
+    b: &Builder<'_, '_>,
+    delay: Duration,
+    events: &mut Vec<PodEvent>,
+) -> Option<Outcome> {
+    if containers_started(&b.prev) {
+        return None;
+    }
+    let due = add(initialized_at(b)?, delay);
+    if b.ctx.now >= due {
+        return None;
+    }
+    let status = b.build(BuildArgs {
+        phase: "Pending".into(),
+        run: &Run::Waiting {
+            reason: "PodInitializing",
+            message: None,
+        },
+        per_container: None,
+        initialized: true,
+        with_ip: true,
+        ready_reason: Some("ContainersNotReady".into()),
+    });
+    Some(Outcome {
+        status: b.changed(status),
+        events: std::mem::take(events),
+        requeue: Some(time_diff(due, b.ctx.now).max(MIN_REQUEUE)),
+        delete: false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -323,6 +323,7 @@ fn build_status(
         (true, true) => Some(ctx.host_ip.to_string()),
         (true, false) => ctx.pod_ip.map(|ip| ip.to_string()),
     };
+    let ephemeral = super::ephemeral::statuses(id, &spec, &a.phase, now, prev);
     PodStatus {
         phase: Some(a.phase),
         conditions: Some(conditions),
@@ -335,6 +336,7 @@ fn build_status(
         qos_class: Some(qos_class(pod).into()),
         container_statuses: Some(container_statuses),
         init_container_statuses: init_statuses,
+        ephemeral_container_statuses: ephemeral,
         ..Default::default()
     }
 }
