@@ -5,9 +5,9 @@
 //! Replicas never hand out one block twice: a block is first marked in the pool record (an
 //! annotation on the webhook's own namespace, written with its read resourceVersion as a
 //! precondition, re-read on conflict), and only then written on the namespace, again with the
-//! namespace's resourceVersion. Two replicas racing on one namespace each mark a block; the
-//! loser's namespace write conflicts, it re-reads, finds the winner's annotations and stops
-//! (its marked block stays unused, a hole, as in OpenShift when a write fails).
+//! namespace's resourceVersion. Two replicas racing on one namespace share its pending entry
+//! in the record and so its block; one that still lost (it reserved before the entry was
+//! there) re-reads, finds the winner's annotations and hands its block back.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

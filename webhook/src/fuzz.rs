@@ -71,6 +71,28 @@ async fn post(app: axum::Router, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
     (status, bytes.to_vec())
 }
 
+/// A review-like body, carrying a pod-like object when `real_pod` and it has a request.
+fn with_object(mut review: Value, object: Value, real_pod: bool) -> Value {
+    if real_pod && review["request"].is_object() {
+        review["request"]["object"] = object;
+    }
+    review
+}
+
+/// The answer's patch applied to the review's object (`None`: no patch); panics if the patch
+/// does not decode or does not apply, which the properties forbid.
+fn patched_object(review: &Value, answer: &Value) -> Option<(json_patch::Patch, Value)> {
+    use base64::Engine;
+    let b64 = answer["response"]["patch"].as_str()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("a JSON patch");
+    let mut object = review["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch.0).expect("the patch applies to the object");
+    Some((patch, object))
+}
+
 proptest! {
     /// Whatever the body, the answer is a 400 with a message or an allowed review for the same
     /// uid, whose patch (if any) gives a UID of the configured range.
@@ -80,10 +102,7 @@ proptest! {
         object in pod_like(),
         real_pod in proptest::bool::weighted(0.8),
     ) {
-        let mut review = review;
-        if real_pod && review["request"].is_object() {
-            review["request"]["object"] = object;
-        }
+        let review = with_object(review, object, real_pod);
         let state = AppState {
             uids: Arc::new(UidSource::Pod { min: 1_000, max: MAX_ID }),
             metrics: Arc::new(Metrics::register(&mut Registry::default())),
@@ -111,12 +130,7 @@ proptest! {
         let answer: Value = serde_json::from_slice(&bytes).expect("the answer is JSON");
         prop_assert_eq!(&answer["response"]["allowed"], &json!(true));
         prop_assert_eq!(&answer["response"]["uid"], &review["request"]["uid"]);
-        if let Some(b64) = answer["response"]["patch"].as_str() {
-            use base64::Engine;
-            let raw = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
-            let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("a JSON patch");
-            let mut object = review["request"]["object"].clone();
-            json_patch::patch(&mut object, &patch.0).expect("the patch applies to the object");
+        if let Some((patch, _)) = patched_object(&review, &answer) {
             for op in &patch.0 {
                 if let json_patch::PatchOperation::Add(add) = op {
                     let ids = [add.value.get("runAsUser"), add.value.get("fsGroup"), Some(&add.value)];
@@ -138,10 +152,7 @@ proptest! {
         object in pod_like(),
         real_pod in proptest::bool::weighted(0.8),
     ) {
-        let mut review = review;
-        if real_pod && review["request"].is_object() {
-            review["request"]["object"] = object;
-        }
+        let review = with_object(review, object, real_pod);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -195,12 +206,8 @@ proptest! {
                     || message == crate::restricted_v2::NO_PROVIDER,
                 "{}", message
             );
-        } else if let Some(b64) = answer["response"]["patch"].as_str() {
-            use base64::Engine;
-            let raw = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
-            let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("a JSON patch");
-            let mut object = review["request"]["object"].clone();
-            json_patch::patch(&mut object, &patch.0).expect("the patch applies to the object");
+        } else {
+            patched_object(&review, &answer);
         }
     }
 }

@@ -1,13 +1,17 @@
-//! Mutating admission webhook: OpenShift-style UIDs for runAsNonRoot pods on any cluster.
+//! Mutating admission webhook: OpenShift-style UIDs for runAsNonRoot pods on any cluster, or
+//! OpenShift's restricted-v2 SCC (profile `openshift-restricted-v2`).
 //!
-//! `mutation` decides (pod + UID → JSON patch), `strategy` picks UIDs, `namespaces` records
-//! OpenShift's ranges on namespaces, `server` speaks AdmissionReview, `tls` serves and reloads
-//! certificates, `cli` turns flags into a [`Config`].
+//! `mutation` decides for runAsNonRoot pods (pod + UID → JSON patch), `restricted_v2` for the
+//! SCC (pod + namespace → patch or refusal), `allocation` which block and MCS level a new
+//! namespace gets; `allocator` is the namespace controller that writes them, `namespaces` the
+//! reflector admission reads them from, `strategy` picks UIDs, `server` speaks AdmissionReview,
+//! `tls` serves and reloads certificates, `cli` turns flags into a [`Config`].
 
 pub mod admission;
 pub mod allocation;
 pub mod allocator;
 pub mod cli;
+pub mod fitted_patch;
 #[cfg(test)]
 mod fuzz;
 pub mod metrics;

@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
 use serde_json::Value;
 
 use crate::allocation::MCS;
+use crate::fitted_patch;
 use crate::strategy::{self, Block, SUPPLEMENTAL_GROUPS, UID_RANGE};
 
 /// The SCC's name, in the pod annotation and in messages.
@@ -583,57 +584,11 @@ pub fn admit_object(raw: &Value, pod: &Pod, ns: &SccNamespace) -> Verdict {
     }
     let before = serde_json::to_value(pod).unwrap_or_default();
     let after = serde_json::to_value(&mutated).unwrap_or_default();
-    Verdict::Admit(fit(json_patch::diff(&before, &after), raw, &after))
-}
-
-/// Rewrites a patch computed on the typed pod so it applies to `raw`: where `raw` lacks a
-/// parent of an operation's path (absent, or null where the typed pod had an empty object),
-/// the operation becomes an `add` of the whole subtree of `after` at the first missing level,
-/// and the operations below that level are dropped (the subtree holds them).
-fn fit(patch: json_patch::Patch, raw: &Value, after: &Value) -> json_patch::Patch {
-    let mut doc = raw.clone();
-    let mut covered: Vec<String> = Vec::new();
-    let mut out = Vec::new();
-    for op in patch.0 {
-        let path = op.path().to_string();
-        if covered
-            .iter()
-            .any(|c| path == *c || path.starts_with(&format!("{c}/")))
-        {
-            continue;
-        }
-        let segments: Vec<&str> = path.split('/').skip(1).collect();
-        let missing = (1..segments.len())
-            .map(|n| format!("/{}", segments[..n].join("/")))
-            .find(|prefix| {
-                !matches!(
-                    doc.pointer(prefix),
-                    Some(Value::Object(_) | Value::Array(_))
-                )
-            });
-        let op = match missing.map(|prefix| {
-            (
-                json_patch::jsonptr::PointerBuf::parse(prefix.clone()),
-                prefix,
-            )
-        }) {
-            None => op,
-            Some((Ok(pointer), prefix)) => {
-                let value = after.pointer(&prefix).cloned().unwrap_or(Value::Null);
-                covered.push(prefix);
-                json_patch::PatchOperation::Add(json_patch::AddOperation {
-                    path: pointer,
-                    value,
-                })
-            }
-            Some((Err(_), _)) => continue,
-        };
-        // An operation that still does not apply is left out rather than failing the patch.
-        if json_patch::patch(&mut doc, std::slice::from_ref(&op)).is_ok() {
-            out.push(op);
-        }
-    }
-    json_patch::Patch(out)
+    Verdict::Admit(fitted_patch::fit(
+        json_patch::diff(&before, &after),
+        raw,
+        &after,
+    ))
 }
 
 #[cfg(test)]

@@ -197,36 +197,45 @@ fn namespace(name: &str, annotations: &[(&str, &str)]) -> PartialObjectMeta<Name
     }
 }
 
-/// The namespace strategy with a seeded cache and an apiserver that does not answer: cached
-/// annotations are used without I/O; an uncached namespace yields allowed + warning.
-#[tokio::test]
-async fn namespace_strategy_uses_cached_annotations() {
+/// The namespace strategy's reader over a synced cache holding `namespaces`, with an apiserver
+/// that refuses every connection (nothing listens on port 9).
+fn cached_ranges(namespaces: Vec<PartialObjectMeta<Namespace>>) -> NamespaceRanges {
     telemetry::install_crypto_provider();
     let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
     let client = kube::Client::try_from(config).expect("client");
     let mut writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
     writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(namespace(
-        "team-a",
-        &[
-            ("openshift.io/sa.scc.uid-range", "1000680000/10000"),
-            (
-                "openshift.io/sa.scc.supplemental-groups",
-                "1000690000/10000",
-            ),
-        ],
-    )));
-    writer.apply_watcher_event(&watcher::Event::InitApply(namespace(
-        "team-b",
-        &[
-            ("openshift.io/sa.scc.uid-range", "1000700000/10000"),
-            ("openshift.io/sa.scc.supplemental-groups", "2147483647/2"),
-        ],
-    )));
+    for ns in namespaces {
+        writer.apply_watcher_event(&watcher::Event::InitApply(ns));
+    }
     writer.apply_watcher_event(&watcher::Event::InitDone);
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
-    let ranges = NamespaceRanges::new(kube::Api::all(client), writer.as_reader(), metrics);
+    let metrics = Arc::new(Metrics::register(&mut Registry::default()));
+    NamespaceRanges::new(kube::Api::all(client), writer.as_reader(), metrics)
+}
+
+/// The namespace strategy with a seeded cache and an apiserver that does not answer: cached
+/// annotations are used without I/O; an uncached namespace yields allowed + warning.
+#[tokio::test]
+async fn namespace_strategy_uses_cached_annotations() {
+    let ranges = cached_ranges(vec![
+        namespace(
+            "team-a",
+            &[
+                ("openshift.io/sa.scc.uid-range", "1000680000/10000"),
+                (
+                    "openshift.io/sa.scc.supplemental-groups",
+                    "1000690000/10000",
+                ),
+            ],
+        ),
+        namespace(
+            "team-b",
+            &[
+                ("openshift.io/sa.scc.uid-range", "1000700000/10000"),
+                ("openshift.io/sa.scc.supplemental-groups", "2147483647/2"),
+            ],
+        ),
+    ]);
     let (app, _) = app(UidSource::Namespace(Arc::new(ranges)));
 
     let body = fixture("create_pod_runasnonroot.json");
@@ -347,23 +356,16 @@ async fn stalled_apiserver_is_answered_allowed_at_the_deadline() {
 /// with OpenShift's words, so its controller retries; an annotated namespace gets its patch.
 #[tokio::test]
 async fn restricted_v2_refuses_pods_of_unannotated_namespaces() {
-    telemetry::install_crypto_provider();
-    let config = kube::Config::new("http://127.0.0.1:9".parse().expect("uri"));
-    let client = kube::Client::try_from(config).expect("client");
-    let mut writer: Writer<PartialObjectMeta<Namespace>> = Writer::default();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(namespace("new", &[])));
-    writer.apply_watcher_event(&watcher::Event::InitApply(namespace(
-        "ready",
-        &[
-            ("openshift.io/sa.scc.uid-range", "1000680000/10000"),
-            ("openshift.io/sa.scc.mcs", "s0:c26,c15"),
-        ],
-    )));
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
-    let ranges = NamespaceRanges::new(kube::Api::all(client), writer.as_reader(), metrics);
+    let ranges = cached_ranges(vec![
+        namespace("new", &[]),
+        namespace(
+            "ready",
+            &[
+                ("openshift.io/sa.scc.uid-range", "1000680000/10000"),
+                ("openshift.io/sa.scc.mcs", "s0:c26,c15"),
+            ],
+        ),
+    ]);
     let (app, registry) = app_with(
         UidSource::Namespace(Arc::new(ranges)),
         Duration::from_millis(300),
