@@ -20,6 +20,7 @@ pub mod pod_status;
 pub mod pods;
 pub mod queue;
 pub mod retry;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
