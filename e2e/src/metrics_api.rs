@@ -79,3 +79,12 @@ pub async fn available(client: &kube::Client) -> Result<bool, Error> {
         .iter()
         .any(|c| c.type_ == "Available" && c.status == "True"))
 }
+
+/// How many NodeMetrics `metrics.k8s.io` lists (what `kubectl top nodes` reads), or the error.
+pub async fn node_metrics(client: &kube::Client) -> Result<usize, String> {
+    let req = http::Request::get(format!("/apis/metrics.k8s.io/{}/nodes", "v1beta1"))
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let list: serde_json::Value = client.request(req).await.map_err(|e| e.to_string())?;
+    Ok(list["items"].as_array().map_or(0, Vec::len))
+}
