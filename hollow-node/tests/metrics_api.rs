@@ -2,6 +2,7 @@
 //! real kubectl and the real controller-manager's HPA: `kubectl top pods` shows each pod's
 //! `mock-kind.io/usage` (or half its requests), `kubectl top nodes` the sum plus the fixed
 //! overhead, a changed annotation shows at once, a bad one gives an InvalidAnnotation Warning,
+//! a caller without the front proxy's certificate gets 401,
 //! and an HPA scales a Deployment from 2 to 6 replicas when the annotation rises and back to
 //! 2 when it falls.
 
@@ -145,6 +146,29 @@ async fn kubectl_top_and_hpa_read_the_usage_annotation() {
     })
     .await
     .expect("metrics API available");
+
+    // Only the aggregator (a front-proxy client certificate) is let in.
+    let o = Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "20",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!(
+            "https://127.0.0.1:{port}/apis/metrics.k8s.io/v1beta1/nodes"
+        ))
+        .output()
+        .await
+        .expect("run curl");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "401",
+        "no client certificate"
+    );
 
     common::create_namespace(&client, NS).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
