@@ -495,6 +495,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )
     .await?;
+    // Available is set before every apiserver routes the group: wait for a first answer.
+    let kc = cp.kubeconfig();
+    e2e::wait_for(
+        Duration::from_secs(60),
+        "a first kubectl top pods -A",
+        || {
+            let kc = kc.clone();
+            async move {
+                let out = tokio::process::Command::new("kubectl")
+                    .env("KUBECONFIG", kc)
+                    .args(["top", "pods", "-A", "--no-headers"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .await
+                    .map_err(|e| e2e::Error::Binaries(format!("kubectl: {e}")))?;
+                Ok(out.status.success().then_some(()))
+            }
+        },
+    )
+    .await?;
     let top_requests = env_usize("BENCH_TOP_REQUESTS", 10);
     let mut top_lat = Vec::with_capacity(top_requests);
     let mut top_rows = 0;
