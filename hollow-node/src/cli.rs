@@ -408,15 +408,7 @@ mod tests {
         .expect("config");
         assert!(matches!(some.secret_refs, SecretRefs::Namespaces(ref n) if n.len() == 2));
         assert!(Args::try_parse_from(["hollow-node", "--secret-refs=some"]).is_err());
-        let kubelet = |flags: &[&str]| {
-            let mut argv = vec!["hollow-node", "--node-prefix=hn", "--internal-ip=127.0.0.7"];
-            argv.extend_from_slice(flags);
-            Args::try_parse_from(argv)
-                .map_err(|e| e.to_string())?
-                .into_config()
-                .map(|c| c.kubelet)
-                .map_err(|e| e.to_string())
-        };
+        let kubelet = |flags: &[&str]| config_with(flags).map(|c| c.kubelet);
         type Case = (
             &'static str,
             &'static [&'static str],
@@ -445,6 +437,63 @@ mod tests {
             match (kubelet(flags), want) {
                 (Ok(k), Ok(addr)) => {
                     assert_eq!(k.listen.map(|a| a.to_string()).as_deref(), addr, "{name}")
+                }
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// The config of node prefix `hn` at InternalIP 127.0.0.7 with `flags`.
+    fn config_with(flags: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["hollow-node", "--node-prefix=hn", "--internal-ip=127.0.0.7"];
+        argv.extend_from_slice(flags);
+        Args::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .into_config()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn metrics_api_is_opt_in() {
+        let metrics = |flags: &[&str]| config_with(flags).map(|c| c.metrics_api);
+        type Case = (
+            &'static str,
+            &'static [&'static str],
+            Result<(Option<&'static str>, usize), &'static str>,
+        );
+        let cases: [Case; 6] = [
+            ("off by default", &[], Ok((None, 1))),
+            (
+                "on the kubelet API's address",
+                &["--metrics-api-port=4443"],
+                Ok((Some("127.0.0.7:4443"), 1)),
+            ),
+            (
+                "own address",
+                &[
+                    "--metrics-api-port=4443",
+                    "--metrics-api-bind-address=127.0.0.1",
+                ],
+                Ok((Some("127.0.0.1:4443"), 1)),
+            ),
+            (
+                "any front-proxy name",
+                &["--requestheader-allowed-names="],
+                Ok((None, 0)),
+            ),
+            (
+                "two names",
+                &["--requestheader-allowed-names=a,b"],
+                Ok((None, 2)),
+            ),
+            ("port 0", &["--metrics-api-port=0"], Err("metrics-api-port")),
+        ];
+        for (name, flags, want) in cases {
+            match (metrics(flags), want) {
+                (Ok(m), Ok((addr, names))) => {
+                    let got = (m.listen.map(|a| a.to_string()), m.allowed_names.len());
+                    assert_eq!((got.0.as_deref(), got.1), (addr, names), "{name}");
                 }
                 (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
                 (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
