@@ -242,6 +242,10 @@ impl ControlPlane {
         &self.ca_pem
     }
     /// The CA file, for a process that must trust the cluster's client certificates.
+    /// The front-proxy CA: what aggregated API servers trust the apiserver's requests by.
+    pub fn front_proxy_ca_file(&self) -> PathBuf {
+        self.layout.front_proxy_ca()
+    }
     pub fn ca_file(&self) -> PathBuf {
         self.layout.ca_cert()
     }

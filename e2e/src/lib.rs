@@ -16,6 +16,7 @@ pub mod control_plane;
 pub mod error;
 pub mod fault_plan;
 pub mod fault_proxy;
+pub mod metrics_api;
 pub mod pki;
 pub mod process;
 pub mod procfs;

@@ -158,6 +158,12 @@ impl Sandbox {
         ));
         let hollow_port = free_port();
         self.ports.insert("hollow-node", hollow_port);
+        // `kubectl top` and HPAs: this process serves metrics.k8s.io on loopback, where the
+        // aggregator reaches it through an ExternalName Service on `localhost`. It knows only
+        // its own nodes: the real-looking node's process has no metrics.
+        let metrics_port = free_port();
+        self.ports.insert("metrics-api", metrics_port);
+        let front_proxy_ca = self.control_plane.front_proxy_ca_file();
         self.spawn(
             "hollow-node",
             &bin("hollow-node"),
@@ -176,6 +182,12 @@ impl Sandbox {
                 "200".into(),
                 "--kube-api-burst".into(),
                 "400".into(),
+                "--metrics-api-port".into(),
+                metrics_port.to_string(),
+                "--metrics-api-bind-address".into(),
+                "127.0.0.1".into(),
+                "--requestheader-client-ca-file".into(),
+                front_proxy_ca.display().to_string(),
             ],
             &dir,
         )?;
@@ -212,6 +224,17 @@ impl Sandbox {
         ] {
             self.wait_healthy(name, port).await?;
         }
+        step("registering hollow-node's metrics.k8s.io (kubectl top, HPA)");
+        crate::metrics_api::register(&client, metrics_port).await?;
+        wait_for(
+            Duration::from_secs(60),
+            "APIService v1beta1.metrics.k8s.io Available",
+            || {
+                let client = client.clone();
+                async move { Ok(crate::metrics_api::available(&client).await?.then_some(())) }
+            },
+        )
+        .await?;
         let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
         wait_for(Duration::from_secs(60), "the webhook's caBundle", || {
             let configs = configs.clone();
@@ -468,6 +491,8 @@ pub struct Summary {
     pub extender_rejections: Vec<String>,
     /// `kubectl logs` of one operator pod on a hollow node: (pod, its first line or the error).
     pub hollow_pod_log: Option<(String, String)>,
+    /// What `kubectl top nodes` reads: how many NodeMetrics metrics.k8s.io lists, or its error.
+    pub node_metrics: Option<Result<usize, String>>,
     pub settle_seconds: f64,
 }
 
@@ -517,6 +542,7 @@ impl Summary {
             };
             s.hollow_pod_log = Some((name, first));
         }
+        s.node_metrics = Some(crate::metrics_api::node_metrics(client).await);
         for p in &pods {
             let name = p.metadata.name.clone().unwrap_or_default();
             let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -645,6 +671,13 @@ impl Summary {
             log.is_some_and(|(_, first)| first.contains("started on hollow node")),
             format!("kubectl logs of a pod on a hollow node: {log:?}"),
         );
+        need(
+            matches!(self.node_metrics, Some(Ok(n)) if n == self.hollow_nodes),
+            format!(
+                "kubectl top nodes lists {:?} of {} hollow nodes",
+                self.node_metrics, self.hollow_nodes
+            ),
+        );
         out
     }
 }
@@ -701,6 +734,13 @@ impl fmt::Display for Summary {
                 "  logs       kubectl -n {SPOOFED_NS} logs {pod}: {first}"
             )?;
         }
+        if let Some(m) = &self.node_metrics {
+            let m = match m {
+                Ok(n) => format!("metrics.k8s.io lists {n} nodes (kubectl top nodes)"),
+                Err(e) => format!("metrics.k8s.io: {e}"),
+            };
+            writeln!(f, "  top        {m}")?;
+        }
         if let Some(r) = self.extender_rejections.first() {
             writeln!(f, "  why        e.g. the scheduler's event: {r}")?;
         }
@@ -742,6 +782,7 @@ mod tests {
                 "[hollow-node] container app (image nginx) started on hollow node hn-0, instance 0"
                     .into(),
             )),
+            node_metrics: Some(Ok(3)),
             settle_seconds: 1.0,
         }
     }
@@ -749,7 +790,7 @@ mod tests {
     #[test]
     fn problems_name_each_broken_promise() {
         type Case = (&'static str, fn(&mut Summary), &'static str);
-        let cases: [Case; 8] = [
+        let cases: [Case; 10] = [
             (
                 "node not ready",
                 |s| s.hollow_nodes_ready = 2,
@@ -791,6 +832,16 @@ mod tests {
                 "no pod to read logs of",
                 |s| s.hollow_pod_log = None,
                 "kubectl logs",
+            ),
+            (
+                "metrics API unavailable",
+                |s| s.node_metrics = Some(Err("503".into())),
+                "kubectl top nodes",
+            ),
+            (
+                "metrics of too few nodes",
+                |s| s.node_metrics = Some(Ok(2)),
+                "kubectl top nodes",
             ),
         ];
         assert!(good().problems().is_empty(), "{:?}", good().problems());

@@ -44,6 +44,7 @@ fn sandbox_demonstration_holds() {
         "matches spoofed_excluded_pods \"^metrics-\": on node real-0 (a real node), Running",
         "demo-plain/plain-web (namespace not spoofed): on node real-0 (a real node), Running",
         "started on hollow node hollow-",
+        "metrics.k8s.io lists 20 nodes (kubectl top nodes)",
         "all as expected",
     ];
     for fact in facts {

@@ -6,6 +6,7 @@
 //!
 //! `cargo bench -p hollow-node --bench scale`; BENCH_NODES=200 BENCH_PODS=2000 for a quick run.
 //! BENCH_LOG_REQUESTS (200) `kubectl logs` reads of the probe pods, through the apiserver.
+//! BENCH_TOP_REQUESTS (10) runs of `kubectl top pods -A`, hollow-node serving metrics.k8s.io.
 //! BENCH_CREATE_QPS paces pod creation: the controller-manager's client QPS, so the ReplicaSet
 //! controller creates about that many pods a second (50: what the scheduler places without a
 //! backlog on 2 cores at 2,000 nodes; 0: 1,000, a creation storm). BENCH_WORKERS sets
@@ -270,6 +271,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = e2e::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let bin = env!("CARGO_BIN_EXE_hollow-node");
+    let metrics_port = e2e::free_port();
     let t_start = Instant::now();
     let child = Command::new(bin)
         .args([
@@ -283,6 +285,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!("--workers={}", env_usize("BENCH_WORKERS", 0)),
             // Its kubelet API (kubectl logs below), on a port of its own.
             format!("--kubelet-port={}", e2e::free_port()),
+            // metrics.k8s.io (kubectl top below), registered once the nodes are Ready.
+            format!("--metrics-api-port={metrics_port}"),
+            "--metrics-api-bind-address=127.0.0.1".into(),
+            format!(
+                "--requestheader-client-ca-file={}",
+                cp.front_proxy_ca_file().display()
+            ),
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -475,6 +484,58 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     log_lat.sort_by(f64::total_cmp);
+    // kubectl top pods -A: the aggregator asks hollow-node's metrics.k8s.io for every pod.
+    e2e::metrics_api::register(&client, metrics_port).await?;
+    e2e::wait_for(
+        Duration::from_secs(60),
+        "APIService v1beta1.metrics.k8s.io Available",
+        || {
+            let client = client.clone();
+            async move { Ok(e2e::metrics_api::available(&client).await?.then_some(())) }
+        },
+    )
+    .await?;
+    // Available is set before every apiserver routes the group: wait for a first answer.
+    let kc = cp.kubeconfig();
+    e2e::wait_for(
+        Duration::from_secs(60),
+        "a first kubectl top pods -A",
+        || {
+            let kc = kc.clone();
+            async move {
+                let out = tokio::process::Command::new("kubectl")
+                    .env("KUBECONFIG", kc)
+                    .args(["top", "pods", "-A", "--no-headers"])
+                    .stdin(Stdio::null())
+                    .output()
+                    .await
+                    .map_err(|e| e2e::Error::Binaries(format!("kubectl: {e}")))?;
+                Ok(out.status.success().then_some(()))
+            }
+        },
+    )
+    .await?;
+    let top_requests = env_usize("BENCH_TOP_REQUESTS", 10);
+    let mut top_lat = Vec::with_capacity(top_requests);
+    let mut top_rows = 0;
+    for _ in 0..top_requests {
+        let t = Instant::now();
+        let out = Command::new("kubectl")
+            .env("KUBECONFIG", cp.kubeconfig())
+            .args(["top", "pods", "-A", "--no-headers"])
+            .stdin(Stdio::null())
+            .output()?;
+        top_lat.push(t.elapsed().as_secs_f64());
+        if !out.status.success() {
+            return Err(format!(
+                "kubectl top pods -A: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        top_rows = String::from_utf8_lossy(&out.stdout).lines().count();
+    }
+    top_lat.sort_by(f64::total_cmp);
     node_watch.abort();
     let nodes_not_ready = not_ready.lock().map(|s| s.len()).unwrap_or(0);
     let own = http_get(addr, "/metrics").await;
@@ -624,6 +685,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(&log_lat, 0.99) * 1000.0,
         log_lat.last().copied().unwrap_or(f64::NAN) * 1000.0,
         log_lat.len()
+    );
+    println!(
+        "| kubectl top pods -A ({top_rows} pods listed), whole command, p50 / max | {:.2} s / {:.2} s (n={}) | ≤ 1 s |",
+        pct(&top_lat, 0.5),
+        top_lat.last().copied().unwrap_or(f64::NAN),
+        top_lat.len()
     );
     println!("| nodes seen not Ready after all were Ready | {nodes_not_ready} | 0 |");
     println!(

@@ -127,6 +127,29 @@ pub struct Args {
         requires = "kubelet_tls_cert_file"
     )]
     pub kubelet_tls_private_key_file: Option<PathBuf>,
+    /// Serve metrics.k8s.io/v1beta1 (kubectl top, HPA) on this port for this process's nodes
+    /// and pods, for an APIService to route to. Default: off (an installed metrics-server
+    /// owns that API).
+    #[arg(long, env = "MOCK_KIND_METRICS_API_PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub metrics_api_port: Option<u16>,
+    /// Address the metrics API binds. Default: the kubelet API's.
+    #[arg(long, env = "MOCK_KIND_METRICS_API_BIND_ADDRESS")]
+    pub metrics_api_bind_address: Option<std::net::IpAddr>,
+    /// CA (PEM) of the apiserver's front-proxy client certificate (its
+    /// --requestheader-client-ca-file). Default: read from the ConfigMap
+    /// kube-system/extension-apiserver-authentication, as extension apiservers do.
+    #[arg(long, env = "MOCK_KIND_REQUESTHEADER_CLIENT_CA_FILE")]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names of front-proxy client certificates let in (comma-separated; empty: any
+    /// name the CA signed). Default: kubeadm's.
+    #[arg(
+        long,
+        env = "MOCK_KIND_REQUESTHEADER_ALLOWED_NAMES",
+        default_value = "front-proxy-client",
+        value_delimiter = ','
+    )]
+    pub requestheader_allowed_names: Vec<String>,
     /// Pod IPs come from per-node blocks inside this range.
     #[arg(long, env = "MOCK_KIND_CLUSTER_CIDR", default_value = "10.128.0.0/9", value_parser = cidr)]
     pub cluster_cidr: Cidr,
@@ -265,6 +288,28 @@ impl Args {
             let port = u16::try_from(self.kubelet_port).unwrap_or(10250);
             c.kubelet.listen = Some(SocketAddr::new(ip, port));
         }
+        if let Some(port) = self.metrics_api_port {
+            let ip = match (self.metrics_api_bind_address, c.kubelet.listen) {
+                (Some(ip), _) => ip,
+                (None, Some(kubelet)) => kubelet.ip(),
+                (None, None) => c.template.internal_ip.parse().map_err(|_| {
+                    crate::config::invalid(
+                        "internal-ip",
+                        &c.template.internal_ip,
+                        "not an IP address",
+                    )
+                })?,
+            };
+            c.metrics_api.listen = Some(SocketAddr::new(ip, port));
+        }
+        c.metrics_api.client_ca_file = self.requestheader_client_ca_file;
+        c.metrics_api.allowed_names = self
+            .requestheader_allowed_names
+            .into_iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .take(64)
+            .collect();
         c.kubelet.client_ca_file = self.client_ca_file;
         c.kubelet.tls = match (
             self.kubelet_tls_cert_file,
@@ -409,15 +454,7 @@ mod tests {
         .expect("config");
         assert!(matches!(some.secret_refs, SecretRefs::Namespaces(ref n) if n.len() == 2));
         assert!(Args::try_parse_from(["hollow-node", "--secret-refs=some"]).is_err());
-        let kubelet = |flags: &[&str]| {
-            let mut argv = vec!["hollow-node", "--node-prefix=hn", "--internal-ip=127.0.0.7"];
-            argv.extend_from_slice(flags);
-            Args::try_parse_from(argv)
-                .map_err(|e| e.to_string())?
-                .into_config()
-                .map(|c| c.kubelet)
-                .map_err(|e| e.to_string())
-        };
+        let kubelet = |flags: &[&str]| config_with(flags).map(|c| c.kubelet);
         type Case = (
             &'static str,
             &'static [&'static str],
@@ -506,6 +543,63 @@ mod tests {
             let err = config(&[flag]).expect_err(flag).to_string();
             let name = flag.split('=').next().unwrap_or_default();
             assert!(err.contains(name.trim_start_matches('-')), "{flag}: {err}");
+        }
+    }
+
+    /// The config of node prefix `hn` at InternalIP 127.0.0.7 with `flags`.
+    fn config_with(flags: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["hollow-node", "--node-prefix=hn", "--internal-ip=127.0.0.7"];
+        argv.extend_from_slice(flags);
+        Args::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .into_config()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn metrics_api_is_opt_in() {
+        let metrics = |flags: &[&str]| config_with(flags).map(|c| c.metrics_api);
+        type Case = (
+            &'static str,
+            &'static [&'static str],
+            Result<(Option<&'static str>, usize), &'static str>,
+        );
+        let cases: [Case; 6] = [
+            ("off by default", &[], Ok((None, 1))),
+            (
+                "on the kubelet API's address",
+                &["--metrics-api-port=4443"],
+                Ok((Some("127.0.0.7:4443"), 1)),
+            ),
+            (
+                "own address",
+                &[
+                    "--metrics-api-port=4443",
+                    "--metrics-api-bind-address=127.0.0.1",
+                ],
+                Ok((Some("127.0.0.1:4443"), 1)),
+            ),
+            (
+                "any front-proxy name",
+                &["--requestheader-allowed-names="],
+                Ok((None, 0)),
+            ),
+            (
+                "two names",
+                &["--requestheader-allowed-names=a,b"],
+                Ok((None, 2)),
+            ),
+            ("port 0", &["--metrics-api-port=0"], Err("metrics-api-port")),
+        ];
+        for (name, flags, want) in cases {
+            match (metrics(flags), want) {
+                (Ok(m), Ok((addr, names))) => {
+                    let got = (m.listen.map(|a| a.to_string()), m.allowed_names.len());
+                    assert_eq!((got.0.as_deref(), got.1), (addr, names), "{name}");
+                }
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct Config {
     pub secret_refs: SecretRefs,
     /// The kubelet API (logs, exec answers); off unless a listen address is set.
     pub kubelet: crate::kubelet::KubeletApi,
+    /// `metrics.k8s.io` for `kubectl top` and the HPA; off unless a listen address is set.
+    pub metrics_api: crate::metrics_api::MetricsApi,
 }
 
 /// Where the hollow node checks that the Secrets a pod references exist. Each choice needs
@@ -238,6 +240,7 @@ impl Config {
             delete_nodes_on_exit: false,
             secret_refs: SecretRefs::Off,
             kubelet: crate::kubelet::KubeletApi::default(),
+            metrics_api: crate::metrics_api::MetricsApi::default(),
         }
     }
 

@@ -14,6 +14,7 @@ pub mod ipam;
 pub mod kubelet;
 pub mod lease;
 pub mod metrics;
+pub mod metrics_api;
 pub mod node_pressure;
 pub mod node_status;
 pub mod nodes;
@@ -22,6 +23,7 @@ pub mod pods;
 pub mod queue;
 pub mod reserved;
 pub mod retry;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -239,6 +241,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         }
         _ => None,
     };
+    // The metrics API, likewise bound before anything starts.
+    let metrics_api = match shared.config.metrics_api.listen {
+        Some(addr) => {
+            let ca = metrics_api::client_ca_pem(&shared.config.metrics_api, &shared.client).await?;
+            Some(metrics_api::start(shared.clone(), addr, &ca, shutdown.clone()).await?)
+        }
+        None => None,
+    };
     // Background tasks (the queue and its runs, the watches) stop on `tasks`, cancelled first
     // at shutdown.
     let tasks = CancellationToken::new();
@@ -361,7 +371,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     if shared.config.delete_nodes_on_exit {
         nodes::delete_all(&shared).await;
     }
-    if let Some(api) = kubelet_api {
+    for api in [kubelet_api, metrics_api].into_iter().flatten() {
         let _ = api.await;
     }
     let _ = ops.await;

@@ -205,8 +205,10 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
             .as_ref()
             .unwrap_or(&BTreeMap::new()),
     );
+    let usage_invalid = crate::usage::check(&key, pod.metadata.annotations.as_ref());
     let mut events: Vec<PodEvent> = invalid
         .into_iter()
+        .chain(usage_invalid)
         .map(|e| PodEvent {
             kind: EventKind::InvalidAnnotation,
             message: e.to_string(),

@@ -3,12 +3,14 @@
 //! log lines. Built from each Pod the watch delivers, so a log request needs no API call; a
 //! few hundred bytes a pod, names and times only.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{Container, ContainerStateTerminated, ContainerStatus, Pod};
 
 use crate::annotations::PREFIX;
+use crate::usage::{self, Usage};
 
 /// `mock-kind.io/logLines`: lines every container of the pod writes after each start, one per
 /// line of the value.
@@ -45,6 +47,14 @@ pub struct ContainerLife {
     pub state: State,
     /// The previous instance, after a restart.
     pub last: Option<Ended>,
+    /// What it uses while it runs (`mock-kind.io/usage` or a share of its requests).
+    pub usage: Usage,
+}
+
+impl ContainerLife {
+    pub fn running(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
 }
 
 /// One pod on one of this process's nodes.
@@ -54,6 +64,8 @@ pub struct PodLife {
     pub node: u32,
     pub containers: Vec<ContainerLife>,
     pub script: Arc<[String]>,
+    /// For label selectors of the metrics API.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl PodLife {
@@ -71,11 +83,13 @@ fn ended(t: &ContainerStateTerminated) -> Ended {
     }
 }
 
-fn life(name: &str, image: &str, status: Option<&ContainerStatus>) -> ContainerLife {
+fn life(c: &Container, usage: Usage, status: Option<&ContainerStatus>) -> ContainerLife {
+    let (name, image) = (&c.name, c.image.as_deref().unwrap_or(""));
     let Some(s) = status else {
         return ContainerLife {
             name: name.to_string(),
             image: image.to_string(),
+            usage,
             restarts: 0,
             ready: false,
             state: State::Waiting {
@@ -101,6 +115,7 @@ fn life(name: &str, image: &str, status: Option<&ContainerStatus>) -> ContainerL
     ContainerLife {
         name: name.to_string(),
         image: image.to_string(),
+        usage,
         restarts: s.restart_count.max(0),
         ready: s.ready,
         state,
@@ -128,6 +143,7 @@ pub fn script(value: Option<&str>) -> Arc<[String]> {
 pub fn of(pod: &Pod, node: u32) -> PodLife {
     let status = pod.status.as_ref();
     let mut containers = Vec::new();
+    let usage_spec = usage::spec_of(pod.metadata.annotations.as_ref());
     if let Some(spec) = &pod.spec {
         let groups = [
             (
@@ -145,7 +161,8 @@ pub fn of(pod: &Pod, node: u32) -> PodLife {
                     .unwrap_or_default()
                     .iter()
                     .find(|s| s.name == c.name);
-                containers.push(life(&c.name, c.image.as_deref().unwrap_or(""), st));
+                let used = usage::container(usage_spec.as_ref(), &c.name, usage::requests(c));
+                containers.push(life(c, used, st));
             }
         }
     }
@@ -161,6 +178,7 @@ pub fn of(pod: &Pod, node: u32) -> PodLife {
         node,
         containers,
         script: script(value),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
     }
 }
 

@@ -72,7 +72,7 @@ fn bounded(name: &'static str, v: &str, min: i64, max: i64) -> Result<u64, Optio
 }
 
 /// A minimal `%XX` decoder: enough for the RFC 3339 times and numbers the apiserver sends.
-fn unescape(v: &str) -> Option<String> {
+pub(crate) fn unescape(v: &str) -> Option<String> {
     let bytes = v.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -23,6 +23,7 @@ fn container(state: State, restarts: i32, last: Option<Ended>, ready: bool) -> C
         ready,
         state,
         last,
+        usage: Default::default(),
     }
 }
 

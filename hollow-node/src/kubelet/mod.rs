@@ -77,6 +77,13 @@ impl Lives {
     pub fn get(&self, key: &str) -> Option<Arc<PodLife>> {
         self.pods.lock().ok()?.get(key).cloned()
     }
+    /// Every pod's life, taken under the lock and read after it.
+    pub fn all(&self) -> Vec<(Arc<str>, Arc<PodLife>)> {
+        match self.pods.lock() {
+            Ok(pods) => pods.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// The client CA as PEM: the file's, else the kubeconfig's CA.
@@ -115,10 +122,15 @@ fn self_issued(shared: &Shared) -> Result<serving::tls::PemPair, KubeletError> {
             .take(MAX_CERT_NAMES)
             .map(|n| n.name.clone()),
     );
+    issue(names, &shared.config.prefix)
+}
+
+/// A self-signed serving certificate for `names`, with common name `cn`.
+pub fn issue(names: Vec<String>, cn: &str) -> Result<serving::tls::PemPair, KubeletError> {
     let mut params = rcgen::CertificateParams::new(names)?;
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, shared.config.prefix.clone());
+        .push(rcgen::DnType::CommonName, cn.to_string());
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let key = rcgen::KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
