@@ -157,6 +157,25 @@ fn set_parent_death_signal(cmd: &mut Command) {
     }
 }
 
+/// `curl -k` on `url` (the servers under test self-issue their certificates), with a bearer
+/// token if given: the HTTP status (0 when nothing answered) and the body.
+pub async fn curl_insecure(url: &str, bearer: Option<&str>) -> Result<(u16, String), Error> {
+    let mut cmd = tokio::process::Command::new("curl");
+    cmd.args(["-sk", "--max-time", "20", "-w", "\n%{http_code}"]);
+    if let Some(token) = bearer {
+        cmd.arg("-H").arg(format!("Authorization: Bearer {token}"));
+    }
+    let out = cmd.arg(url).output().await.map_err(|e| Error::Start {
+        component: format!("curl {url}"),
+        reason: e.to_string(),
+        log: PathBuf::new(),
+        tail: String::new(),
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

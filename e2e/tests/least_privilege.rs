@@ -494,28 +494,15 @@ async fn every_granted_permission_is_used_by_the_services_or_a_named_exception()
     let caller = e2e::accounts::token(&client, SERVICES[0].0, SERVICES[0].1)
         .await
         .expect("extender token");
-    let out = e2e::process::run_with_input(
-        Command::new("curl")
-            .args([
-                "-sk",
-                "--max-time",
-                "20",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-            ])
-            .arg("-H")
-            .arg(format!("Authorization: Bearer {caller}"))
-            .arg(format!(
-                "https://127.0.0.1:{kubelet_port}/containerLogs/{TEAM}/waits-for-config/app"
-            )),
-        None,
+    let (code, _) = e2e::process::curl_insecure(
+        &format!("https://127.0.0.1:{kubelet_port}/containerLogs/{TEAM}/waits-for-config/app"),
+        Some(&caller),
     )
+    .await
     .expect("curl");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "403",
+        code,
+        403,
         "the extender may not read logs from the kubelet API\n{}",
         logs(&running)
     );

@@ -224,7 +224,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         nodes: slots,
         node_index,
         pods: Mutex::new(pods::PodTable::default()),
-        lives: kubelet::Lives::default(),
+        lives: kubelet::Lives::new(
+            config.kubelet.listen.is_some() || config.metrics_api.listen.is_some(),
+        ),
         recorder,
         started: Instant::now(),
         pods_synced: telemetry::Readiness::default(),

@@ -55,19 +55,9 @@ fn err(o: &Output) -> String {
 /// `curl` on the kubelet port: (status, body). `-k`: the serving certificate is self-issued,
 /// and the apiserver does not check it either.
 async fn curl(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sk", "--max-time", "20", "-w", "\n%{http_code}"]);
-    if let Some(t) = token {
-        cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
-    }
-    let o = cmd
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
+    e2e::process::curl_insecure(&format!("https://127.0.0.1:{port}{path}"), token)
         .await
-        .expect("run curl");
-    let text = out(&o);
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+        .expect("run curl")
 }
 
 async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, check: impl Fn(&Pod) -> bool) {

@@ -148,27 +148,13 @@ async fn kubectl_top_and_hpa_read_the_usage_annotation() {
     .expect("metrics API available");
 
     // Only the aggregator (a front-proxy client certificate) is let in.
-    let o = Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "20",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg(format!(
-            "https://127.0.0.1:{port}/apis/metrics.k8s.io/v1beta1/nodes"
-        ))
-        .output()
-        .await
-        .expect("run curl");
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "401",
-        "no client certificate"
-    );
+    let (code, _) = e2e::process::curl_insecure(
+        &format!("https://127.0.0.1:{port}/apis/metrics.k8s.io/v1beta1/nodes"),
+        None,
+    )
+    .await
+    .expect("run curl");
+    assert_eq!(code, 401, "no client certificate");
 
     common::create_namespace(&client, NS).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);

@@ -9,7 +9,7 @@ pub mod auth;
 pub mod life;
 pub mod logs;
 pub mod routes;
-mod server;
+pub(crate) mod server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,14 +56,26 @@ pub enum KubeletError {
 }
 
 /// The lives of the pods on this process's nodes, by `namespace/name`.
-#[derive(Default)]
 pub struct Lives {
+    /// Only the kubelet and metrics APIs read the lives: without them the pod watch keeps none.
+    kept: bool,
     pods: Mutex<HashMap<Arc<str>, Arc<PodLife>>>,
 }
 
 impl Lives {
+    /// Lives kept when `kept` (a kubelet or metrics API is served), else none.
+    pub fn new(kept: bool) -> Self {
+        Lives {
+            kept,
+            pods: Mutex::default(),
+        }
+    }
+
     /// Remembers what the watch just said about `pod` (on node index `node`).
     pub fn record(&self, key: &Arc<str>, node: u32, pod: &Pod) {
+        if !self.kept {
+            return;
+        }
         let life = Arc::new(life::of(pod, node));
         if let Ok(mut pods) = self.pods.lock() {
             pods.insert(key.clone(), life);
@@ -160,15 +172,34 @@ pub async fn start(
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|source| crate::Error::Listen { addr, source })?;
     let router = server::router(shared.clone());
-    Ok(tokio::spawn(async move {
-        let limits = server::limits();
+    Ok(spawn_tls(
+        listener,
+        router,
+        server::limits(),
+        tls,
+        shutdown,
+        "kubelet API",
+    ))
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown`. Ready from the start: nothing
+/// routes by readiness to these listeners (the apiserver dials the node address directly).
+pub(crate) fn spawn_tls(
+    listener: std::net::TcpListener,
+    router: axum::Router,
+    limits: serving::Limits,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
         let ready = telemetry::Readiness::default();
         ready.set(true);
         if let Err(e) =
             serving::serve(listener, router, &limits, Some(rustls), ready, shutdown).await
         {
-            tracing::error!(error = %e, "kubelet API server failed");
+            tracing::error!(error = %e, server = what, "server failed");
         }
-    }))
+    })
 }

@@ -64,15 +64,7 @@ fn text(code: StatusCode, body: impl Into<String>) -> Response {
 /// A `metav1.Status`: what kubectl shows as `Error from server (<reason>): <message>` when
 /// an exec, attach or port-forward upgrade is answered without upgrading.
 fn status(code: StatusCode, reason: &str, message: &str) -> Response {
-    let body = serde_json::json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code.as_u16(),
-    });
+    let body = crate::metrics_api::resources::status(code.as_u16(), reason, message);
     (
         code,
         [(header::CONTENT_TYPE, "application/json")],

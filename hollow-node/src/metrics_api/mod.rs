@@ -18,7 +18,6 @@ pub mod selector;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -91,24 +90,18 @@ pub async fn start(
     let listener = std::net::TcpListener::bind(addr)
         .map_err(|source| crate::Error::Listen { addr, source })?;
     let router = Router::new().fallback(handle).with_state(shared);
-    Ok(tokio::spawn(async move {
-        let limits = serving::Limits {
-            max_body: 64 << 10,
-            max_concurrent: 256,
-            request_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
-            drain_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(5),
-        };
-        let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-        let ready = telemetry::Readiness::default();
-        ready.set(true);
-        if let Err(e) =
-            serving::serve(listener, router, &limits, Some(rustls), ready, shutdown).await
-        {
-            tracing::error!(error = %e, "metrics API server failed");
-        }
-    }))
+    let limits = serving::Limits {
+        max_concurrent: 256,
+        ..crate::kubelet::server::limits()
+    };
+    Ok(crate::kubelet::spawn_tls(
+        listener,
+        router,
+        limits,
+        tls,
+        shutdown,
+        "metrics API",
+    ))
 }
 
 fn json(code: StatusCode, body: &Value) -> Response {
