@@ -54,15 +54,15 @@ cargo-deny: ## Install the pinned cargo-deny if it is missing or another version
 .PHONY: bench
 bench: ## Benchmarks: print the numbers behind the README's table
 	@dir=$$(bash e2e/scripts/kube-bins.sh); \
-	for b in "scheduler extender" "webhook admission" "hollow-node scale"; do \
+	for b in "scheduler extender" "webhook admission" "webhook limit" "hollow-node scale"; do \
 	  set -- $$b; echo "== $$1 / $$2"; \
 	  KUBE_BIN_DIR="$$dir" $(CARGO) bench -p $$1 --bench $$2; \
 	done
 
 .PHONY: sandbox
-sandbox: ## The whole system on a real local control plane (no Docker); Ctrl-C stops it
+sandbox: ## The whole system on a real local control plane (no Docker; PLACEMENT=extender|affinity); Ctrl-C stops it
 	@dir=$$(bash e2e/scripts/kube-bins.sh); \
 	$(CARGO) build --release -p scheduler -p webhook -p hollow-node -p e2e --bins; \
-	KUBE_BIN_DIR="$$dir" ./target/release/mock-kind-sandbox $(SANDBOX_ARGS)
+	KUBE_BIN_DIR="$$dir" ./target/release/mock-kind-sandbox $(if $(PLACEMENT),--placement $(PLACEMENT)) $(SANDBOX_ARGS)
 
 -include deploy/deploy.mk

@@ -2,10 +2,12 @@
 # Included by the root Makefile (`include deploy/deploy.mk`); every target is idempotent.
 #
 #   make kind [KUBE_VERSION=1.32.2]       create the kind cluster (if absent), scheduler wired to the extender
+#   make kind PLACEMENT=affinity          the same without the extender configuration (affinity mode)
 #   make images [IMAGE_TAG=dev]           build the three images for this machine's platform
 #   make images.push IMAGE_PREFIX=ghcr.io/you [PLATFORMS=linux/amd64,linux/arm64]
 #   make load                             put the images on the kind nodes
 #   make deploy [OVERLAY=kind|dev|scale]  kubectl apply -k deploy/overlays/$(OVERLAY), wait for rollout
+#   make deploy PLACEMENT=affinity        = OVERLAY=affinity: no extender, the webhook places pods
 #   make undeploy [OVERLAY=...]           remove it (hollow nodes first, so they delete their Nodes)
 #   make nodes REPLICAS=10 NODES=100      resize the hollow-node StatefulSet
 #   make secret.load [FILE=~/.docker/config.json]  registry credentials for private images
@@ -24,7 +26,14 @@ KUBE_VERSION ?=
 KIND_NODE_IMAGE ?= $(if $(KUBE_VERSION),kindest/node:v$(KUBE_VERSION))
 # kubectl context of the target cluster; empty means kubectl's current context.
 KUBE_CONTEXT ?= kind-$(KIND_CLUSTER)
-OVERLAY ?= kind
+# extender: kube-scheduler calls the extender (deploy/kind/cluster.yaml, overlays/kind);
+# affinity: the webhook writes the placement into pods (cluster-affinity.yaml, overlays/affinity).
+PLACEMENT ?= extender
+ifeq ($(filter extender affinity,$(PLACEMENT)),)
+$(error PLACEMENT=$(PLACEMENT): use extender or affinity)
+endif
+KIND_CONFIG := $(if $(filter affinity,$(PLACEMENT)),cluster-affinity.yaml,cluster.yaml)
+OVERLAY ?= $(if $(filter affinity,$(PLACEMENT)),affinity,kind)
 
 MOCK_KIND_VERSION := $(shell awk -F'"' '/^version *=/ { print $$2; exit }' '$(DEPLOY_ROOT)/Cargo.toml')
 IMAGE_PREFIX ?= mock-kind
@@ -53,7 +62,7 @@ kind: ## Create the kind cluster if absent (KUBE_VERSION=), scheduler wired to t
 	$(call need,$(DOCKER),https://docs.docker.com/get-docker/)
 	@if $(KIND) get clusters 2>/dev/null | grep -x '$(KIND_CLUSTER)' >/dev/null; then \
 	  echo "kind cluster $(KIND_CLUSTER) exists: nothing to do"; \
-	  $(DOCKER) exec $(KIND_CLUSTER)-control-plane test -f /etc/kubernetes/mock-kind/scheduler-config.yaml 2>/dev/null || \
+	  [ '$(PLACEMENT)' = affinity ] || $(DOCKER) exec $(KIND_CLUSTER)-control-plane test -f /etc/kubernetes/mock-kind/scheduler-config.yaml 2>/dev/null || \
 	    echo "warning: cluster $(KIND_CLUSTER) was not created by 'make kind': its kube-scheduler does not call the extender ('make kind.delete kind' recreates it)" >&2; \
 	  exit 0; \
 	fi; \
@@ -66,7 +75,7 @@ kind: ## Create the kind cluster if absent (KUBE_VERSION=), scheduler wired to t
 	  fi; \
 	fi; \
 	echo "creating kind cluster $(KIND_CLUSTER)$(if $(KIND_NODE_IMAGE), from $(KIND_NODE_IMAGE))"; \
-	sed 's|\(hostPath: \)deploy/kind/|\1$(DEPLOY_DIR)/kind/|' '$(DEPLOY_DIR)/kind/cluster.yaml' | \
+	sed 's|\(hostPath: \)deploy/kind/|\1$(DEPLOY_DIR)/kind/|' '$(DEPLOY_DIR)/kind/$(KIND_CONFIG)' | \
 	  $(KIND) create cluster --name '$(KIND_CLUSTER)' $(if $(KIND_NODE_IMAGE),--image '$(KIND_NODE_IMAGE)') --config=- && \
 	echo "cluster $(KIND_CLUSTER) is up; its pods stay Pending until the extender runs: make images load deploy"
 
@@ -102,7 +111,7 @@ load: ## Load the images into the kind cluster's nodes
 	  $(KIND) load docker-image --name '$(KIND_CLUSTER)' "$$img"; \
 	done
 
-deploy: ## Apply a Kustomize overlay (OVERLAY=kind|dev|scale) and wait for it
+deploy: ## Apply a Kustomize overlay (OVERLAY=kind|dev|scale|affinity, or PLACEMENT=affinity) and wait for it
 	$(call need,$(KUBECTL),https://kubernetes.io/docs/tasks/tools/)
 	@[ -f '$(DEPLOY_DIR)/overlays/$(OVERLAY)/kustomization.yaml' ] || { echo "make deploy: no overlay '$(OVERLAY)' (deploy/overlays/: $$(ls '$(DEPLOY_DIR)/overlays' | tr '\n' ' '))" >&2; exit 1; }
 	$(need_cluster)
@@ -113,7 +122,10 @@ deploy: ## Apply a Kustomize overlay (OVERLAY=kind|dev|scale) and wait for it
 	  exit 1; \
 	fi
 	$(KUBECTL_CTX) apply -k '$(DEPLOY_DIR)/overlays/$(OVERLAY)'
-	$(KUBECTL_CTX) -n $(EXTENDER_NAMESPACE) rollout status deployment/mock-kind-scheduler --timeout=180s
+	@if $(KUBECTL) kustomize '$(DEPLOY_DIR)/overlays/$(OVERLAY)' | \
+	  awk '/^---/ { d = 0 } /^kind: Deployment$$/ { d = 1 } d && /^  name: mock-kind-scheduler$$/ { f = 1 } END { exit !f }'; then \
+	  $(KUBECTL_CTX) -n $(EXTENDER_NAMESPACE) rollout status deployment/mock-kind-scheduler --timeout=180s; \
+	else echo "no extender Deployment in overlay $(OVERLAY) (affinity mode)"; fi
 	$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) rollout status deployment/mock-kind-webhook --timeout=180s
 	$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) rollout status statefulset/hollow-node --timeout=300s
 	@$(KUBECTL_CTX) get nodes -l spoofed=true --no-headers 2>/dev/null | awk '{n++; if ($$2 == "Ready") r++} END {printf "hollow nodes: %d, Ready: %d\n", n, r}'
@@ -131,7 +143,7 @@ undeploy: ## Remove it (hollow nodes first, so they delete their Nodes)
 	  done; \
 	fi
 	$(KUBECTL_CTX) delete -k '$(DEPLOY_DIR)/overlays/$(OVERLAY)' --ignore-not-found --wait
-	@echo "note: the cluster's kube-scheduler still calls the extender (ignorable: false): new pods stay Pending until 'make deploy' or 'make kind.delete kind'"
+	$(if $(filter affinity,$(PLACEMENT)),,@echo "note: the cluster's kube-scheduler still calls the extender (ignorable: false): new pods stay Pending until 'make deploy' or 'make kind.delete kind'")
 
 nodes: ## Resize the hollow nodes: REPLICAS=<pods> NODES=<nodes per pod>
 	$(call need,$(KUBECTL),https://kubernetes.io/docs/tasks/tools/)

@@ -253,9 +253,44 @@ pub fn kubeconfig(server: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> 
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
+/// The `--feature-gates` flag every component gets for `gates` (`(name, on)`, in order), as
+/// kind's cluster-wide `featureGates` does; `None` for none. In 1.20 every component's binary
+/// knows every gate, so one list fits all.
+pub fn feature_gates_arg(gates: &[(String, bool)]) -> Option<String> {
+    if gates.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = gates.iter().map(|(g, on)| format!("{g}={on}")).collect();
+    Some(format!("--feature-gates={}", list.join(",")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feature_gates() {
+        let gate = |g: &str, on| (g.to_string(), on);
+        let cases = [
+            ("none", vec![], None),
+            (
+                "one",
+                vec![gate("EphemeralContainers", true)],
+                Some("--feature-gates=EphemeralContainers=true"),
+            ),
+            (
+                "two, in order",
+                vec![
+                    gate("EphemeralContainers", true),
+                    gate("TTLAfterFinished", false),
+                ],
+                Some("--feature-gates=EphemeralContainers=true,TTLAfterFinished=false"),
+            ),
+        ];
+        for (name, gates, want) in cases {
+            assert_eq!(feature_gates_arg(&gates).as_deref(), want, "{name}");
+        }
+    }
 
     fn layout() -> Layout {
         Layout {

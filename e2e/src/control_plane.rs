@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::Value;
@@ -35,6 +35,11 @@ pub struct Options {
     pub extra_apiserver_args: Vec<String>,
     pub extra_controller_manager_args: Vec<String>,
     pub extra_scheduler_args: Vec<String>,
+    /// Feature gates `(name, on)` for the apiserver, controller-manager and scheduler alike
+    /// (`--feature-gates`). `EphemeralContainers` (alpha, off in 1.20) needs only the
+    /// apiserver here (its `ephemeralcontainers` subresource; the kubelet's part is the hollow
+    /// node's), but a cluster-wide list is how kind sets gates.
+    pub feature_gates: Vec<(String, bool)>,
 }
 
 impl Default for Options {
@@ -50,6 +55,7 @@ impl Default for Options {
             extra_apiserver_args: Vec::new(),
             extra_controller_manager_args: Vec::new(),
             extra_scheduler_args: Vec::new(),
+            feature_gates: Vec::new(),
         }
     }
 }
@@ -121,6 +127,8 @@ impl ControlPlane {
         let mut components = Vec::new();
         let bin = |name: &str| bin_dir.join(name);
 
+        let gates = config::feature_gates_arg(&opts.feature_gates);
+
         // etcd
         let etcd = start_with_retries("etcd", &layout, |_| {
             settings.etcd_client_port = free_port();
@@ -146,6 +154,7 @@ impl ControlPlane {
             if opts.audit_log {
                 args.extend(config::audit_args(&layout));
             }
+            args.extend(gates.clone());
             args.extend(opts.extra_apiserver_args.iter().cloned());
             (
                 bin("kube-apiserver"),
@@ -157,11 +166,30 @@ impl ControlPlane {
         components.push(apiserver);
         let server = format!("https://127.0.0.1:{}", settings.apiserver_port);
         let client = client_from(&kc_path).await?;
+        // `/readyz` is ok before the bootstrap controller has created `default`; tests (and
+        // kubectl users) take it for granted, so wait for it as a kubeadm cluster would have it.
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let default_ns = wait_for(READY_TIMEOUT, "the default namespace", || {
+            let namespaces = namespaces.clone();
+            async move {
+                Ok(namespaces
+                    .get_opt("default")
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|_| ()))
+            }
+        })
+        .await;
+        if let Err(e) = default_ns {
+            return Err(start_error(components.last_mut(), &e.to_string()));
+        }
 
         if opts.controller_manager {
             let cm = start_with_retries("kube-controller-manager", &layout, |_| {
                 settings.controller_manager_port = free_port();
                 let mut args = config::controller_manager_args(&layout, &settings);
+                args.extend(gates.clone());
                 args.extend(opts.extra_controller_manager_args.iter().cloned());
                 let port = settings.controller_manager_port;
                 (
@@ -204,6 +232,7 @@ impl ControlPlane {
                     tracing::warn!(path = %path.display(), error = %e, "cannot write scheduler config");
                 }
                 let mut args = config::scheduler_args(&layout, &settings);
+                args.extend(gates.clone());
                 args.extend(opts.extra_scheduler_args.iter().cloned());
                 let port = settings.scheduler_health_port;
                 (bin("kube-scheduler"), args, Probe::Http(port, "/healthz"))
@@ -270,6 +299,16 @@ impl ControlPlane {
             .iter()
             .find(|c| c.name == component)
             .map(Component::pid)
+    }
+    /// Freezes (SIGSTOP) or resumes (SIGCONT) a running component, so a benchmark can queue
+    /// work for it and then time it alone. Returns whether the component runs here.
+    pub fn pause(&self, component: &str, paused: bool) -> bool {
+        let Some(pid) = self.pid(component) else {
+            return false;
+        };
+        let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        crate::process::signal_group(pid, signal);
+        true
     }
     /// The last `lines` lines of every component's log, headed by its name.
     pub fn log_tails(&self, lines: usize) -> String {

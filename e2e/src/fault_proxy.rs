@@ -86,6 +86,8 @@ struct State {
     window: CutWindow,
     dice: Dice,
     blackout: watch::Sender<bool>,
+    /// Whether the port is open: the accept loop follows the blackout switch a moment later.
+    listening: watch::Sender<bool>,
     counters: Counters,
     acceptor: tokio_rustls::TlsAcceptor,
     upstream: Upstream,
@@ -143,6 +145,7 @@ impl FaultProxy {
             window: CutWindow::default(),
             dice: Dice { seed },
             blackout: watch::Sender::new(false),
+            listening: watch::Sender::new(true),
             counters: Counters::default(),
             acceptor,
             upstream,
@@ -172,7 +175,9 @@ impl FaultProxy {
     }
 
     /// On: the listener closes and every live connection is reset. Off: listening again.
-    pub fn set_blackout(&self, on: bool) {
+    /// Returns once the port is closed (or open again), so a connect right after it sees the
+    /// new state; a port that cannot be bound again within 10 s is an error.
+    pub async fn set_blackout(&self, on: bool) -> Result<(), Error> {
         let changed = self.state.blackout.send_if_modified(|b| {
             let changed = *b != on;
             *b = on;
@@ -181,6 +186,19 @@ impl FaultProxy {
         if changed && on {
             bump(&self.state.counters.blackouts);
         }
+        let secs = 10.0;
+        tokio::time::timeout(
+            Duration::from_secs_f64(secs),
+            until(&mut self.state.listening.subscribe(), !on),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            what: format!(
+                "the fault proxy's port to be {}",
+                if on { "closed" } else { "open" }
+            ),
+            secs,
+        })
     }
 
     pub fn counts(&self) -> Counts {
@@ -304,12 +322,16 @@ async fn accept_loop(state: Arc<State>, listener: TcpListener, addr: SocketAddr)
     let mut conn_seq = 0u64;
     loop {
         let Some(l) = listener.as_ref() else {
+            state.listening.send_replace(false);
             until(&mut blackout, false).await;
             // Another process may hold the port for a moment; keep trying, the test's
             // deadlines tell if it never comes back.
             loop {
                 match bind(addr) {
-                    Ok(l) => break listener = Some(l),
+                    Ok(l) => {
+                        state.listening.send_replace(true);
+                        break listener = Some(l);
+                    }
                     Err(e) => {
                         tracing::warn!(%addr, error = %e, "fault proxy cannot listen again");
                         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -22,6 +22,7 @@ pub mod process;
 pub mod procfs;
 pub mod rbac;
 pub mod sandbox;
+pub mod stats;
 pub mod wait;
 
 pub use bins::{bin_dir, workspace_root};

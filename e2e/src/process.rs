@@ -132,7 +132,7 @@ pub fn tail_file(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-fn signal_group(pid: u32, signal: libc::c_int) {
+pub(crate) fn signal_group(pid: u32, signal: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         // The child leads its own process group (process_group(0)), so -pid reaches it and
         // anything it started.

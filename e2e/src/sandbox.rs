@@ -29,8 +29,22 @@ pub const HOLLOW_PREFIX: &str = "hollow";
 const WEBHOOK_NS: &str = "mock-kind";
 const WEBHOOK_CONFIG: &str = "mock-kind-webhook";
 
+/// Who places pods: the extender wired into kube-scheduler, or the webhook's affinity mode with
+/// a stock kube-scheduler (no extender runs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    #[default]
+    Extender,
+    Affinity,
+}
+
+/// The taint hollow nodes carry in affinity mode (placement::affinity::HOLLOW_TAINT).
+const HOLLOW_TAINT: &str = "mock-kind.io/hollow=true:NoSchedule";
+
 #[derive(Clone, Debug)]
 pub struct SandboxOptions {
+    /// Extender or affinity mode.
+    pub placement: Placement,
     /// Hollow nodes (spoofed) to register.
     pub nodes: usize,
     /// Replicas of the demonstration's operator-style Deployment.
@@ -77,18 +91,29 @@ impl Sandbox {
             }
         }
         let extender_port = free_port();
-        step(
-            "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler (extender wired in)",
-        );
+        let extenders = match opts.placement {
+            Placement::Extender => {
+                step(
+                    "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler (extender wired in)",
+                );
+                vec![json!({
+                    "urlPrefix": format!("http://127.0.0.1:{extender_port}/"),
+                    "filterVerb": "filter",
+                    "preemptVerb": "preempt",
+                    "nodeCacheCapable": true,
+                    "ignorable": false,
+                    "weight": 1,
+                })]
+            }
+            Placement::Affinity => {
+                step(
+                    "starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler (stock: affinity mode, no extender)",
+                );
+                Vec::new()
+            }
+        };
         let cp = ControlPlane::start(Options {
-            extenders: vec![json!({
-                "urlPrefix": format!("http://127.0.0.1:{extender_port}/"),
-                "filterVerb": "filter",
-                "preemptVerb": "preempt",
-                "nodeCacheCapable": true,
-                "ignorable": false,
-                "weight": 1,
-            })],
+            extenders,
             client_qps: 200,
             ..Options::default()
         })
@@ -110,32 +135,40 @@ impl Sandbox {
         let listen = |port: u16| format!("127.0.0.1:{port}");
         let kc_arg = kc.display().to_string();
 
-        step("starting the scheduler extender");
         let extender_port = self.ports["extender"];
-        self.spawn(
-            "mock-kind-scheduler",
-            &bin("mock-kind-scheduler"),
-            &[
-                "--listen".into(),
-                listen(extender_port),
-                "--kubeconfig".into(),
-                kc_arg.clone(),
-                // No Service Endpoints to leave here: stop at once on Ctrl-C.
-                "--drain-delay-seconds".into(),
-                "0".into(),
-            ],
-            &dir,
-        )?;
+        if opts.placement == Placement::Extender {
+            step("starting the scheduler extender");
+            self.spawn(
+                "mock-kind-scheduler",
+                &bin("mock-kind-scheduler"),
+                &[
+                    "--listen".into(),
+                    listen(extender_port),
+                    "--kubeconfig".into(),
+                    kc_arg.clone(),
+                    // No Service Endpoints to leave here: stop at once on Ctrl-C.
+                    "--drain-delay-seconds".into(),
+                    "0".into(),
+                ],
+                &dir,
+            )?;
+        }
 
         step("starting the admission webhook (it bootstraps its own certificate)");
         ensure_namespace(&client, WEBHOOK_NS, BTreeMap::new()).await?;
         let webhook_port = free_port();
         self.ports.insert("webhook", webhook_port);
-        create_webhook_config(&client, webhook_port).await?;
+        create_webhook_config(&client, webhook_port, opts.placement).await?;
+        let placement = match opts.placement {
+            Placement::Extender => "none",
+            Placement::Affinity => "affinity",
+        };
         self.spawn(
             "mock-kind-webhook",
             &bin("mock-kind-webhook"),
             &[
+                "--placement".into(),
+                placement.into(),
                 "--listen".into(),
                 listen(webhook_port),
                 "--kubeconfig".into(),
@@ -164,10 +197,16 @@ impl Sandbox {
         let metrics_port = free_port();
         self.ports.insert("metrics-api", metrics_port);
         let front_proxy_ca = self.control_plane.front_proxy_ca_file();
+        let taints = match opts.placement {
+            Placement::Extender => "",
+            Placement::Affinity => HOLLOW_TAINT,
+        };
         self.spawn(
             "hollow-node",
             &bin("hollow-node"),
             &[
+                "--node-taints".into(),
+                taints.into(),
                 "--nodes".into(),
                 opts.nodes.to_string(),
                 "--node-prefix".into(),
@@ -216,12 +255,15 @@ impl Sandbox {
             &dir,
         )?;
 
-        for (name, port) in [
-            ("mock-kind-scheduler", extender_port),
+        let mut services = vec![
             ("mock-kind-webhook", webhook_port),
             ("hollow-node", hollow_port),
             ("hollow-node-real", real_port),
-        ] {
+        ];
+        if opts.placement == Placement::Extender {
+            services.push(("mock-kind-scheduler", extender_port));
+        }
+        for (name, port) in services {
             self.wait_healthy(name, port).await?;
         }
         step("registering hollow-node's metrics.k8s.io (kubectl top, HPA)");
@@ -414,27 +456,49 @@ where
     }
 }
 
-async fn create_webhook_config(client: &kube::Client, port: u16) -> Result<(), Error> {
+async fn create_webhook_config(
+    client: &kube::Client,
+    port: u16,
+    placement: Placement,
+) -> Result<(), Error> {
     // The deploy/ configuration points at the in-cluster Service; locally the apiserver calls
     // the webhook process on loopback. caBundle is left empty for the webhook's bootstrap to fill.
-    let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
-        "metadata": { "name": WEBHOOK_CONFIG },
-        "webhooks": [{
-            "name": "uids.mock-kind.io",
+    let rules = json!([{ "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                         "resources": ["pods"], "scope": "Namespaced" }]);
+    let namespace_selector = json!({ "matchExpressions": [
+        { "key": "kubernetes.io/metadata.name", "operator": "NotIn",
+          "values": ["kube-system", "kube-node-lease", WEBHOOK_NS] },
+        { "key": "mock-kind.io/webhook", "operator": "NotIn", "values": ["disabled"] }
+    ]});
+    let mut webhooks = vec![json!({
+        "name": "uids.mock-kind.io",
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": { "url": format!("https://127.0.0.1:{port}/mutate") },
+        "rules": rules,
+        "namespaceSelector": namespace_selector,
+        "sideEffects": "NoneOnDryRun",
+        "timeoutSeconds": 5,
+        "reinvocationPolicy": "IfNeeded",
+        "failurePolicy": "Ignore",
+    })];
+    // As deploy/overlays/affinity/placement-webhook.yaml: a pod that was not placed must not
+    // be created (failurePolicy Fail), the pod's controller retries.
+    if placement == Placement::Affinity {
+        webhooks.push(json!({
+            "name": "placement.mock-kind.io",
             "admissionReviewVersions": ["v1"],
-            "clientConfig": { "url": format!("https://127.0.0.1:{port}/mutate") },
-            "rules": [{ "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                        "resources": ["pods"], "scope": "Namespaced" }],
-            "namespaceSelector": { "matchExpressions": [
-                { "key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                  "values": ["kube-system", "kube-node-lease", WEBHOOK_NS] },
-                { "key": "mock-kind.io/webhook", "operator": "NotIn", "values": ["disabled"] }
-            ]},
-            "sideEffects": "NoneOnDryRun",
+            "clientConfig": { "url": format!("https://127.0.0.1:{port}/place") },
+            "rules": rules,
+            "namespaceSelector": namespace_selector,
+            "sideEffects": "None",
             "timeoutSeconds": 5,
             "reinvocationPolicy": "IfNeeded",
-            "failurePolicy": "Ignore",
-        }]
+            "failurePolicy": "Fail",
+        }));
+    }
+    let cfg: MutatingWebhookConfiguration = serde_json::from_value(json!({
+        "metadata": { "name": WEBHOOK_CONFIG },
+        "webhooks": webhooks,
     }))
     .map_err(|e| Error::Binaries(format!("webhook configuration: {e}")))?;
     create_if_absent(&Api::all(client.clone()), cfg).await

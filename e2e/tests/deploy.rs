@@ -953,6 +953,69 @@ fn webhook_configuration_is_the_webhook_crates() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Affinity mode: no extender; the webhook writes the placement into pods.
+
+#[test]
+fn affinity_overlay_places_pods_without_the_extender() {
+    let objs = render("affinity");
+    let extender = objs.iter().any(|o| {
+        text(o, "/kind") == "Deployment" && text(o, "/metadata/name") == SERVICES[0].workload
+    });
+    assert!(!extender, "overlays/affinity still runs the extender");
+    // The webhook serves /place, hollow nodes register tainted: variables their binaries read.
+    let settings = [
+        (&SERVICES[1], "MOCK_KIND_PLACEMENT", "affinity"),
+        (
+            &SERVICES[2],
+            "MOCK_KIND_NODE_TAINTS",
+            "mock-kind.io/hollow=true:NoSchedule",
+        ),
+    ];
+    for (s, name, value) in settings {
+        let (_, c) = service_container(&objs, s);
+        let set = c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("{} does not set {name}", s.workload));
+        assert_eq!(set["value"], value, "{}: {name}", s.workload);
+        assert!(
+            help(s).contains(&format!("[env: {name}=")),
+            "{} does not read {name}",
+            s.bin
+        );
+    }
+    // The placement webhook beside the UID webhook, which is the base's unchanged.
+    let mwc = find(&objs, "MutatingWebhookConfiguration", "mock-kind-webhook");
+    let base = yaml_file("deploy/base/webhook-mutatingwebhookconfiguration.yaml");
+    let hooks = mwc["webhooks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(hooks.len(), 2, "{hooks:#?}");
+    assert_eq!(hooks[0], base["webhooks"][0], "the UID webhook");
+    let place = &hooks[1];
+    assert_eq!(text(place, "/name"), "placement.webhook.mock-kind.io");
+    assert_eq!(text(place, "/clientConfig/service/path"), "/place");
+    assert_eq!(text(place, "/failurePolicy"), "Fail");
+    assert_eq!(text(place, "/rules/0/resources/0"), "pods");
+    assert_eq!(text(place, "/rules/0/operations/0"), "CREATE");
+    let excluded = &place["namespaceSelector"]["matchExpressions"][0];
+    assert_eq!(text(excluded, "/operator"), "NotIn");
+    for ns in ["kube-system", NAMESPACE] {
+        assert!(
+            excluded["values"]
+                .as_array()
+                .is_some_and(|v| v.iter().any(|n| n == ns)),
+            "{ns} must be left out (failurePolicy Fail): {excluded}"
+        );
+    }
+    // Its kind cluster configures no scheduler.
+    let cluster = yaml_file("deploy/kind/cluster-affinity.yaml");
+    assert_eq!(cluster["kind"], "Cluster");
+    assert_eq!(cluster["name"], "mock-kind");
+    assert!(cluster.get("kubeadmConfigPatches").is_none(), "{cluster}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // kind: the cluster's own kube-scheduler calls the extender.
 
 #[test]
@@ -1246,7 +1309,7 @@ async fn every_overlay_passes_a_server_side_dry_run() {
         succeed(kubectl(&kc).args(["create", "namespace", ns]), None);
     }
 
-    for o in OVERLAYS {
+    for o in OVERLAYS.into_iter().chain(["affinity"]) {
         let objs = render(o);
         let lines = if versions.contains("policy/v1") {
             // A server with policy/v1 takes the overlay exactly as `make deploy` applies it.
@@ -1452,7 +1515,8 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
         (HOLLOW, "update", "nodes", "", "", false),
         (HOLLOW, "create", LEASES, "kube-node-lease", "", true),
         (HOLLOW, "patch", LEASES, "kube-node-lease", "", true),
-        (HOLLOW, "update", LEASES, "kube-node-lease", "", false),
+        (HOLLOW, "update", LEASES, "kube-node-lease", "", true),
+        (HOLLOW, "get", LEASES, "kube-node-lease", "", false),
         (HOLLOW, "watch", LEASES, "kube-node-lease", "", false),
         (HOLLOW, "create", LEASES, "default", "", false),
         (HOLLOW, "watch", "pods", "*", "", true),

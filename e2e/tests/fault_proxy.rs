@@ -108,11 +108,11 @@ async fn each_fault_reaches_the_client_as_itself() {
     proxy.set_rates(FaultRates::NONE);
     let pooled: Api<Namespace> = Api::all(fresh_client(proxy.kubeconfig()).await);
     pooled.get("default").await.expect("a pooled connection");
-    proxy.set_blackout(true);
+    proxy.set_blackout(true).await.expect("blackout on");
     let refused = tokio::net::TcpStream::connect(proxy.addr()).await;
     assert!(refused.is_err(), "connection refused in the blackout");
     assert!(pooled.get("default").await.is_err(), "nothing passes");
-    proxy.set_blackout(false);
+    proxy.set_blackout(false).await.expect("blackout off");
     wait_for(Duration::from_secs(10), "the proxy back", || {
         let pooled = pooled.clone();
         async move { Ok(pooled.get("default").await.ok().map(|_| ())) }

@@ -282,6 +282,20 @@ async fn every_granted_permission_is_used_by_the_services_or_a_named_exception()
         .create(&PostParams::default(), &foreign)
         .await
         .expect("create Node hollow-node-0-2");
+    // Its Lease too, as a hollow node that ran before would have left it: the create meets it
+    // (409), so the first renewal does not know its resourceVersion and merge-patches (the
+    // adoption path), and the next ones are protobuf PUTs (update).
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "kube-node-lease");
+    let foreign_lease = serde_json::from_value(json!({
+        "metadata": {"name": "hollow-node-0-2"},
+        "spec": {"holderIdentity": "hollow-node-0-2", "leaseDurationSeconds": 40}
+    }))
+    .expect("lease");
+    leases
+        .create(&PostParams::default(), &foreign_lease)
+        .await
+        .expect("create Lease hollow-node-0-2");
 
     // The three services, each under its own ServiceAccount's token.
     let mut kubeconfigs = Vec::new();

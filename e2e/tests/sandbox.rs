@@ -1,5 +1,5 @@
 //! `make sandbox` in its non-interactive mode: start everything, apply the demonstration, and
-//! check the facts of its summary.
+//! check the facts of its summary, in both placement modes (`make sandbox PLACEMENT=affinity`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,7 +15,14 @@ fn sandbox_demonstration_holds() {
             bin_dir.display()
         );
     }
-    let out = Command::new(&exe)
+    for placement in ["extender", "affinity"] {
+        demonstration_holds(&exe, &bin_dir, placement);
+    }
+}
+
+fn demonstration_holds(exe: &std::path::Path, bin_dir: &std::path::Path, placement: &str) {
+    let out = Command::new(exe)
+        .args(["--placement", placement])
         .args([
             "--once",
             "--nodes",
@@ -26,14 +33,14 @@ fn sandbox_demonstration_holds() {
             "240",
         ])
         .arg("--bin-dir")
-        .arg(&bin_dir)
+        .arg(bin_dir)
         .output()
         .expect("run sandbox");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "sandbox failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        "{placement}: sandbox failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     let facts = [
         "20/20 hollow nodes Ready",
@@ -50,7 +57,7 @@ fn sandbox_demonstration_holds() {
     for fact in facts {
         assert!(
             stdout.contains(fact),
-            "summary lacks {fact:?}:\n{stdout}\nstderr:\n{stderr}"
+            "{placement}: summary lacks {fact:?}:\n{stdout}\nstderr:\n{stderr}"
         );
     }
 }

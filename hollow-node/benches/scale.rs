@@ -7,6 +7,9 @@
 //! `cargo bench -p hollow-node --bench scale`; BENCH_NODES=200 BENCH_PODS=2000 for a quick run.
 //! BENCH_LOG_REQUESTS (200) `kubectl logs` reads of the probe pods, through the apiserver.
 //! BENCH_TOP_REQUESTS (10) runs of `kubectl top pods -A`, hollow-node serving metrics.k8s.io.
+//! BENCH_SCRAPE_ROUNDS (3) full scrapes of every node's /metrics/resource on its own port
+//! (hollow-node runs with --kubelet-port-per-node unless it is 0), the first with every TLS
+//! handshake, the later ones on kept connections.
 //! BENCH_CREATE_QPS paces pod creation: the controller-manager's client QPS, so the ReplicaSet
 //! controller creates about that many pods a second (50: what the scheduler places without a
 //! backlog on 2 cores at 2,000 nodes; 0: 1,000, a creation storm). BENCH_WORKERS sets
@@ -33,6 +36,9 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[path = "common/scrape.rs"]
+mod scrape;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -163,6 +169,13 @@ async fn wait_nodes(
 /// The renew interval hollow-node runs with (its default).
 const RENEW_INTERVAL: f64 = 10.0;
 
+const CONTROL_PLANE: [&str; 4] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-scheduler",
+    "kube-controller-manager",
+];
+
 /// Last renewTime of each of our Leases, as a watch sees them.
 type Renewals = Arc<Mutex<HashMap<String, jiff::Timestamp>>>;
 
@@ -192,6 +205,16 @@ fn watch_leases(client: &kube::Client, prefix: &str) -> (Renewals, tokio::task::
 }
 
 /// How far the oldest Lease is past its renew time now, in seconds (negative: none is late).
+/// "name cores, …" between two CPU readings `seconds` apart.
+fn core_shares(before: &[(&str, f64)], after: &[(&str, f64)], seconds: f64) -> String {
+    before
+        .iter()
+        .zip(after)
+        .map(|((name, a), (_, b))| format!("{name} {:.2}", (b - a) / seconds))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn oldest_lateness(renewals: &Renewals) -> f64 {
     let now = jiff::Timestamp::now();
     renewals
@@ -272,9 +295,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let bin = env!("CARGO_BIN_EXE_hollow-node");
     let metrics_port = e2e::free_port();
+    let scrape_rounds = env_usize("BENCH_SCRAPE_ROUNDS", 3);
+    // Node i's kubelet API on base + i when the scrape is measured, else one port.
+    let kubelet_base = match scrape_rounds {
+        0 => e2e::free_port(),
+        _ => scrape::free_range(nodes).ok_or("no range of free ports for the nodes")?,
+    };
     let t_start = Instant::now();
     let child = Command::new(bin)
         .args([
+            format!("--kubelet-port-per-node={}", scrape_rounds > 0),
             format!("--nodes={nodes}"),
             "--node-prefix=bench".into(),
             format!("--kubeconfig={}", cp.kubeconfig().display()),
@@ -283,8 +313,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--kube-api-qps=3000".into(),
             "--kube-api-burst=3000".into(),
             format!("--workers={}", env_usize("BENCH_WORKERS", 0)),
-            // Its kubelet API (kubectl logs below), on a port of its own.
-            format!("--kubelet-port={}", e2e::free_port()),
+            // Its kubelet API (kubectl logs and the scrape below), on ports of its own.
+            format!("--kubelet-port={kubelet_base}"),
             // metrics.k8s.io (kubectl top below), registered once the nodes are Ready.
             format!("--metrics-api-port={metrics_port}"),
             "--metrics-api-bind-address=127.0.0.1".into(),
@@ -399,6 +429,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let deployments = 10.min(pods.max(1));
     let deploy_api: Api<Deployment> = Api::namespaced(client.clone(), "bench");
     let req_before = api_requests(addr).await;
+    // Where the CPU goes, per process: the control plane shares the two cores with us.
+    let me = std::process::id();
+    let cpu_by_process = |cp: &e2e::ControlPlane| -> Vec<(&'static str, f64)> {
+        let mut v: Vec<(&'static str, f64)> = CONTROL_PLANE
+            .iter()
+            .map(|c| (*c, cp.pid(c).map(cpu_seconds).unwrap_or(f64::NAN)))
+            .collect();
+        v.push(("hollow-node", cpu_seconds(pid)));
+        v.push(("bench client", cpu_seconds(me)));
+        v
+    };
+    let cpu_before = cpu_by_process(&cp);
     let t_pods = Instant::now();
     for d in 0..deployments {
         let n = pods / deployments + usize::from(d < pods % deployments);
@@ -428,14 +470,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lease_late.sort_by(|a, b| a.total_cmp(b));
     let req_ramp = api_requests(addr).await - req_before;
     println!("{pods} pods Ready in {:.1}s", ramp.as_secs_f64());
+    println!(
+        "cores used during the ramp: {}",
+        core_shares(&cpu_before, &cpu_by_process(&cp), ramp.as_secs_f64())
+    );
 
     // Steady state: nothing changes but heartbeats.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let cpu0 = cpu_seconds(pid);
+    let steady_before = cpu_by_process(&cp);
     let req0 = api_requests(addr).await;
     let t0 = Instant::now();
     tokio::time::sleep(steady).await;
     let cpu_core = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64();
+    println!(
+        "cores used at steady state: {}",
+        core_shares(
+            &steady_before,
+            &cpu_by_process(&cp),
+            t0.elapsed().as_secs_f64()
+        )
+    );
     let steady_rps = (api_requests(addr).await - req0) / t0.elapsed().as_secs_f64();
     let rss = rss_mb(pid);
     let hwm = hwm_mb(pid);
@@ -536,6 +591,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         top_rows = String::from_utf8_lossy(&out.stdout).lines().count();
     }
     top_lat.sort_by(f64::total_cmp);
+    // Full scrapes of every node's /metrics/resource, as metrics-server makes them.
+    let mut scrapes = Vec::new();
+    if scrape_rounds > 0 {
+        let clients = scrape::clients(&cp.kubeconfig(), kubelet_base, nodes)
+            .await
+            .map_err(|e| e.to_string())?;
+        for _ in 0..scrape_rounds {
+            scrapes.push(scrape::round(&clients).await.map_err(|e| e.to_string())?);
+        }
+    }
     node_watch.abort();
     let nodes_not_ready = not_ready.lock().map(|s| s.len()).unwrap_or(0);
     let own = http_get(addr, "/metrics").await;
@@ -664,6 +729,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| hollow-node RSS per node | {:.3} MB | |",
         rss / nodes.max(1) as f64
     );
+    for (i, (total, lat, seen)) in scrapes.iter().enumerate() {
+        let what = if i == 0 {
+            "first, with TLS handshakes"
+        } else {
+            "kept connections"
+        };
+        println!(
+            "| full scrape of {nodes} nodes' /metrics/resource ({what}): whole / per node p50 / p99 | {total:.3} s / {:.1} ms / {:.1} ms ({seen} pods decoded) | ≤ 2 s |",
+            pct(lat, 0.5) * 1000.0,
+            pct(lat, 0.99) * 1000.0,
+        );
+    }
     println!("| hollow-node CPU at steady state | {cpu_core:.3} core | ≤ 0.2 core |");
     println!(
         "| bind→Running during the ramp (client watch) p50 / p99 / max | {:.3} s / {:.3} s / {:.3} s (n={}) | p99 ≤ 1 s |",

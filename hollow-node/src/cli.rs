@@ -47,6 +47,11 @@ pub struct Args {
     #[arg(long, env = "MOCK_KIND_NODES", default_value_t = 10,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_NODES))]
     pub nodes: usize,
+    /// Run the HollowNodePool of this name instead of --nodes (and --node-prefix, the node
+    /// template flags and the fault flags): its nodes, its template, kept in step with its
+    /// spec, its status written. Default: none (the flags' nodes).
+    #[arg(long, env = "MOCK_KIND_POOL")]
+    pub pool: Option<String>,
     /// Node names are `<prefix>-<i>`. Default: $POD_NAME, else the hostname.
     #[arg(long, env = "MOCK_KIND_NODE_PREFIX")]
     pub node_prefix: Option<String>,
@@ -101,6 +106,13 @@ pub struct Args {
     #[arg(long, env = "MOCK_KIND_KUBELET_PORT", default_value_t = 10250,
           value_parser = clap::value_parser!(i32).range(1..=65_535))]
     pub kubelet_port: i32,
+    /// Give node i its own kubelet port, --kubelet-port + i (advertised in its
+    /// daemonEndpoints, one listener each), so /metrics/resource and /stats/summary know their
+    /// node. Default: off (one port for all nodes). At most 8,192 nodes, and the last port
+    /// must be at most 65535; about two file descriptors per node.
+    #[arg(long, env = "MOCK_KIND_KUBELET_PORT_PER_NODE", default_value_t = false,
+          action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub kubelet_port_per_node: bool,
     /// Serve the kubelet API on --kubelet-port; `--kubelet-serve=false` only advertises it.
     #[arg(long, env = "MOCK_KIND_KUBELET_SERVE", default_value_t = true, action = clap::ArgAction::Set)]
     pub kubelet_serve: bool,
@@ -163,6 +175,10 @@ pub struct Args {
     /// How often each Lease is renewed (±4 % jitter; first renewals spread over one interval).
     #[arg(long, env = "MOCK_KIND_LEASE_RENEW_INTERVAL", default_value = "10s", value_parser = duration)]
     pub lease_renew_interval: Duration,
+    /// How Lease renewals are written: `protobuf` (a PUT as the kubelet sends it, far cheaper
+    /// for the apiserver) or `json` (a merge patch).
+    #[arg(long, env = "MOCK_KIND_LEASE_ENCODING", value_enum, default_value_t = crate::lease::LeaseEncoding::Protobuf)]
+    pub lease_encoding: crate::lease::LeaseEncoding,
     /// NodeStatus is written on change, else this often.
     #[arg(long, env = "MOCK_KIND_NODE_STATUS_REFRESH", default_value = "5m", value_parser = duration)]
     pub node_status_refresh: Duration,
@@ -268,6 +284,7 @@ impl Args {
         c.template.kubelet_version = self.kubelet_version;
         c.template.instance_type = self.instance_type;
         c.template.kubelet_port = self.kubelet_port;
+        c.template.kubelet_port_per_node = self.kubelet_port_per_node;
         c.template.spoofed = self.spoofed;
         c.template.internal_ip = self
             .internal_ip
@@ -340,6 +357,7 @@ impl Args {
         c.qps = self.kube_api_qps;
         c.burst = self.kube_api_burst;
         c.workers = self.workers;
+        c.lease_encoding = self.lease_encoding;
         c.lease_qps = self.lease_api_qps;
         c.lease_burst = self.lease_api_burst;
         c.lease_workers = self.lease_workers;
@@ -554,6 +572,66 @@ mod tests {
             .map_err(|e| e.to_string())?
             .into_config()
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn kubelet_port_per_node_is_opt_in_and_bounded() {
+        type Case = (
+            &'static str,
+            &'static [&'static str],
+            Result<[Option<u16>; 3], &'static str>,
+        );
+        let cases: [Case; 5] = [
+            (
+                "default: one port for all",
+                &["--nodes=2"],
+                Ok([Some(10250), Some(10250), None]),
+            ),
+            (
+                "per node: base + i",
+                &["--nodes=2", "--kubelet-port-per-node"],
+                Ok([Some(10250), Some(10251), None]),
+            ),
+            (
+                "from the environment's spelling too",
+                &[
+                    "--nodes=2",
+                    "--kubelet-port-per-node=true",
+                    "--kubelet-port=20000",
+                ],
+                Ok([Some(20000), Some(20001), None]),
+            ),
+            (
+                "the last port past 65535",
+                &[
+                    "--nodes=3",
+                    "--kubelet-port-per-node",
+                    "--kubelet-port=65534",
+                ],
+                Err("beyond 65535"),
+            ),
+            (
+                "more nodes than listeners allowed",
+                &[
+                    "--nodes=9000",
+                    "--kubelet-port-per-node",
+                    "--kubelet-port=1024",
+                ],
+                Err("at most 8192"),
+            ),
+        ];
+        for (name, flags, want) in cases {
+            let got = config_with(flags).and_then(|c| {
+                let c = c.validate().map_err(|e| e.to_string())?;
+                let e = c.kubelet_endpoints().map_err(|e| e.to_string())?;
+                Ok([0, 1, 2].map(|i| e.advertised(i)))
+            });
+            match (got, want) {
+                (Ok(ports), Ok(want)) => assert_eq!(ports, want, "{name}"),
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{name}: {e}"),
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub struct Config {
     pub qps: f64,
     pub burst: u32,
     pub workers: usize,
+    pub lease_encoding: crate::lease::LeaseEncoding,
     /// The Lease lane's own request budget and slots (its own client, never shared).
     pub lease_qps: f64,
     pub lease_burst: u32,
@@ -185,6 +186,16 @@ pub fn parse_taints(s: &str) -> Result<Vec<Taint>, ConfigError> {
     Ok(out)
 }
 
+/// A node's capacity when neither the flags nor a pool say otherwise.
+pub fn default_capacity() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("cpu".to_string(), "4".to_string()),
+        ("memory".to_string(), "16Gi".to_string()),
+        ("pods".to_string(), "110".to_string()),
+        ("ephemeral-storage".to_string(), "100Gi".to_string()),
+    ])
+}
+
 /// The StatefulSet ordinal at the end of a prefix (`hollow-node-3` → 3), else 0.
 pub fn ordinal(prefix: &str) -> u64 {
     prefix
@@ -196,12 +207,7 @@ pub fn ordinal(prefix: &str) -> u64 {
 impl Config {
     /// A configuration for `nodes` nodes named `<prefix>-<i>` with the defaults of the flags.
     pub fn new(prefix: &str, nodes: usize) -> Self {
-        let capacity = BTreeMap::from([
-            ("cpu".to_string(), "4".to_string()),
-            ("memory".to_string(), "16Gi".to_string()),
-            ("pods".to_string(), "110".to_string()),
-            ("ephemeral-storage".to_string(), "100Gi".to_string()),
-        ]);
+        let capacity = default_capacity();
         Config {
             kubeconfig: None,
             prefix: prefix.to_string(),
@@ -212,11 +218,15 @@ impl Config {
                 allocatable: capacity.clone(),
                 capacity,
                 labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
                 taints: Vec::new(),
                 // Empty: the apiserver's version, read at start.
                 kubelet_version: String::new(),
+                os: "linux".into(),
+                arch: "amd64".into(),
                 internal_ip: "127.0.0.1".into(),
                 kubelet_port: 10250,
+                kubelet_port_per_node: false,
                 instance_type: "hollow".into(),
                 owner: prefix.to_string(),
                 spoofed: true,
@@ -234,6 +244,7 @@ impl Config {
             qps: 0.0,
             burst: 0,
             workers: 0,
+            lease_encoding: crate::lease::LeaseEncoding::default(),
             lease_qps: 0.0,
             lease_burst: 0,
             lease_workers: 0,
@@ -242,6 +253,17 @@ impl Config {
             kubelet: crate::kubelet::KubeletApi::default(),
             metrics_api: crate::metrics_api::MetricsApi::default(),
         }
+    }
+
+    /// The kubelet port of each node and what each listening port answers for.
+    pub fn kubelet_endpoints(&self) -> Result<crate::kubelet::endpoints::Endpoints, ConfigError> {
+        let t = &self.template;
+        crate::kubelet::endpoints::Endpoints::new(
+            t.kubelet_port,
+            self.nodes,
+            t.kubelet_port_per_node,
+        )
+        .map_err(|e| invalid("kubelet-port", t.kubelet_port.to_string(), e.to_string()))
     }
 
     /// Checks what the types cannot and fills in the automatic values.
@@ -292,6 +314,7 @@ impl Config {
                 "must be positive and shorter than the lease duration",
             ));
         }
+        self.kubelet_endpoints()?;
         if self
             .template
             .internal_ip

@@ -8,6 +8,19 @@ use std::time::Duration;
 
 use crate::retry::Backoff;
 
+pub mod proto;
+
+/// How renewals are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LeaseEncoding {
+    /// A protobuf PUT with the last resourceVersion, as the kubelet renews (a JSON merge patch
+    /// when that version is not known yet, or was overtaken).
+    #[default]
+    Protobuf,
+    /// A JSON merge patch every time.
+    Json,
+}
+
 pub const MIN_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -20,6 +20,7 @@ pub mod node_status;
 pub mod nodes;
 pub mod pod_status;
 pub mod pods;
+pub mod pool;
 pub mod queue;
 pub mod reserved;
 pub mod retry;
@@ -111,6 +112,10 @@ pub struct Shared {
     pub creates: gate::CreateGate,
     pub metrics: metrics::Metrics,
     pub nodes: Vec<nodes::NodeSlot>,
+    /// The kubelet port each node advertises, and what each listener answers for.
+    pub endpoints: kubelet::endpoints::Endpoints,
+    /// Each node's memory and ephemeral storage, as `/stats/summary` reports them.
+    pub capacity: kubelet::stats::Capacity,
     pub node_index: HashMap<String, u32>,
     pub pods: Mutex<pods::PodTable>,
     /// What the kubelet API tells of each pod's containers, kept from the pod watch.
@@ -144,7 +149,7 @@ const FALLBACK_VERSION: &str = "v1.20.2";
 
 /// The apiserver's version, read once at start, for the nodes' kubeletVersion (a kubelet of
 /// the cluster's release, as kind's nodes are).
-async fn apiserver_version(client: &kube::Client) -> String {
+pub(crate) async fn apiserver_version(client: &kube::Client) -> String {
     match client.apiserver_version().await {
         Ok(info) => node_status::reported_version(&info.git_version).unwrap_or_else(|| {
             tracing::warn!(
@@ -203,6 +208,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         config.template.kubelet_version = apiserver_version(&client).await;
     }
     let slots = nodes::slots(&config)?;
+    let endpoints = config.kubelet_endpoints()?;
     let node_index = slots
         .iter()
         .enumerate()
@@ -222,6 +228,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         creates: gate::CreateGate::default(),
         metrics,
         nodes: slots,
+        endpoints,
+        capacity: kubelet::stats::Capacity::of(&config.template.capacity),
         node_index,
         pods: Mutex::new(pods::PodTable::default()),
         lives: kubelet::Lives::new(
@@ -239,9 +247,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     // stops with the ops server, after the writers.
     let kubelet_api = match (shared.config.kubelet.listen, &client_ca) {
         (Some(addr), Some(ca)) => {
-            Some(kubelet::start(shared.clone(), addr, ca, shutdown.clone()).await?)
+            kubelet::start(shared.clone(), addr, ca, shutdown.clone()).await?
         }
-        _ => None,
+        _ => Vec::new(),
     };
     // The metrics API, likewise bound before anything starts.
     let metrics_api = match shared.config.metrics_api.listen {
@@ -373,7 +381,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     if shared.config.delete_nodes_on_exit {
         nodes::delete_all(&shared).await;
     }
-    for api in [kubelet_api, metrics_api].into_iter().flatten() {
+    for api in kubelet_api.into_iter().chain(metrics_api) {
         let _ = api.await;
     }
     let _ = ops.await;

@@ -23,10 +23,20 @@ pub struct NodeTemplate {
     pub capacity: BTreeMap<String, String>,
     pub allocatable: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Written first: the annotations the kubelet sets (`node.alpha.kubernetes.io/ttl`,
+    /// `spoofed`) win over a key of the same name.
+    pub annotations: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
     pub kubelet_version: String,
+    /// nodeInfo.operatingSystem and the `kubernetes.io/os` labels.
+    pub os: String,
+    /// nodeInfo.architecture and the `kubernetes.io/arch` labels.
+    pub arch: String,
     pub internal_ip: String,
+    /// The kubelet port: every node's, or node 0's when `kubelet_port_per_node`.
     pub kubelet_port: i32,
+    /// Node `i` advertises `kubelet_port + i` (`--kubelet-port-per-node`).
+    pub kubelet_port_per_node: bool,
     pub instance_type: String,
     pub owner: String,
     /// Carry the `spoofed: "true"` label and annotation (false: a real-looking node).
@@ -86,24 +96,31 @@ pub fn stable_id(seed: &str) -> String {
     hex_id(seed, 64)
 }
 
-/// The Node a kubelet registers: labels, annotations, podCIDR, taints and initial status.
-pub fn new_node(tpl: &NodeTemplate, name: &str, pod_cidr: &str, now: jiff::Timestamp) -> Node {
+/// The Node a kubelet registers: labels, annotations, podCIDR, taints and initial status;
+/// `kubelet_port` is the one this node advertises (its own with `--kubelet-port-per-node`).
+pub fn new_node(
+    tpl: &NodeTemplate,
+    name: &str,
+    kubelet_port: i32,
+    pod_cidr: &str,
+    now: jiff::Timestamp,
+) -> Node {
     let mut labels = tpl.labels.clone();
     if tpl.spoofed {
         labels.insert(SPOOFED.into(), "true".into());
     }
     labels.insert(OWNER_LABEL.into(), tpl.owner.clone());
     labels.insert("kubernetes.io/hostname".into(), name.into());
-    labels.insert("kubernetes.io/os".into(), "linux".into());
-    labels.insert("kubernetes.io/arch".into(), "amd64".into());
-    labels.insert("beta.kubernetes.io/os".into(), "linux".into());
-    labels.insert("beta.kubernetes.io/arch".into(), "amd64".into());
+    labels.insert("kubernetes.io/os".into(), tpl.os.clone());
+    labels.insert("kubernetes.io/arch".into(), tpl.arch.clone());
+    labels.insert("beta.kubernetes.io/os".into(), tpl.os.clone());
+    labels.insert("beta.kubernetes.io/arch".into(), tpl.arch.clone());
     labels.insert(
         "node.kubernetes.io/instance-type".into(),
         tpl.instance_type.clone(),
     );
-    let mut annotations =
-        BTreeMap::from([("node.alpha.kubernetes.io/ttl".to_string(), "0".to_string())]);
+    let mut annotations = tpl.annotations.clone();
+    annotations.insert("node.alpha.kubernetes.io/ttl".to_string(), "0".to_string());
     if tpl.spoofed {
         annotations.insert(SPOOFED.to_string(), "true".to_string());
     }
@@ -120,7 +137,14 @@ pub fn new_node(tpl: &NodeTemplate, name: &str, pod_cidr: &str, now: jiff::Times
             taints: (!tpl.taints.is_empty()).then(|| tpl.taints.clone()),
             ..Default::default()
         }),
-        status: Some(node_status(tpl, name, &Health::Ready, now, None)),
+        status: Some(node_status(
+            tpl,
+            name,
+            kubelet_port,
+            &Health::Ready,
+            now,
+            None,
+        )),
     }
 }
 
@@ -135,6 +159,7 @@ fn quantities(m: &BTreeMap<String, String>) -> BTreeMap<String, Quantity> {
 pub fn node_status(
     tpl: &NodeTemplate,
     name: &str,
+    kubelet_port: i32,
     health: &Health,
     now: jiff::Timestamp,
     prev: Option<&NodeStatus>,
@@ -198,13 +223,11 @@ pub fn node_status(
             },
         ]),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint {
-                port: tpl.kubelet_port,
-            }),
+            kubelet_endpoint: Some(DaemonEndpoint { port: kubelet_port }),
         }),
         node_info: Some(NodeSystemInfo {
-            architecture: "amd64".into(),
-            operating_system: "linux".into(),
+            architecture: tpl.arch.clone(),
+            operating_system: tpl.os.clone(),
             os_image: "mock-kind hollow node".into(),
             kernel_version: "5.10.0-mock".into(),
             container_runtime_version: "containerd://1.4.0-mock".into(),
@@ -281,10 +304,14 @@ mod tests {
                 ("pods".into(), "110".into()),
             ]),
             labels: BTreeMap::from([("zone".into(), "a".into())]),
+            annotations: BTreeMap::new(),
             taints: vec![],
             kubelet_version: "v1.20.2".into(),
+            os: "linux".into(),
+            arch: "amd64".into(),
             internal_ip: "127.0.0.1".into(),
             kubelet_port: 10250,
+            kubelet_port_per_node: false,
             instance_type: "hollow".into(),
             owner: "hn".into(),
             spoofed: true,
@@ -304,7 +331,7 @@ mod tests {
 
     #[test]
     fn new_node_carries_contract() {
-        let node = new_node(&tpl(), "hn-0", "10.128.0.0/24", ts(1000));
+        let node = new_node(&tpl(), "hn-0", 10250, "10.128.0.0/24", ts(1000));
         let labels = node.metadata.labels.clone().unwrap_or_default();
         let annotations = node.metadata.annotations.clone().unwrap_or_default();
         let cases = [
@@ -369,6 +396,7 @@ mod tests {
                 ..tpl()
             },
             "real-0",
+            10250,
             "10.128.0.0/24",
             ts(1),
         );
@@ -382,7 +410,7 @@ mod tests {
     #[test]
     fn transitions_keep_or_move_transition_time() {
         let t = tpl();
-        let healthy = node_status(&t, "n", &Health::Ready, ts(100), None);
+        let healthy = node_status(&t, "n", 10250, &Health::Ready, ts(100), None);
         struct Case {
             name: &'static str,
             health: Health,
@@ -410,7 +438,7 @@ mod tests {
             },
         ];
         for case in cases {
-            let next = node_status(&t, "n", &case.health, ts(200), Some(&healthy));
+            let next = node_status(&t, "n", 10250, &case.health, ts(200), Some(&healthy));
             let ready = cond(&next, "Ready");
             assert_eq!(ready.status, case.want_ready, "{}", case.name);
             assert_eq!(
@@ -444,12 +472,12 @@ mod tests {
     #[test]
     fn pressure_conditions() {
         let t = tpl();
-        let healthy = node_status(&t, "n", &Health::Ready, ts(100), None);
+        let healthy = node_status(&t, "n", 10250, &Health::Ready, ts(100), None);
         let memory = Health::Pressure(Pressures {
             memory: true,
             ..Default::default()
         });
-        let next = node_status(&t, "n", &memory, ts(200), Some(&healthy));
+        let next = node_status(&t, "n", 10250, &memory, ts(200), Some(&healthy));
         // (condition, status, reason, message, lastTransitionTime)
         let cases = [
             (

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::annotations::{NODE_HEALTH, node_health};
 use crate::faults::health_at;
 use crate::ipam::{Cidr, NodeIpam, node_pod_cidr};
+use crate::lease::{LeaseEncoding, proto};
 use crate::node_pressure::Pressures;
 use crate::node_status::{Health, OWNER_LABEL, new_node, node_status};
 use crate::queue::Work;
@@ -54,6 +55,12 @@ pub struct NodeState {
     pub failures: u32,
     /// Failed renewals in a row.
     pub lease_failures: u32,
+    /// The Lease's resourceVersion after our last write: the precondition of a protobuf
+    /// renewal. Unknown (None) until a write answered it, and after a conflict.
+    pub lease_rv: Option<String>,
+    /// Someone else wrote this Lease (a PUT conflicted): it is renewed with merge patches from
+    /// then on, which keep what they wrote, where a PUT would replace it.
+    pub lease_shared: bool,
 }
 
 impl NodeSlot {
@@ -71,6 +78,8 @@ impl NodeSlot {
                 registered: false,
                 failures: 0,
                 lease_failures: 0,
+                lease_rv: None,
+                lease_shared: false,
             }),
             name,
         }
@@ -262,7 +271,14 @@ pub async fn ensure_node(shared: &Shared, i: usize, existing: Option<Node>) -> R
     let node = match existing {
         Some(n) => n,
         None => {
-            let fresh = new_node(&shared.config.template, name, &planned.to_string(), now);
+            let port = kubelet_port(shared, i);
+            let fresh = new_node(
+                &shared.config.template,
+                name,
+                port,
+                &planned.to_string(),
+                now,
+            );
             let create_api = api.clone();
             let created = shared
                 .creates
@@ -345,10 +361,124 @@ async fn ensure_lease(shared: &Shared, i: usize, uid: Option<String>) -> Result<
         .await
         .ok_or_else(|| Error::ShuttingDown(format!("lease {LEASE_NAMESPACE}/{name}")))?;
     match created {
-        Ok(_) => Ok(()),
+        Ok(lease) => {
+            if let Ok(mut st) = shared.nodes[i].state.lock() {
+                st.lease_rv = lease.metadata.resource_version;
+            }
+            Ok(())
+        }
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(api_err(format!("create lease {LEASE_NAMESPACE}/{name}"))(e)),
     }
+}
+
+/// One renewal: a protobuf PUT on the last resourceVersion when it is known (as the kubelet
+/// renews), else a JSON merge patch; either way the answer's resourceVersion is kept for the
+/// next one. A PUT that lost to another write (409) falls back to the patch at once, and the
+/// node keeps patching (see `NodeState::lease_shared`).
+async fn renew(shared: &Shared, idx: usize) -> Result<(), kube::Error> {
+    let slot = &shared.nodes[idx];
+    let timing = shared.config.lease;
+    let (rv, uid) = slot
+        .state
+        .lock()
+        .map(|s| {
+            (
+                s.lease_rv.clone().filter(|_| !s.lease_shared),
+                s.uid.clone(),
+            )
+        })
+        .unwrap_or_default();
+    let keep = |rv: Option<String>| {
+        if let Ok(mut st) = slot.state.lock() {
+            st.lease_rv = rv;
+        }
+    };
+    let now = jiff::Timestamp::now();
+    if shared.config.lease_encoding == LeaseEncoding::Protobuf
+        && let Some(rv) = rv
+    {
+        let renewal = proto::Renewal {
+            name: &slot.name,
+            namespace: LEASE_NAMESPACE,
+            resource_version: &rv,
+            node_uid: uid.as_deref(),
+            duration_secs: i32::try_from(timing.duration.as_secs()).unwrap_or(i32::MAX),
+            renew_time: (now.as_second(), now.subsec_nanosecond()),
+        };
+        match put_protobuf(&shared.lease_client, &slot.name, proto::encode(&renewal)).await {
+            Ok(answer) => {
+                // Landed; an answer we cannot read only costs the next renewal a patch.
+                keep(proto::resource_version(&answer).ok());
+                return Ok(());
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                if let Ok(mut st) = slot.state.lock() {
+                    st.lease_shared = true;
+                }
+                tracing::info!(node = %slot.name, "the Lease was written by someone else: renewed by merge patches from now on");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let api: Api<Lease> = Api::namespaced(shared.lease_client.clone(), LEASE_NAMESPACE);
+    let patch = json!({"spec": {
+        "holderIdentity": slot.name,
+        "leaseDurationSeconds": timing.duration.as_secs(),
+        "renewTime": MicroTime(now),
+    }});
+    let lease = api
+        .patch(&slot.name, &patch_params(), &Patch::Merge(&patch))
+        .await?;
+    keep(lease.metadata.resource_version);
+    Ok(())
+}
+
+/// PUTs a protobuf Lease; the answer's body on 200, else the refusal as `kube::Error::Api`
+/// (its Status when the body is one, as the client layer makes of 429s and 5xx).
+async fn put_protobuf(
+    client: &kube::Client,
+    name: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, kube::Error> {
+    use http_body_util::BodyExt;
+    let uri = format!(
+        "/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{name}?fieldManager={}",
+        crate::FIELD_MANAGER
+    );
+    let request = http::Request::put(uri)
+        .header(http::header::CONTENT_TYPE, proto::CONTENT_TYPE)
+        .header(http::header::ACCEPT, proto::CONTENT_TYPE)
+        .body(kube::client::Body::from(body))
+        .map_err(kube::Error::HttpError)?;
+    let response = client.send(request).await?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| kube::Error::Service(Box::new(e)))?
+        .to_bytes();
+    if status.is_success() {
+        return Ok(body.to_vec());
+    }
+    let refusal = serde_json::from_slice::<kube::core::Status>(&body)
+        .ok()
+        .filter(|s| s.code == status.as_u16())
+        .unwrap_or_else(|| {
+            kube::core::Status::failure(
+                &format!("lease {LEASE_NAMESPACE}/{name}: HTTP {status}"),
+                status.canonical_reason().unwrap_or(""),
+            )
+            .with_code(status.as_u16())
+        });
+    Err(kube::Error::Api(Box::new(refusal)))
+}
+
+/// The kubelet port node `i` advertises.
+fn kubelet_port(shared: &Shared, i: usize) -> i32 {
+    let port = shared.endpoints.advertised(i);
+    port.map_or(shared.config.template.kubelet_port, i32::from)
 }
 
 /// Writes node `i`'s status when its Ready condition changes, or when `force`.
@@ -364,6 +494,7 @@ async fn write_status(shared: &Shared, i: usize, force: bool) -> Result<bool, Er
         let status = node_status(
             &shared.config.template,
             &slot.name,
+            kubelet_port(shared, i),
             &h,
             jiff::Timestamp::now(),
             st.last.as_ref(),
@@ -503,18 +634,8 @@ pub async fn handle_lease(shared: &Shared, i: u32, waited: Duration) {
     let taken = Instant::now();
     shared.lease_budget.acquire().await;
     shared.metrics.lease_late(waited + taken.elapsed());
-    let api: Api<Lease> = Api::namespaced(shared.lease_client.clone(), LEASE_NAMESPACE);
-    let patch = json!({"spec": {
-        "holderIdentity": slot.name,
-        "leaseDurationSeconds": timing.duration.as_secs(),
-        "renewTime": MicroTime(jiff::Timestamp::now()),
-    }});
     // A renewal that has not landed within an interval is stale: the next one replaces it.
-    let res = tokio::time::timeout(
-        timing.renew_interval,
-        api.patch(&slot.name, &patch_params(), &Patch::Merge(&patch)),
-    )
-    .await;
+    let res = tokio::time::timeout(timing.renew_interval, renew(shared, idx)).await;
     let failure = match res {
         Ok(Ok(_)) => None,
         Ok(Err(e)) if is_not_found(&e) => {

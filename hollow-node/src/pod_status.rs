@@ -9,8 +9,8 @@
 //! (missing objects and keys), `init` (init containers in order), `phases` (deletion,
 //! completion, restart policy), `restarts` (the back-off), `probes` (the prober's timing),
 //! `per_container` (each container under its probes, liveness kills), `containers` (one
-//! container's status), `ephemeral` (`kubectl debug` containers) and `status` (the pod-level
-//! status).
+//! container's status), `sidecars` (native sidecars: init containers with `restartPolicy:
+//! Always`), `ephemeral` (`kubectl debug` containers) and `status` (the pod-level status).
 
 mod containers;
 mod ephemeral;
@@ -20,6 +20,7 @@ mod phases;
 mod probes;
 mod references;
 mod restarts;
+mod sidecars;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -36,6 +37,7 @@ use containers::Run;
 use status::Builder;
 
 pub use containers::normalize_image;
+pub use ephemeral::as_container;
 pub use references::{ObjRef, RefKind, RefState, has_key, references};
 pub use restarts::crash_loop_at;
 pub use status::{host_network, qos_class, status_differs};
@@ -260,9 +262,21 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
             return waiting("ContainerCreating", None, false, events, requeue);
         }
     }
-    match init::progress(&b, spec) {
+    // The sidecars' next change, while they run beside the containers.
+    let mut sidecars_next = None;
+    match init::progress(&b, spec, &lifecycle) {
         init::Init::Settled => {}
-        init::Init::Done(runs) => b.init_runs = Some(runs),
+        init::Init::Done {
+            runs,
+            at,
+            next,
+            events: more,
+        } => {
+            b.init_runs = Some(runs);
+            b.init_done_at = Some(at);
+            sidecars_next = next;
+            events.extend(more);
+        }
         init::Init::Pending {
             runs,
             failed,
@@ -274,10 +288,16 @@ pub fn evaluate(pod: &Pod, ctx: &PodContext<'_>) -> Outcome {
             return init::pending(&b, failed, next, events);
         }
     }
-    if let Some(d) = lifecycle.delay_running.filter(|_| has_inits)
-        && let Some(starting) = init::starting(&b, d, &mut events)
-    {
-        return starting;
+    let outcome = match lifecycle.delay_running.filter(|_| has_inits) {
+        Some(d) => init::starting(&b, d, &mut events),
+        None => None,
+    };
+    let mut outcome = outcome.unwrap_or_else(|| phases::running(&b, spec, &lifecycle, events));
+    // Sidecars change on their own (restarts, probes) while the pod runs.
+    let ended = outcome.status.as_ref().is_some_and(phases::terminal);
+    if let Some(n) = sidecars_next.filter(|_| !ended) {
+        let n = n.max(MIN_REQUEUE);
+        outcome.requeue = Some(outcome.requeue.map_or(n, |r| r.min(n)));
     }
-    phases::running(&b, spec, &lifecycle, events)
+    outcome
 }

@@ -86,6 +86,12 @@ pub fn cpu_millis(value: &str) -> Result<u64, QuantityError> {
     parse("cpu", value, 1000)
 }
 
+/// Any resource in thousandths of its unit (`4` → 4000, `250m` → 250, `1Ki` → 1,024,000): how
+/// a pool's capacity and allocatable are checked and compared.
+pub fn milli_units(value: &str) -> Result<u64, QuantityError> {
+    parse("resource", value, 1000)
+}
+
 /// Memory in bytes.
 pub fn memory_bytes(value: &str) -> Result<u64, QuantityError> {
     parse("memory", value, 1)

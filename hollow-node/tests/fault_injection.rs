@@ -225,12 +225,12 @@ async fn survives_api_errors_resets_and_a_blackout() {
 
     // Phase 2: blackout; the control plane rolls the pods meanwhile, unseen by hollow-node.
     proxy.set_rates(e2e::FaultRates::NONE);
-    proxy.set_blackout(true);
+    proxy.set_blackout(true).await.expect("blackout on");
     let blackout_start = t0.elapsed();
     roll(&deploys, 2).await;
     // The fault is a span of time, not a condition to wait for.
     tokio::time::sleep(BLACKOUT).await;
-    proxy.set_blackout(false);
+    proxy.set_blackout(false).await.expect("blackout off");
     let blackout_end = t0.elapsed();
     let back = jiff::Timestamp::now();
     hollow.assert_alive_and_sound("after the blackout");

@@ -34,16 +34,6 @@ fn pod(name: &str, annotations: serde_json::Value) -> Pod {
     .expect("pod")
 }
 
-async fn kubectl(cp: &e2e::ControlPlane, args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .env("KUBECONFIG", cp.kubeconfig())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("run kubectl")
-}
-
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -91,11 +81,8 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
     .await
     .expect("control plane");
     let client = cp.client();
-    let port = e2e::free_port();
     let mut config = common::config(&cp, PREFIX, 2);
-    config.template.kubelet_port = i32::from(port);
-    config.kubelet.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-    config.kubelet.client_ca_file = Some(cp.ca_file());
+    let port = common::serve_kubelet_api(&mut config, &cp);
     let hollow = common::start(config).await;
     common::wait_nodes_ready(&client, PREFIX, 2, T).await;
 
@@ -119,7 +106,7 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
     .await;
 
     // Plain: the container's life and the scripted lines.
-    let o = kubectl(&cp, &["logs", "talker"]).await;
+    let o = common::kubectl(&cp, &["logs", "talker"]).await;
     assert!(o.status.success(), "kubectl logs: {}", err(&o));
     let log = out(&o);
     for want in [
@@ -131,7 +118,7 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
         assert!(log.contains(&want), "{want:?} not in:\n{log}");
     }
     // --tail and --timestamps.
-    let o = kubectl(&cp, &["logs", "talker", "--tail=1", "--timestamps"]).await;
+    let o = common::kubectl(&cp, &["logs", "talker", "--tail=1", "--timestamps"]).await;
     let tail = out(&o);
     assert_eq!(tail.lines().count(), 1, "--tail=1: {tail}{}", err(&o));
     assert!(
@@ -139,9 +126,9 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
         "--tail=1 --timestamps: {tail:?}"
     );
     // --limit-bytes cuts mid-line; --since-time after every line leaves nothing, --since=1h all.
-    let o = kubectl(&cp, &["logs", "talker", "--limit-bytes=12"]).await;
+    let o = common::kubectl(&cp, &["logs", "talker", "--limit-bytes=12"]).await;
     assert_eq!(out(&o), "[hollow-node", "--limit-bytes=12: {}", err(&o));
-    let o = kubectl(
+    let o = common::kubectl(
         &cp,
         &["logs", "talker", "--since-time=2099-01-01T00:00:00Z"],
     )
@@ -152,10 +139,10 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
         out(&o),
         err(&o)
     );
-    let o = kubectl(&cp, &["logs", "talker", "--since=1h"]).await;
+    let o = common::kubectl(&cp, &["logs", "talker", "--since=1h"]).await;
     assert_eq!(out(&o), log, "--since=1h: {}", err(&o));
     // --previous without a restart: the kubelet's error, shown by kubectl.
-    let o = kubectl(&cp, &["logs", "talker", "--previous"]).await;
+    let o = common::kubectl(&cp, &["logs", "talker", "--previous"]).await;
     assert!(!o.status.success());
     assert!(
         err(&o).contains("previous terminated container \"app\" in pod")
@@ -165,7 +152,7 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
     );
     // Bad options reach the kubelet only when the apiserver lets them through; a container
     // that does not exist is refused by the apiserver itself.
-    let o = kubectl(&cp, &["logs", "talker", "-c", "nope"]).await;
+    let o = common::kubectl(&cp, &["logs", "talker", "-c", "nope"]).await;
     assert!(
         !o.status.success() && err(&o).contains("nope"),
         "{}",
@@ -174,7 +161,7 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
 
     // --previous after a crash-loop restart.
     wait_pod(&pods, "crasher", "restarted after a crash", restarted).await;
-    let o = kubectl(&cp, &["logs", "crasher", "--previous"]).await;
+    let o = common::kubectl(&cp, &["logs", "crasher", "--previous"]).await;
     let prev = out(&o);
     assert!(o.status.success(), "--previous: {}", err(&o));
     assert!(
@@ -207,7 +194,7 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
         vec!["attach", "talker"],
         vec!["port-forward", "pod/talker", "18080:80"],
     ] {
-        let o = kubectl(&cp, &args).await;
+        let o = common::kubectl(&cp, &args).await;
         let e = err(&o);
         eprintln!("kubectl {}: {e}", args.join(" "));
         assert!(!o.status.success(), "{args:?} succeeded");

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference};
@@ -21,9 +21,9 @@ use telemetry::Readiness;
 use tokio_util::sync::CancellationToken;
 
 use crate::rules::{
-    Exclusions, MAX_EXCLUDED_PODS_LEN, NamespacePolicy, NodeKind, SPOOFED, SPOOFED_EXCLUDED_PODS,
-    is_spoofed_value,
+    Exclusions, NamespacePolicy, NodeKind, SPOOFED, SPOOFED_EXCLUDED_PODS, is_spoofed_value,
 };
+use placement::CompiledExclusions;
 
 /// FNV-1a: node names are short and come from the cluster, not from an attacker; SipHash's
 /// DoS resistance would cost a third of a 5,000-node filter call.
@@ -62,15 +62,11 @@ struct NamespaceEntry {
 pub struct Cache {
     namespaces: RwLock<HashMap<String, NamespaceEntry>>,
     nodes: RwLock<NodeIndex>,
-    /// Compiled `spoofed_excluded_pods` values, shared by namespaces with the same value.
-    compiled: Mutex<HashMap<String, Arc<Exclusions>>>,
+    compiled: CompiledExclusions,
     namespaces_synced: AtomicBool,
     nodes_synced: AtomicBool,
     ready: Readiness,
 }
-
-/// Past this many compiled values, drop the ones no namespace uses any more.
-const COMPILED_PRUNE_AT: usize = 1024;
 
 impl Cache {
     pub fn new(ready: Readiness) -> Self {
@@ -102,7 +98,7 @@ impl Cache {
             }
             return None;
         }
-        let exclusions = self.compile(excluded);
+        let exclusions = self.compiled.get(excluded);
         namespaces.insert(
             name.to_owned(),
             NamespaceEntry {
@@ -114,24 +110,6 @@ impl Cache {
             },
         );
         Some(exclusions)
-    }
-
-    fn compile(&self, value: &str) -> Arc<Exclusions> {
-        // An out-of-bounds value is refused without compiling; keeping it as a key would only
-        // hold up to the apiserver's 256 KiB per namespace for nothing.
-        if value.len() > MAX_EXCLUDED_PODS_LEN {
-            return Arc::new(Exclusions::parse(value));
-        }
-        let mut compiled = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = compiled.get(value) {
-            return found.clone();
-        }
-        if compiled.len() >= COMPILED_PRUNE_AT {
-            compiled.retain(|_, v| Arc::strong_count(v) > 1);
-        }
-        let new = Arc::new(Exclusions::parse(value));
-        compiled.insert(value.to_owned(), new.clone());
-        new
     }
 
     pub fn delete_namespace(&self, name: &str) {

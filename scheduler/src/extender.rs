@@ -195,10 +195,12 @@ pub enum Passed<'a> {
 /// `ExtenderFilterResult`, serialized without building a map of owned strings: `failed` pairs
 /// each rejected node with a value that renders its reason.
 ///
-/// Every rejection is written to both `FailedNodes` and `FailedAndUnresolvableNodes`:
-/// kube-scheduler 1.20 reads only `FailedNodes` (so it shows our reason), 1.21+ also reads
-/// `FailedAndUnresolvableNodes`, which takes precedence for a node in both maps (the reason is
-/// shown once) and marks the node as one preemption cannot help, so it never preempts in vain.
+/// The smallest answer the protocol allows: the passing names (or nodes), and each rejection
+/// once, in `FailedNodes`, which every kube-scheduler reads (1.20 reads no other). The
+/// `FailedAndUnresolvableNodes` of 1.21+ would only tell the scheduler not to try preemption
+/// on those nodes; our `preempt` verb already drops every node the pod may not use, so writing
+/// each rejection a second time would double the body (5,000 entries for a pod of a namespace
+/// that is not spoofed) for nothing.
 pub struct FilterResult<'a, R> {
     pub passed: Passed<'a>,
     pub failed: &'a [(&'a str, R)],
@@ -238,20 +240,15 @@ impl Serialize for NodeListOut<'_> {
 
 impl<R: std::fmt::Display> Serialize for FilterResult<'_, R> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("ExtenderFilterResult", 5)?;
+        // Go decodes an absent key as nil: no `null`s, no empty map, no empty `Error`.
+        let mut s = serializer.serialize_struct("ExtenderFilterResult", 2)?;
         match &self.passed {
-            Passed::Names(names) => {
-                s.serialize_field("Nodes", &None::<()>)?;
-                s.serialize_field("NodeNames", names)?;
-            }
-            Passed::Nodes(items) => {
-                s.serialize_field("Nodes", &NodeListOut(items))?;
-                s.serialize_field("NodeNames", &None::<()>)?;
-            }
+            Passed::Names(names) => s.serialize_field("NodeNames", names)?,
+            Passed::Nodes(items) => s.serialize_field("Nodes", &NodeListOut(items))?,
         }
-        s.serialize_field("FailedNodes", &FailedMap(self.failed))?;
-        s.serialize_field("FailedAndUnresolvableNodes", &FailedMap(self.failed))?;
-        s.serialize_field("Error", "")?;
+        if !self.failed.is_empty() {
+            s.serialize_field("FailedNodes", &FailedMap(self.failed))?;
+        }
         s.end()
     }
 }
@@ -309,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn filter_result_has_go_keys_and_both_failed_maps() {
+    fn filter_result_is_the_smallest_go_shape() {
         let failed = [("n2", "why")];
         let result = FilterResult {
             passed: Passed::Names(vec!["n1"]),
@@ -319,12 +316,17 @@ mod tests {
         assert_eq!(
             got,
             serde_json::json!({
-                "Nodes": null,
                 "NodeNames": ["n1"],
                 "FailedNodes": {"n2": "why"},
-                "FailedAndUnresolvableNodes": {"n2": "why"},
-                "Error": ""
             })
+        );
+        let none = FilterResult::<&str> {
+            passed: Passed::Names(vec!["n1", "n2"]),
+            failed: &[],
+        };
+        assert_eq!(
+            serde_json::to_string(&none).expect("serialize"),
+            r#"{"NodeNames":["n1","n2"]}"#
         );
     }
 
@@ -342,6 +344,7 @@ mod tests {
         };
         let got = serde_json::to_value(&result).expect("serialize");
         assert_eq!(got["Nodes"]["items"][0]["metadata"]["labels"]["x"], "y");
-        assert_eq!(got["NodeNames"], serde_json::Value::Null);
+        assert!(got.get("NodeNames").is_none(), "{got}");
+        assert!(got.get("FailedNodes").is_none(), "{got}");
     }
 }

@@ -5,8 +5,10 @@ pub mod cache;
 pub mod cli;
 pub mod extender;
 pub mod metrics;
-pub mod rules;
 pub mod server;
+
+/// The decision lives in the `placement` crate, shared with the webhook's affinity mode.
+pub use placement::rules;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -155,10 +155,9 @@ pub fn answer_filter(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Failure> 
     // Full nodes (nodeCacheCapable: false), parsed before `failed` so reasons can borrow names.
     let mut nodes: Vec<Object<'_>> = Vec::new();
     let mut failed: Vec<(&str, Reason<'_>)> = Vec::new();
-    let reason = |node, rejection| Reason {
+    let reason = |rejection| Reason {
         pod: &pod,
         placement: &placement,
-        node,
         rejection,
     };
     let passed = if let Some(names) = args.node_names.as_ref() {
@@ -170,7 +169,7 @@ pub fn answer_filter(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Failure> 
             tally.add(verdict);
             match verdict {
                 Verdict::Pass => passed.push(name),
-                Verdict::Reject(r) => failed.push((name, reason(name, r))),
+                Verdict::Reject(r) => failed.push((name, reason(r))),
             }
         }
         Passed::Names(passed)
@@ -199,7 +198,7 @@ pub fn answer_filter(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Failure> 
             tally.add(verdict);
             match verdict {
                 Verdict::Pass => passed.push(*raw),
-                Verdict::Reject(r) => failed.push((name, reason(name, r))),
+                Verdict::Reject(r) => failed.push((name, reason(r))),
             }
         }
         Passed::Nodes(passed)
@@ -218,8 +217,8 @@ pub fn answer_filter(state: &AppState, body: &[u8]) -> Result<Vec<u8>, Failure> 
         passed,
         failed: &failed,
     };
-    // Roughly: 2 maps × (name + reason) per rejected node plus the passed names.
-    let mut out = Vec::with_capacity(256 + failed.len() * 200 + body.len() / 4);
+    // Roughly: name + reason per rejected node plus the passed names.
+    let mut out = Vec::with_capacity(256 + failed.len() * 100 + body.len() / 4);
     serde_json::to_writer(&mut out, &result).map_err(|e| {
         Failure::bad(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -183,9 +183,8 @@ proptest! {
             }
         };
         let answer: Value = serde_json::from_slice(&out).expect("the answer is JSON");
-        prop_assert_eq!(&answer["Error"], &json!(""));
+        prop_assert!(answer.get("Error").is_none() && answer.get("FailedAndUnresolvableNodes").is_none());
         let failed = keys(&answer["FailedNodes"]);
-        prop_assert_eq!(&failed, &keys(&answer["FailedAndUnresolvableNodes"]));
         let (sent, passed): (BTreeSet<String>, Vec<String>) = if answer["NodeNames"].is_array() {
             let sent = args.get("NodeNames").or(args.get("nodeNames")).cloned();
             (

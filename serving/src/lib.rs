@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use telemetry::Readiness;
 use tokio_util::sync::CancellationToken;
@@ -146,15 +147,21 @@ pub async fn serve(
     ));
     let make = app.into_make_service();
     let plain = axum_server::from_tcp(listener).map_err(io_err)?;
+    // TCP_NODELAY on every accepted connection: callers (kube-scheduler, the apiserver) send a
+    // request and wait for its whole answer on a kept-alive connection; Nagle's algorithm would
+    // hold the answer's last segment until the caller's delayed ACK (up to 40 ms on Linux).
     let served = match tls {
         None => {
             tracing::info!(%addr, "serving HTTP");
-            configure(plain, limits, handle).serve(make).await
+            configure(plain.acceptor(NoDelayAcceptor::new()), limits, handle)
+                .serve(make)
+                .await
         }
         Some(config) => {
             tracing::info!(%addr, "serving HTTPS");
-            let acceptor =
-                RustlsAcceptor::new(config).handshake_timeout(limits.header_read_timeout);
+            let acceptor = RustlsAcceptor::new(config)
+                .handshake_timeout(limits.header_read_timeout)
+                .acceptor(NoDelayAcceptor::new());
             configure(plain.acceptor(acceptor), limits, handle)
                 .serve(make)
                 .await

@@ -20,6 +20,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod shared;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,35 +28,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
-use futures::StreamExt;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
 use kube::api::PostParams;
 use serde_json::json;
+use shared::*;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use webhook::{CertSource, Config, Strategy};
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn opts() -> certs::CertOptions {
-    let mut o = certs::CertOptions::new("mock-kind-webhook", "mock-kind");
-    o.extra_sans = vec!["127.0.0.1".to_owned()];
-    o
-}
 
 fn file_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
     Config {
         listen: addr,
         strategy: Strategy::Pod,
         profile: webhook::Profile::RunAsNonRoot,
+        placement: webhook::PlacementMode::None,
         namespace: "mock-kind".into(),
         exclude_namespaces: vec!["kube-system".into()],
         pod_uid_min: 1_000_000_000,
@@ -66,40 +54,10 @@ fn file_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
         },
         cert_check_interval: Duration::from_secs(60),
         kubeconfig: None,
-        server: serving::Limits {
-            drain_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(2),
-            ..webhook::cli::default_limits()
-        },
+        server: bench_limits(),
         apiserver_deadline: Duration::from_secs(4),
         clock: webhook::tls::system_clock(),
     }
-}
-
-/// Runs the webhook on its own thread and runtime (`workers` = 0: current-thread runtime).
-fn serve_on_thread(
-    config: Config,
-    workers: usize,
-) -> (CancellationToken, std::thread::JoinHandle<()>) {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    let handle = std::thread::spawn(move || {
-        let rt = if workers == 0 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .enable_all()
-                .build()
-        }
-        .expect("server runtime");
-        if let Err(e) = rt.block_on(webhook::run(config, t)) {
-            eprintln!("webhook: {e}");
-        }
-    });
-    (token, handle)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -217,60 +175,6 @@ async fn closed_loop(
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// A pod that asks for runAsNonRoot (the webhook patches it), or one that doesn't (the webhook
-/// is called and answers without a patch).
-fn pod(name: &str, non_root: bool) -> Pod {
-    let security = if non_root {
-        json!({"runAsNonRoot": true})
-    } else {
-        json!({})
-    };
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {"bench": "webhook"}},
-        "spec": {
-            "automountServiceAccountToken": false,
-            "securityContext": security,
-            "containers": [{"name": "app", "image": "registry.example/app:1"}],
-        }
-    }))
-    .expect("pod")
-}
-
-/// Creates pods `from..from + n`, `concurrency` at a time; with `rate` > 0 also no faster than
-/// `rate` per second (as a QPS-limited controller would).
-async fn create_pods(
-    client: &kube::Client,
-    ns: &str,
-    non_root: bool,
-    from: usize,
-    n: usize,
-    concurrency: usize,
-    rate: u64,
-) -> Duration {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let started = tokio::time::Instant::now();
-    let results: Vec<_> = futures::stream::iter(from..from + n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                if rate > 0 {
-                    let due = started + Duration::from_secs_f64((i - from) as f64 / rate as f64);
-                    tokio::time::sleep_until(due).await;
-                }
-                api.create(&PostParams::default(), &pod(&format!("p{i}"), non_root))
-                    .await
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    for r in results {
-        r.unwrap_or_else(|e| panic!("create pod in {ns}: {e}"));
-    }
-    elapsed
-}
-
 /// One side of the comparison: a namespace and the kind of pod created in it, with the time
 /// and CPU (apiserver, etcd, this process) its batches took.
 struct Side {
@@ -347,98 +251,39 @@ async fn rig(options: e2e::Options) -> Rig {
         .await
         .expect("control plane");
     let client = cp.client();
-    let nss: Api<Namespace> = Api::all(client.clone());
-    for (name, labels) in [
-        ("mock-kind", json!({})),
-        ("with-webhook", json!({})),
-        (
-            "without-webhook",
-            json!({"mock-kind.io/webhook": "disabled"}),
-        ),
-    ] {
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
-                .expect("ns");
-        nss.create(&PostParams::default(), &ns)
-            .await
-            .expect("namespace");
-        let sa: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-        let default: ServiceAccount =
-            serde_json::from_value(json!({"metadata": {"name": "default"}})).expect("sa");
-        // The controller-manager, when it runs, may have made it first.
-        match sa.create(&PostParams::default(), &default).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => panic!("default service account in {name}: {e}"),
-        }
-    }
+    create_namespaces(
+        &client,
+        &[
+            ("mock-kind", json!({})),
+            ("with-webhook", json!({})),
+            (
+                "without-webhook",
+                json!({"mock-kind.io/webhook": "disabled"}),
+            ),
+        ],
+    )
+    .await;
     let port = e2e::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mwc_path = format!(
-        "{}/config/mutatingwebhookconfiguration.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let mut mwc: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(mwc_path).expect("read config"))
-            .expect("yaml");
-    mwc["webhooks"][0]["clientConfig"] = json!({"url": format!("https://127.0.0.1:{port}/mutate")});
+    let mwc = deployed_configuration(&format!("https://127.0.0.1:{port}/mutate"));
     let mwc: MutatingWebhookConfiguration = serde_json::from_value(mwc).expect("mwc");
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .create(&PostParams::default(), &mwc)
         .await
         .expect("create webhook configuration");
-    let config = Config {
-        listen: addr,
-        strategy: Strategy::Namespace,
-        profile: webhook::Profile::RunAsNonRoot,
-        namespace: "mock-kind".into(),
-        exclude_namespaces: vec!["kube-system".into(), "mock-kind".into()],
-        pod_uid_min: 1_000_000_000,
-        pod_uid_max: 1_999_999_999,
-        certs: CertSource::Bootstrap(webhook::Bootstrap {
-            namespace: "mock-kind".into(),
-            secret: "mock-kind-webhook-tls".into(),
-            webhook_config: Some("mock-kind-webhook".into()),
-            cert: opts(),
-            renew_margin: Duration::from_secs(30 * 24 * 3600),
-        }),
-        cert_check_interval: Duration::from_secs(1),
-        kubeconfig: Some(cp.kubeconfig().to_path_buf()),
-        server: serving::Limits {
-            drain_delay: Duration::ZERO,
-            shutdown_grace: Duration::from_secs(2),
-            ..webhook::cli::default_limits()
-        },
-        apiserver_deadline: Duration::from_secs(4),
-        clock: webhook::tls::system_clock(),
-    };
+    let config = cluster_config(&cp.kubeconfig(), webhook::Profile::RunAsNonRoot, addr);
     // Its own thread and runtime, as its own process would be (main.rs: one worker per core),
     // not behind the client's work.
     let (shutdown, thread) = serve_on_thread(config, 2);
     // Ready once a runAsNonRoot pod comes back patched (caBundle set, cache synced).
-    let probe: Api<Pod> = Api::namespaced(client.clone(), "with-webhook");
-    e2e::wait_for(
-        Duration::from_secs(60),
-        "webhook reachable from the apiserver",
-        || {
-            let probe = probe.clone();
-            async move {
-                let dry = PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                };
-                let p = probe.create(&dry, &pod("probe", true)).await?;
-                let patched = p
-                    .spec
-                    .and_then(|s| s.security_context)
-                    .and_then(|s| s.run_as_user)
-                    .is_some();
-                Ok(patched.then_some(()))
-            }
-        },
-    )
-    .await
-    .expect("webhook in the path");
+    wait_in_path(&client, "with-webhook", |p| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.security_context.as_ref())
+            .and_then(|s| s.run_as_user)
+            .is_some()
+    })
+    .await;
     Rig {
         cp,
         client,
@@ -470,17 +315,7 @@ impl Rig {
         let checked = first("with-webhook").await == Some(true)
             && first("without-webhook").await == Some(false);
         // The webhook's own view: admissions answered and their mean service time.
-        let ca = certs::cluster::from_secret(
-            &Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
-                self.client.clone(),
-                "mock-kind",
-            )
-            .get("mock-kind-webhook-tls")
-            .await
-            .expect("secret"),
-        )
-        .expect("bundle")
-        .ca_pem;
+        let ca = serving_bundle(&self.client).await.ca_pem;
         let mut s = http1(connect(self.addr, &ca, "127.0.0.1").await.expect("connect")).await;
         let (_, metrics) = request(&mut s, "GET", "/metrics", Vec::new()).await;
         let metrics = String::from_utf8_lossy(&metrics).into_owned();
@@ -728,56 +563,6 @@ async fn restricted_namespace() -> e2e::ControlPlane {
             .expect("create namespace");
     }
     cp
-}
-
-/// Creates a Deployment of `n` runAsNonRoot pods in `ns` and returns how long the real
-/// ReplicaSet controller took until a watch saw the last of them.
-async fn deployment_pods(client: &kube::Client, ns: &str, name: &str, n: usize) -> Duration {
-    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let selector = format!("deployment={name}");
-    let watch = kube::runtime::watcher(
-        api,
-        kube::runtime::watcher::Config::default().labels(&selector),
-    );
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": n,
-            "selector": {"matchLabels": {"deployment": name}},
-            "template": {
-                "metadata": {"labels": {"deployment": name, "bench": "webhook"}},
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "securityContext": {"runAsNonRoot": true},
-                    "containers": [{"name": "app", "image": "registry.example/app:1"}],
-                }
-            }
-        }
-    }))
-    .expect("deployment");
-    let mut watch = std::pin::pin!(watch);
-    // The watch is open (its initial empty list seen) before the clock starts.
-    while let Some(ev) = watch.next().await {
-        if matches!(ev, Ok(kube::runtime::watcher::Event::InitDone)) {
-            break;
-        }
-    }
-    let started = Instant::now();
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap_or_else(|e| panic!("create deployment {ns}/{name}: {e}"));
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < n {
-        match watch.next().await {
-            Some(Ok(kube::runtime::watcher::Event::Apply(p))) => {
-                seen.insert(p.metadata.name.unwrap_or_default());
-            }
-            Some(_) => {}
-            None => panic!("pod watch in {ns} ended"),
-        }
-    }
-    started.elapsed()
 }
 
 /// The user's view: Deployments whose pods the real ReplicaSet controller creates, its client

@@ -3,9 +3,8 @@
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 #[cfg(test)]
-use serde_json::json;
+use serde_json::{Value, json};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -41,8 +40,10 @@ pub struct AdmissionRequest {
     #[serde(default)]
     pub namespace: Option<String>,
     pub operation: String,
+    /// Kept as the apiserver's text: decoded once, straight into the typed pod (and a
+    /// [`crate::fitted_patch::Sent`]), never into a `Value` tree.
     #[serde(default)]
-    pub object: Option<Value>,
+    pub object: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     pub dry_run: Option<bool>,
 }

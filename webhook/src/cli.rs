@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::affinity_mode::PlacementMode;
 use crate::strategy::{Profile, Strategy};
 use crate::tls::{Bootstrap, CertSource};
 use crate::{Config, Error, Result};
@@ -28,6 +29,12 @@ pub struct Args {
     /// (needs --strategy namespace).
     #[arg(long, env = "MOCK_KIND_PROFILE", value_enum, default_value_t = Profile::RunAsNonRoot)]
     pub profile: Profile,
+    /// How the webhook takes part in placing pods: `none` leaves it to the scheduler extender;
+    /// `affinity` serves `/place`, which writes the placement rules into every pod at CREATE
+    /// (a toleration of hollow nodes' taint and a required node affinity), so that a stock
+    /// scheduler without the extender places pods.
+    #[arg(long, env = "MOCK_KIND_PLACEMENT", value_enum, default_value_t = PlacementMode::None)]
+    pub placement: PlacementMode,
     /// Namespaces never mutated, comma-separated (--namespace is always added).
     #[arg(
         long,
@@ -205,6 +212,7 @@ impl Args {
             listen: self.listen,
             strategy: self.strategy,
             profile: self.profile,
+            placement: self.placement,
             namespace: own_namespace,
             exclude_namespaces,
             pod_uid_min: self.pod_uid_min,

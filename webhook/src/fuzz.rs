@@ -108,6 +108,7 @@ proptest! {
             metrics: Arc::new(Metrics::register(&mut Registry::default())),
             exclude_namespaces: Arc::from(Vec::new()),
             profile: crate::Profile::RunAsNonRoot,
+            placement: None,
             apiserver_deadline: Duration::from_secs(1),
         };
         let app = router(
@@ -181,6 +182,7 @@ proptest! {
                 metrics,
                 exclude_namespaces: Arc::from(Vec::new()),
                 profile: crate::Profile::OpenshiftRestrictedV2,
+                placement: None,
                 apiserver_deadline: Duration::from_millis(200),
             };
             let app = router(

@@ -8,6 +8,7 @@
 //! `tls` serves and reloads certificates, `cli` turns flags into a [`Config`].
 
 pub mod admission;
+pub mod affinity_mode;
 pub mod allocation;
 pub mod allocator;
 pub mod cli;
@@ -30,6 +31,7 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+pub use affinity_mode::PlacementMode;
 pub use strategy::{Profile, Strategy};
 pub use tls::{Bootstrap, CertSource, Clock};
 
@@ -62,6 +64,8 @@ pub struct Config {
     pub strategy: Strategy,
     /// `runasnonroot` (UIDs for runAsNonRoot pods) or `openshift-restricted-v2`.
     pub profile: Profile,
+    /// `affinity`: `/place` writes the placement rules into pods (see `affinity_mode`).
+    pub placement: PlacementMode,
     /// The webhook's own namespace: it carries the namespace controller's pool record
     /// (annotation `mock-kind.io/uid-blocks`).
     pub namespace: String,
@@ -122,7 +126,9 @@ impl Config {
     }
 
     fn needs_client(&self) -> bool {
-        self.strategy == Strategy::Namespace || matches!(self.certs, CertSource::Bootstrap(_))
+        self.strategy == Strategy::Namespace
+            || self.placement == PlacementMode::Affinity
+            || matches!(self.certs, CertSource::Bootstrap(_))
     }
 }
 
@@ -171,17 +177,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         tls.run(config.cert_check_interval, shutdown.child_token()),
     );
 
-    let uids = match (config.strategy, client) {
-        (Strategy::Namespace, Some(client)) => {
+    // One namespace reflector serves the UIDs and the placement; the namespace controller
+    // runs only with the namespace strategy, which allocates the UID blocks.
+    let affinity = config.placement == PlacementMode::Affinity;
+    let namespaces = match &client {
+        Some(client) if config.strategy == Strategy::Namespace || affinity => {
+            let controller =
+                (config.strategy == Strategy::Namespace).then(|| namespaces::ControllerSettings {
+                    pool_namespace: config.namespace.clone(),
+                    exclude: config.exclude_namespaces.clone().into(),
+                });
             let ranges = namespaces::NamespaceRanges::start(
-                client,
+                client.clone(),
                 metrics.clone(),
                 &health,
                 shutdown.child_token(),
-                Some(namespaces::ControllerSettings {
-                    pool_namespace: config.namespace.clone(),
-                    exclude: config.exclude_namespaces.clone().into(),
-                }),
+                controller,
             );
             let (ready, ranges2) = (ready.clone(), ranges.clone());
             tokio::spawn(async move {
@@ -190,24 +201,38 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                     ready.set(true);
                 }
             });
-            server::UidSource::Namespace(ranges)
+            Some(ranges)
         }
+        _ => None,
+    };
+    let uids = match (config.strategy, &namespaces) {
+        (Strategy::Namespace, Some(ranges)) => server::UidSource::Namespace(ranges.clone()),
         (Strategy::Namespace, None) => {
             return Err(Error::Config("namespace strategy needs a client".into()));
         }
         (Strategy::Pod, _) => {
-            ready.set(true);
+            if namespaces.is_none() {
+                ready.set(true);
+            }
             server::UidSource::Pod {
                 min: config.pod_uid_min,
                 max: config.pod_uid_max,
             }
         }
     };
+    let placement = match (affinity, namespaces) {
+        (true, Some(ranges)) => Some(ranges),
+        (true, None) => {
+            return Err(Error::Config("affinity placement needs a client".into()));
+        }
+        (false, _) => None,
+    };
     let state = server::AppState {
         uids: Arc::new(uids),
         metrics,
         exclude_namespaces: config.exclude_namespaces.clone().into(),
         profile: config.profile,
+        placement,
         apiserver_deadline: config.apiserver_deadline,
     };
     let app = server::router(state, registry, ready.clone(), health);
@@ -216,7 +241,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         addr: config.listen,
         source,
     })?;
-    tracing::info!(addr = %config.listen, strategy = config.strategy.as_str(), profile = config.profile.as_str(), "serving");
+    tracing::info!(addr = %config.listen, strategy = config.strategy.as_str(), profile = config.profile.as_str(), placement = config.placement.as_str(), "serving");
     serving::serve(listener, app, &config.server, Some(rustls), ready, shutdown).await?;
     tracing::info!("stopped");
     Ok(())

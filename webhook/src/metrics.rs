@@ -30,6 +30,8 @@ pub enum Outcome {
 pub enum StrategyLabel {
     Namespace,
     Pod,
+    /// `/place` (affinity mode), whatever the UID strategy.
+    Placement,
 }
 
 /// Label values are snake_case, as Prometheus users expect.
@@ -58,7 +60,7 @@ label_values!(Outcome {
     BadRequest => "bad_request",
     Denied => "denied",
 });
-label_values!(StrategyLabel { Namespace => "namespace", Pod => "pod" });
+label_values!(StrategyLabel { Namespace => "namespace", Pod => "pod", Placement => "placement" });
 label_values!(ReloadResult { Loaded => "loaded", Failed => "failed" });
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

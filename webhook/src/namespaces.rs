@@ -17,6 +17,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use placement::{CompiledExclusions, NamespacePolicy};
+
+use crate::affinity_mode;
 use crate::allocation::MCS;
 use crate::allocator::Allocator;
 use crate::metrics::Metrics;
@@ -92,6 +95,8 @@ pub struct NamespaceRanges {
     /// Woken at every namespace event, for admissions waiting on an annotation.
     changed: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// `spoofed_excluded_pods` values compiled once for affinity mode's admissions.
+    exclusions: CompiledExclusions,
 }
 
 impl NamespaceRanges {
@@ -158,6 +163,7 @@ impl NamespaceRanges {
             store,
             changed,
             metrics,
+            exclusions: CompiledExclusions::default(),
         })
     }
 
@@ -168,6 +174,7 @@ impl NamespaceRanges {
             store,
             changed: Arc::new(Notify::new()),
             metrics,
+            exclusions: CompiledExclusions::default(),
         }
     }
 
@@ -185,25 +192,7 @@ impl NamespaceRanges {
         wait: Duration,
     ) -> Result<NamespaceView, NamespaceError> {
         let key = ObjectRef::new(namespace);
-        let cached = self.store.get(&key).map(|m| NamespaceView::of(&m));
-        let view = match cached {
-            Some(view) => view,
-            None => {
-                self.metrics.namespace_cache_miss.inc();
-                let meta = self
-                    .api
-                    .get_metadata_opt(namespace)
-                    .await
-                    .map_err(|source| NamespaceError::Read {
-                        namespace: namespace.to_owned(),
-                        source,
-                    })?
-                    .ok_or_else(|| NamespaceError::NotFound {
-                        namespace: namespace.to_owned(),
-                    })?;
-                NamespaceView::of(&meta)
-            }
-        };
+        let view = NamespaceView::of(&*self.meta(namespace).await?);
         if view.has_range() {
             return Ok(view);
         }
@@ -226,6 +215,39 @@ impl NamespaceRanges {
         waited.map_err(|_| NamespaceError::NotAnnotated {
             namespace: namespace.to_owned(),
         })
+    }
+
+    /// The namespace's metadata from the reflector, or read once when not cached yet.
+    async fn meta(&self, namespace: &str) -> Result<Arc<Meta>, NamespaceError> {
+        if let Some(meta) = self.store.get(&ObjectRef::new(namespace)) {
+            return Ok(meta);
+        }
+        self.metrics.namespace_cache_miss.inc();
+        let meta = self
+            .api
+            .get_metadata_opt(namespace)
+            .await
+            .map_err(|source| NamespaceError::Read {
+                namespace: namespace.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| NamespaceError::NotFound {
+                namespace: namespace.to_owned(),
+            })?;
+        Ok(Arc::new(meta))
+    }
+
+    /// The namespace's placement annotations, compiled (no wait: unlike a UID range, nothing
+    /// writes them after the namespace is created), and why a part was passed over.
+    pub async fn placement(
+        &self,
+        namespace: &str,
+    ) -> Result<(NamespacePolicy, Vec<String>), NamespaceError> {
+        let meta = self.meta(namespace).await?;
+        Ok(affinity_mode::policy_of(
+            meta.metadata.annotations.as_ref(),
+            &self.exclusions,
+        ))
     }
 
     /// The `namespace` strategy's IDs: the recorded block's first UID and first supplemental

@@ -16,7 +16,8 @@ fn pod(v: Value) -> Pod {
 
 /// Admits, applies the patch to the pod's JSON, and returns it; or the refusal.
 fn run(raw: &Value, ns: &SccNamespace) -> Result<Value, String> {
-    match admit_object(raw, &pod(raw.clone()), ns) {
+    let sent = crate::fitted_patch::Sent::from_value(raw);
+    match admit_sent(sent.has_metadata, &pod(raw.clone()), ns) {
         Verdict::Admit(patch) => {
             let mut doc = raw.clone();
             json_patch::patch(&mut doc, &patch.0)
@@ -305,6 +306,9 @@ fn patch_fits_objects_with_null_or_missing_parents() {
             "{name}"
         );
         let patched: Pod = serde_json::from_value(doc).expect("decodes");
+        let mut defaulted = pod(raw.clone());
+        mutate(&mut defaulted, &ns, true);
+        assert_eq!(patched, defaulted, "{name}");
         assert_eq!(
             admit(&patched, &ns),
             Verdict::Admit(json_patch::Patch(vec![])),
@@ -455,6 +459,10 @@ proptest! {
         match run(&raw, &ns) {
             Ok(doc) => {
                 let patched: Pod = serde_json::from_value(doc).expect("the patched pod decodes");
+                // The patch does to the pod as sent exactly what the typed defaulting does.
+                let mut defaulted = pod(raw.clone());
+                mutate(&mut defaulted, &ns, true);
+                prop_assert_eq!(&patched, &defaulted);
                 prop_assert_eq!(admit(&patched, &ns), Verdict::Admit(json_patch::Patch(vec![])));
             }
             Err(m) => prop_assert!(m.starts_with(PREFIX), "{}", m),

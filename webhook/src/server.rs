@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use telemetry::Readiness;
 
 use crate::admission;
+use crate::affinity_mode::{self, Placed};
 use crate::metrics::{AdmissionLabels, Metrics, Outcome, StrategyLabel, StrategyLabels};
 use crate::mutation::{self, Ids};
 use crate::namespaces::NamespaceRanges;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub exclude_namespaces: Arc<[String]>,
     /// What the webhook makes of pods.
     pub profile: Profile,
+    /// `--placement affinity`: namespaces for `/place` (which is not served without).
+    pub placement: Option<Arc<NamespaceRanges>>,
     /// The namespace read/write of one review must end within this, well inside the webhook
     /// configuration's `timeoutSeconds`: past it the pod is allowed unchanged with a warning
     /// instead of the apiserver timing the call out.
@@ -73,8 +76,11 @@ pub fn router(
     ready: Readiness,
     health: telemetry::Health,
 ) -> Router {
-    Router::new()
-        .route("/mutate", post(mutate))
+    let mut routes = Router::new().route("/mutate", post(mutate));
+    if state.placement.is_some() {
+        routes = routes.route("/place", post(place));
+    }
+    routes
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
         .merge(telemetry::ops_router(registry, ready, health))
@@ -83,8 +89,13 @@ pub fn router(
 #[tracing::instrument(skip_all, fields(uid, namespace, pod, operation))]
 async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
     let started = Instant::now();
-    let strategy = state.uids.label();
     let (outcome, response) = review(&state, &body).await;
+    record(&state, state.uids.label(), outcome, started);
+    response
+}
+
+/// Counts an admission and its duration.
+fn record(state: &AppState, strategy: StrategyLabel, outcome: Outcome, started: Instant) {
     state
         .metrics
         .admissions
@@ -95,28 +106,40 @@ async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
         .latency
         .get_or_create(&StrategyLabels { strategy })
         .observe(started.elapsed().as_secs_f64());
-    response
 }
 
-async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
+/// A pod CREATE to mutate: the request, the pod as sent and decoded. Anything else is answered
+/// at once (400 for a bad body; allowed untouched for other operations, resources, subresources
+/// and excluded namespaces; allowed with a warning for an undecodable pod).
+struct PodCreate {
+    request: admission::AdmissionRequest,
+    namespace: String,
+    sent: crate::fitted_patch::Sent,
+    pod: Pod,
+}
+
+fn pod_create(state: &AppState, body: &[u8]) -> Result<PodCreate, Box<(Outcome, Response)>> {
     let mut request = match admission::parse(body) {
         Ok(r) => r,
         Err(message) => {
             tracing::warn!(%message, "bad request");
-            return (
+            return Err(Box::new((
                 Outcome::BadRequest,
                 (StatusCode::BAD_REQUEST, message).into_response(),
-            );
+            )));
         }
     };
-    let object = request.object.take().unwrap_or(serde_json::Value::Null);
+    let object = request.object.take();
+    let text = object
+        .as_deref()
+        .map_or("null", serde_json::value::RawValue::get);
     let span = tracing::Span::current();
     span.record("uid", request.uid.as_str());
     span.record("operation", request.operation.as_str());
     let namespace = request.namespace.clone().unwrap_or_default();
     span.record("namespace", namespace.as_str());
-    let allow = |patch: Option<&json_patch::Patch>, warnings: Vec<String>| {
-        axum::Json(admission::allow(&request.uid, patch, warnings)).into_response()
+    let allow = |warnings: Vec<String>| {
+        axum::Json(admission::allow(&request.uid, None, warnings)).into_response()
     };
 
     // Only pod CREATE is ever mutated; UPDATE (and anything else the configuration may have
@@ -125,20 +148,43 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
     let subresource = request.sub_resource.as_deref().unwrap_or_default();
     let excluded = state.exclude_namespaces.contains(&namespace);
     if request.operation != "CREATE" || !is_pod || !subresource.is_empty() || excluded {
-        return (Outcome::Skipped, allow(None, Vec::new()));
+        return Err(Box::new((Outcome::Skipped, allow(Vec::new()))));
     }
 
-    // Decoded from a borrow: the restricted-v2 patch is fitted to the object as sent.
-    let pod: Pod = match serde::Deserialize::deserialize(&object) {
-        Ok(p) => p,
+    // Straight from the text into the typed pod; the patches are fitted to the object as sent.
+    match serde_json::from_str(text) {
+        Ok(pod) => Ok(PodCreate {
+            request,
+            namespace,
+            sent: crate::fitted_patch::Sent::read(text),
+            pod,
+        }),
         Err(e) => {
             let name = request.name.clone().unwrap_or_default();
             tracing::warn!(error = %e, pod = %format!("{namespace}/{name}"), "object is not a decodable Pod; allowed unchanged");
-            let warning = format!(
-                "mock-kind-webhook: pod {namespace}/{name} not decodable, no UID assigned: {e}"
-            );
-            return (Outcome::Undecodable, allow(None, vec![truncate(warning)]));
+            let warning =
+                format!("mock-kind-webhook: pod {namespace}/{name} not decodable, unchanged: {e}");
+            Err(Box::new((
+                Outcome::Undecodable,
+                allow(vec![truncate(warning)]),
+            )))
         }
+    }
+}
+
+async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
+    let PodCreate {
+        request,
+        namespace,
+        sent,
+        pod,
+    } = match pod_create(state, body) {
+        Ok(create) => create,
+        Err(answer) => return *answer,
+    };
+    let span = tracing::Span::current();
+    let allow = |patch: Option<&json_patch::Patch>, warnings: Vec<String>| {
+        axum::Json(admission::allow(&request.uid, patch, warnings)).into_response()
     };
     let pod_name = pod
         .metadata
@@ -179,7 +225,7 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
                 return (Outcome::Denied, deny(restricted_v2::NO_PROVIDER));
             }
         };
-        return match restricted_v2::admit_object(&object, &pod, &ns) {
+        return match restricted_v2::admit_sent(sent.has_metadata, &pod, &ns) {
             Verdict::Admit(patch) if patch.0.is_empty() => {
                 (Outcome::Unchanged, allow(None, Vec::new()))
             }
@@ -231,6 +277,67 @@ async fn review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
         .into_iter()
         .collect();
     (Outcome::Patched, allow(Some(&patch), warnings))
+}
+
+/// `/place` (affinity mode): the placement rules written into the pod.
+#[tracing::instrument(skip_all, fields(uid, namespace, pod, operation))]
+async fn place(State(state): State<AppState>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let (outcome, response) = placement_review(&state, &body).await;
+    record(&state, StrategyLabel::Placement, outcome, started);
+    response
+}
+
+async fn placement_review(state: &AppState, body: &[u8]) -> (Outcome, Response) {
+    let Some(namespaces) = state.placement.as_ref() else {
+        return (Outcome::Skipped, StatusCode::NOT_FOUND.into_response());
+    };
+    let create = match pod_create(state, body) {
+        Ok(create) => create,
+        Err(answer) => return *answer,
+    };
+    let uid = create.request.uid.as_str();
+    let namespace = create.namespace.as_str();
+    tracing::Span::current().record("pod", affinity_mode::pod_name(&create.pod));
+    // A namespace that cannot be read is not guessed: the refusal is retried by the pod's
+    // client or controller, as the extender's retryable error is by the scheduler.
+    let deadline = state.apiserver_deadline;
+    let (policy, warnings) =
+        match tokio::time::timeout(deadline, namespaces.placement(namespace)).await {
+            Ok(Ok((policy, warnings))) => (Some(policy), warnings),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "namespace not read for placement");
+                (None, Vec::new())
+            }
+            Err(_elapsed) => {
+                tracing::warn!(
+                    deadline_ms = deadline.as_millis(),
+                    "namespace read missed its deadline"
+                );
+                (None, Vec::new())
+            }
+        };
+    let warnings = warnings
+        .into_iter()
+        .map(|w| truncate(format!("mock-kind-webhook: namespace {namespace}: {w}")))
+        .collect();
+    match affinity_mode::place(&create.sent, &create.pod, namespace, policy.as_ref()) {
+        Placed::Patch(patch) if patch.0.is_empty() => (
+            Outcome::Unchanged,
+            axum::Json(admission::allow(uid, None, warnings)).into_response(),
+        ),
+        Placed::Patch(patch) => (
+            Outcome::Patched,
+            axum::Json(admission::allow(uid, Some(&patch), warnings)).into_response(),
+        ),
+        Placed::Refuse(message) => {
+            tracing::info!(%message, "refused");
+            (
+                Outcome::Denied,
+                axum::Json(admission::deny(uid, &message)).into_response(),
+            )
+        }
+    }
 }
 
 /// How long a review waits for the namespace controller's annotations: most of the deadline,

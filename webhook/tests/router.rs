@@ -54,6 +54,7 @@ fn app_with(
         metrics,
         exclude_namespaces: vec!["kube-system".to_owned()].into(),
         profile,
+        placement: None,
         apiserver_deadline,
     };
     (

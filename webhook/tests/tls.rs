@@ -21,6 +21,7 @@ fn files_config(dir: &Path) -> Config {
         listen: "127.0.0.1:0".parse().expect("addr"),
         strategy: Strategy::Pod,
         profile: webhook::Profile::RunAsNonRoot,
+        placement: webhook::PlacementMode::None,
         namespace: "mock-kind".into(),
         exclude_namespaces: Vec::new(),
         pod_uid_min: 1_000_000_000,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use e2e::sandbox::{Sandbox, SandboxOptions};
+use e2e::sandbox::{Placement, Sandbox, SandboxOptions};
 
 /// Starts a real control plane on 127.0.0.1 with mock-kind's extender, webhook and hollow nodes,
 /// applies a demonstration, prints a summary, and stays up until Ctrl-C.
@@ -25,6 +25,10 @@ struct Args {
     /// Seconds to wait for the demonstration to settle.
     #[arg(long, env = "MOCK_KIND_SANDBOX_TIMEOUT", default_value_t = 300)]
     timeout: u64,
+    /// Who places pods: `extender` (wired into kube-scheduler) or `affinity` (the webhook writes
+    /// the rules into pods; kube-scheduler runs stock, with no extender).
+    #[arg(long, env = "MOCK_KIND_SANDBOX_PLACEMENT", default_value = "extender", value_parser = ["extender", "affinity"])]
+    placement: String,
     /// Print the summary and exit (status 1 if it is not as expected) instead of staying up.
     #[arg(long, env = "MOCK_KIND_SANDBOX_ONCE")]
     once: bool,
@@ -40,7 +44,12 @@ async fn main() -> ExitCode {
             .and_then(|p| p.parent().map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("target/release"))
     });
+    let placement = match args.placement.as_str() {
+        "affinity" => Placement::Affinity,
+        _ => Placement::Extender,
+    };
     let opts = SandboxOptions {
+        placement,
         nodes: args.nodes,
         replicas: args.replicas,
         service_bin_dir: bin_dir,

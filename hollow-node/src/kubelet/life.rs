@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, ContainerStateTerminated, ContainerStatus, Pod};
 
 use crate::annotations::PREFIX;
+use crate::kubelet::cpu::CpuCounter;
 use crate::usage::{self, Usage};
 
 /// `mock-kind.io/logLines`: lines every container of the pod writes after each start, one per
@@ -49,6 +50,8 @@ pub struct ContainerLife {
     pub last: Option<Ended>,
     /// What it uses while it runs (`mock-kind.io/usage` or a share of its requests).
     pub usage: Usage,
+    /// Its CPU time so far while it runs with a known start ([`carry_cpu`]); `None` otherwise.
+    pub cpu: Option<CpuCounter>,
 }
 
 impl ContainerLife {
@@ -62,6 +65,8 @@ impl ContainerLife {
 pub struct PodLife {
     pub uid: String,
     pub node: u32,
+    /// `status.startTime`.
+    pub started: Option<Timestamp>,
     pub containers: Vec<ContainerLife>,
     pub script: Arc<[String]>,
     /// For label selectors of the metrics API.
@@ -71,6 +76,32 @@ pub struct PodLife {
 impl PodLife {
     pub fn container(&self, name: &str) -> Option<&ContainerLife> {
         self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// The nanocores its counted containers use now (those with a CPU counter).
+    pub fn cpu_nanocores(&self) -> u64 {
+        self.containers
+            .iter()
+            .filter_map(|c| c.cpu.as_ref())
+            .fold(0, |sum, c| sum.saturating_add(c.nanocores()))
+    }
+}
+
+/// Gives each running container of `life` its CPU counter at `now`, going on from the one it
+/// had in `prev` (the same pod as last seen): same instance and usage, the same counter; a new
+/// usage, a new segment; a new instance (restart, or another pod of the same name), from zero.
+pub fn carry_cpu(life: &mut PodLife, prev: Option<&PodLife>, now: Timestamp) {
+    for c in &mut life.containers {
+        let State::Running {
+            started: Some(started),
+        } = c.state
+        else {
+            continue;
+        };
+        let before = prev
+            .and_then(|p| p.container(&c.name))
+            .and_then(|p| p.cpu.as_ref());
+        c.cpu = Some(CpuCounter::next(before, started, c.usage.cpu_nanos, now));
     }
 }
 
@@ -90,6 +121,7 @@ fn life(c: &Container, usage: Usage, status: Option<&ContainerStatus>) -> Contai
             name: name.to_string(),
             image: image.to_string(),
             usage,
+            cpu: None,
             restarts: 0,
             ready: false,
             state: State::Waiting {
@@ -116,6 +148,7 @@ fn life(c: &Container, usage: Usage, status: Option<&ContainerStatus>) -> Contai
         name: name.to_string(),
         image: image.to_string(),
         usage,
+        cpu: None,
         restarts: s.restart_count.max(0),
         ready: s.ready,
         state,
@@ -138,13 +171,19 @@ pub fn script(value: Option<&str>) -> Arc<[String]> {
         .collect()
 }
 
-/// The life of `pod` (on node `node`) as its status tells it: every init and app container of
-/// its spec, with its status when there is one.
+/// The life of `pod` (on node `node`) as its status tells it: every init, app and ephemeral
+/// (`kubectl debug`) container of its spec, with its status when there is one.
 pub fn of(pod: &Pod, node: u32) -> PodLife {
     let status = pod.status.as_ref();
     let mut containers = Vec::new();
     let usage_spec = usage::spec_of(pod.metadata.annotations.as_ref());
     if let Some(spec) = &pod.spec {
+        let ephemeral: Vec<Container> = spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .map(crate::pod_status::as_container)
+            .collect();
         let groups = [
             (
                 spec.init_containers.as_deref().unwrap_or_default(),
@@ -153,6 +192,10 @@ pub fn of(pod: &Pod, node: u32) -> PodLife {
             (
                 spec.containers.as_slice(),
                 status.and_then(|s| s.container_statuses.as_deref()),
+            ),
+            (
+                ephemeral.as_slice(),
+                status.and_then(|s| s.ephemeral_container_statuses.as_deref()),
             ),
         ];
         for (specs, statuses) in groups {
@@ -176,6 +219,7 @@ pub fn of(pod: &Pod, node: u32) -> PodLife {
     PodLife {
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         node,
+        started: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
         containers,
         script: script(value),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
@@ -320,6 +364,89 @@ mod tests {
             0,
         );
         assert_eq!(scripted.script.as_ref(), ["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn ephemeral_containers_have_lives() {
+        let p: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+            "spec": {
+                "containers": [{"name": "app", "image": "nginx"}],
+                "ephemeralContainers": [{"name": "debugger", "image": "busybox"}],
+            },
+            "status": {"ephemeralContainerStatuses": [{"name": "debugger", "image": "busybox",
+                "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:05Z"}}}]},
+        }))
+        .expect("pod");
+        let life = of(&p, 0);
+        let debugger = life
+            .container("debugger")
+            .expect("the ephemeral container's life");
+        assert_eq!(
+            debugger.state,
+            State::Running {
+                started: Some("2026-01-01T00:00:05Z".parse().expect("ts"))
+            }
+        );
+        assert_eq!(debugger.image, "busybox");
+    }
+
+    #[test]
+    fn cpu_counters_carry_over_looks() {
+        let t = |s: &str| s.parse::<Timestamp>().expect("ts");
+        let running = |started: &str, usage: &str| {
+            let status = serde_json::json!({"containerStatuses": [
+                {"name": "app", "image": "nginx", "imageID": "", "ready": true, "restartCount": 0,
+                 "state": {"running": {"startedAt": started}}}]});
+            of(
+                &pod(status, serde_json::json!({"mock-kind.io/usage": usage})),
+                0,
+            )
+        };
+        let first = {
+            let mut l = running("2026-01-01T00:00:00Z", "cpu=1");
+            carry_cpu(&mut l, None, t("2026-01-01T00:00:00Z"));
+            l
+        };
+        type Case = (&'static str, PodLife, &'static str, Option<u64>);
+        let cases: [Case; 4] = [
+            (
+                "the same instance and usage: 1 core for 10 s",
+                running("2026-01-01T00:00:00Z", "cpu=1"),
+                "2026-01-01T00:00:05Z",
+                Some(10_000_000_000),
+            ),
+            (
+                "usage halved at 5 s: 5 + 0.5 × 5",
+                running("2026-01-01T00:00:00Z", "cpu=500m"),
+                "2026-01-01T00:00:05Z",
+                Some(7_500_000_000),
+            ),
+            (
+                "restarted at 8 s: 2 s of the new instance",
+                running("2026-01-01T00:00:08Z", "cpu=1"),
+                "2026-01-01T00:00:08Z",
+                Some(2_000_000_000),
+            ),
+            (
+                "not running: no counter",
+                of(&pod(serde_json::json!({}), serde_json::json!({})), 0),
+                "2026-01-01T00:00:05Z",
+                None,
+            ),
+        ];
+        for (name, mut life, seen, want) in cases {
+            carry_cpu(&mut life, Some(&first), t(seen));
+            let app = life.container("app").and_then(|c| c.cpu);
+            let got = app.map(|c| c.at(t("2026-01-01T00:00:10Z")));
+            assert_eq!(got, want, "{name}");
+            assert_eq!(
+                life.cpu_nanocores(),
+                app.map_or(0, |c| c.nanocores()),
+                "{name}"
+            );
+        }
     }
 
     proptest! {

@@ -24,6 +24,7 @@ fn container(state: State, restarts: i32, last: Option<Ended>, ready: bool) -> C
         state,
         last,
         usage: Default::default(),
+        cpu: None,
     }
 }
 

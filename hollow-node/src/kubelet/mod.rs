@@ -1,17 +1,23 @@
-//! The kubelet's HTTPS API for every node of this process, on one listener
-//! (`<internal-ip>:<kubelet-port>`, the address all its Nodes advertise): the path names the
-//! pod, so one server answers for all of them. `routes` (paths and the authorization they
-//! need), `auth` (client certificates, TokenReview, SubjectAccessReview), `life` (what a pod's
-//! containers did, kept from the pod watch) and `logs` (the log those lives make) are the
-//! decisions; `server` is the axum glue.
+//! The kubelet's HTTPS API for every node of this process: by default on one listener
+//! (`<internal-ip>:<kubelet-port>`, the address all its Nodes advertise), where the path names
+//! the pod, so one server answers for all of them; with `--kubelet-port-per-node` one listener
+//! per node (`endpoints`). `endpoints` (which port is which node's), `routes` (paths and the
+//! authorization they need), `auth` (client certificates, TokenReview, SubjectAccessReview),
+//! `life` (what a pod's containers did, kept from the pod watch), `logs` (the log those lives
+//! make) and `stats` (resource metrics and the stats summary) are the decisions; `server` is
+//! the axum glue.
 
 pub mod auth;
+pub mod cpu;
+pub mod decode;
+pub mod endpoints;
 pub mod life;
 pub mod logs;
 pub mod routes;
 pub(crate) mod server;
+pub mod stats;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -20,6 +26,9 @@ use k8s_openapi::api::core::v1::Pod;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
+use crate::usage;
+use cpu::CpuCounter;
+use jiff::Timestamp;
 use life::PodLife;
 
 /// Most node names the self-issued serving certificate carries besides the InternalIP (the
@@ -55,11 +64,50 @@ pub enum KubeletError {
     Tls(#[from] serving::tls::Error),
 }
 
-/// The lives of the pods on this process's nodes, by `namespace/name`.
+/// The lives of the pods on this process's nodes, by `namespace/name`, with each node's pods
+/// and CPU counter (the node's usage is its pods' plus the fixed overhead, integrated over
+/// time as the pods come, change and go).
 pub struct Lives {
     /// Only the kubelet and metrics APIs read the lives: without them the pod watch keeps none.
     kept: bool,
-    pods: Mutex<HashMap<Arc<str>, Arc<PodLife>>>,
+    /// When the nodes' CPU counters start (the process's start, their "boot").
+    boot: Timestamp,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pods: HashMap<Arc<str>, Arc<PodLife>>,
+    by_node: HashMap<u32, HashSet<Arc<str>>>,
+    node_cpu: HashMap<u32, CpuCounter>,
+}
+
+impl Inner {
+    /// Node `node`'s counter after a pod's usage went from `remove` to `add` nanocores.
+    fn shift(&mut self, boot: Timestamp, node: u32, remove: u64, add: u64, now: Timestamp) {
+        let c = self
+            .node_cpu
+            .entry(node)
+            .or_insert_with(|| CpuCounter::new(boot, usage::NODE_OVERHEAD_CPU_NANOS));
+        let rate = c.nanocores().saturating_sub(remove).saturating_add(add);
+        *c = CpuCounter::next(Some(c), boot, rate, now);
+    }
+
+    fn remove(&mut self, boot: Timestamp, key: &str, now: Timestamp) -> Option<Arc<PodLife>> {
+        let old = self.pods.remove(key)?;
+        if let Some(keys) = self.by_node.get_mut(&old.node) {
+            keys.remove(key);
+        }
+        self.shift(boot, old.node, old.cpu_nanocores(), 0, now);
+        Some(old)
+    }
+}
+
+/// One node's pods and CPU counter, as a scrape reads them.
+pub struct NodeLives {
+    pub boot: Timestamp,
+    pub cpu: CpuCounter,
+    pub pods: Vec<(Arc<str>, Arc<PodLife>)>,
 }
 
 impl Lives {
@@ -67,7 +115,8 @@ impl Lives {
     pub fn new(kept: bool) -> Self {
         Lives {
             kept,
-            pods: Mutex::default(),
+            boot: Timestamp::now(),
+            inner: Mutex::default(),
         }
     }
 
@@ -76,24 +125,53 @@ impl Lives {
         if !self.kept {
             return;
         }
-        let life = Arc::new(life::of(pod, node));
-        if let Ok(mut pods) = self.pods.lock() {
-            pods.insert(key.clone(), life);
-        }
+        let now = Timestamp::now();
+        let mut life = life::of(pod, node);
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let prev = inner.remove(self.boot, key, now);
+        life::carry_cpu(&mut life, prev.as_deref(), now);
+        inner.shift(self.boot, node, 0, life.cpu_nanocores(), now);
+        inner.by_node.entry(node).or_default().insert(key.clone());
+        inner.pods.insert(key.clone(), Arc::new(life));
     }
     pub fn forget(&self, key: &str) {
-        if let Ok(mut pods) = self.pods.lock() {
-            pods.remove(key);
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.remove(self.boot, key, Timestamp::now());
         }
     }
     pub fn get(&self, key: &str) -> Option<Arc<PodLife>> {
-        self.pods.lock().ok()?.get(key).cloned()
+        self.inner.lock().ok()?.pods.get(key).cloned()
     }
     /// Every pod's life, taken under the lock and read after it.
     pub fn all(&self) -> Vec<(Arc<str>, Arc<PodLife>)> {
-        match self.pods.lock() {
-            Ok(pods) => pods.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        match self.inner.lock() {
+            Ok(inner) => inner
+                .pods
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             Err(_) => Vec::new(),
+        }
+    }
+    /// Node `node`'s pods and CPU counter, taken under the lock.
+    pub fn node(&self, node: u32) -> NodeLives {
+        let idle = CpuCounter::new(self.boot, usage::NODE_OVERHEAD_CPU_NANOS);
+        let Ok(inner) = self.inner.lock() else {
+            return NodeLives {
+                boot: self.boot,
+                cpu: idle,
+                pods: Vec::new(),
+            };
+        };
+        let pods = inner.by_node.get(&node).into_iter().flatten();
+        NodeLives {
+            boot: self.boot,
+            cpu: inner.node_cpu.get(&node).copied().unwrap_or(idle),
+            pods: pods
+                .filter_map(|k| Some((k.clone(), inner.pods.get(k)?.clone())))
+                .collect(),
         }
     }
 }
@@ -152,14 +230,15 @@ pub fn issue(names: Vec<String>, cn: &str) -> Result<serving::tls::PemPair, Kube
     })
 }
 
-/// Binds the kubelet API's listener and serves it until `shutdown`. Binding and TLS errors
-/// come back at once, so a port in use stops the process with a clear message.
+/// Binds the kubelet API's listeners (one, or one per node) and serves them until `shutdown`.
+/// Binding and TLS errors come back at once, so a port in use stops the process with a clear
+/// message. Every listener shares the TLS configuration and the authorization caches.
 pub async fn start(
     shared: Arc<Shared>,
     addr: SocketAddr,
     client_ca: &str,
     shutdown: CancellationToken,
-) -> crate::Result<tokio::task::JoinHandle<()>> {
+) -> crate::Result<Vec<tokio::task::JoinHandle<()>>> {
     let api = &shared.config.kubelet;
     let pair = match &api.tls {
         Some(files) => serving::tls::read_files(files)
@@ -169,17 +248,29 @@ pub async fn start(
     };
     let tls =
         serving::tls::server_config_with_client_ca(&pair, client_ca).map_err(KubeletError::from)?;
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|source| crate::Error::Listen { addr, source })?;
-    let router = server::router(shared.clone());
-    Ok(spawn_tls(
-        listener,
-        router,
-        server::limits(),
-        tls,
-        shutdown,
-        "kubelet API",
-    ))
+    let mut bound = Vec::new();
+    for (port, scope) in shared.endpoints.listeners() {
+        let addr = SocketAddr::new(addr.ip(), port);
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|source| crate::Error::Listen { addr, source })?;
+        bound.push((listener, scope));
+    }
+    let api = server::api(shared.clone());
+    Ok(bound
+        .into_iter()
+        .map(|(listener, scope)| {
+            let router = server::router(api.clone(), scope);
+            let limits = server::limits();
+            spawn_tls(
+                listener,
+                router,
+                limits,
+                tls.clone(),
+                shutdown.clone(),
+                "kubelet API",
+            )
+        })
+        .collect())
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown`. Ready from the start: nothing

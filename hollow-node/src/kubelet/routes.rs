@@ -8,6 +8,10 @@ use http::Method;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Healthz,
+    /// `/metrics/resource`: the node's resource metrics (Prometheus text).
+    ResourceMetrics,
+    /// `/stats/summary`: the node's stats summary (JSON).
+    StatsSummary,
     ContainerLogs {
         namespace: String,
         pod: String,
@@ -115,6 +119,8 @@ pub fn route(path: &str) -> Route {
     };
     match segs.as_slice() {
         ["healthz"] => Route::Healthz,
+        ["metrics", "resource"] => Route::ResourceMetrics,
+        ["stats", "summary"] => Route::StatsSummary,
         ["containerLogs", ns, pod, container] => Route::ContainerLogs {
             namespace: ns.to_string(),
             pod: pod.to_string(),
@@ -203,6 +209,14 @@ mod tests {
         };
         let cases = [
             ("healthz", "/healthz", Route::Healthz),
+            (
+                "resource metrics",
+                "/metrics/resource",
+                Route::ResourceMetrics,
+            ),
+            ("stats summary", "/stats/summary/", Route::StatsSummary),
+            ("other metrics", "/metrics/cadvisor", Route::NotFound),
+            ("stats of a container", "/stats/ns/p/uid/c", Route::NotFound),
             (
                 "logs",
                 "/containerLogs/ns/p/c",

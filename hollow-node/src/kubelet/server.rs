@@ -16,19 +16,29 @@ use tokio::sync::Semaphore;
 
 use crate::Shared;
 use crate::kubelet::auth::{self, Decision, Gate};
+use crate::kubelet::endpoints::Scope;
 use crate::kubelet::life::PodLife;
 use crate::kubelet::logs::{self, Instance, LogOptions};
 use crate::kubelet::routes::{self, Action, Route};
+use crate::kubelet::stats;
 
 /// `kubectl logs -f` streams open at once; one more gets 503.
 pub const MAX_FOLLOWERS: usize = 256;
 /// How often a followed log looks for new lines (the pod watch updates the lives).
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
-struct Api {
+/// What every listener shares: one set of authorization caches and one follower budget.
+pub struct Api {
     shared: Arc<Shared>,
     gate: Gate,
     followers: Arc<Semaphore>,
+}
+
+/// One listener's state: the shared API and the node(s) it answers for.
+#[derive(Clone)]
+struct Listener {
+    api: Arc<Api>,
+    scope: Scope,
 }
 
 pub fn limits() -> serving::Limits {
@@ -43,13 +53,19 @@ pub fn limits() -> serving::Limits {
     }
 }
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    let api = Arc::new(Api {
+pub fn api(shared: Arc<Shared>) -> Arc<Api> {
+    Arc::new(Api {
         gate: Gate::new(shared.client.clone()),
         shared,
         followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
-    });
-    Router::new().fallback(handle).with_state(api)
+    })
+}
+
+/// The router of one listener, answering for `scope`.
+pub fn router(api: Arc<Api>, scope: Scope) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state(Listener { api, scope })
 }
 
 fn text(code: StatusCode, body: impl Into<String>) -> Response {
@@ -73,7 +89,7 @@ fn status(code: StatusCode, reason: &str, message: &str) -> Response {
         .into_response()
 }
 
-async fn handle(State(api): State<Arc<Api>>, req: Request) -> Response {
+async fn handle(State(Listener { api, scope }): State<Listener>, req: Request) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -85,11 +101,20 @@ async fn handle(State(api): State<Arc<Api>>, req: Request) -> Response {
         Route::ContainerLogs { namespace, pod, .. } | Route::Refused { namespace, pod, .. } => {
             Some(format!("{namespace}/{pod}"))
         }
-        Route::Healthz | Route::NotFound => None,
+        Route::Healthz | Route::ResourceMetrics | Route::StatsSummary | Route::NotFound => None,
     };
     let life = pod_key.as_deref().and_then(|k| api.shared.lives.get(k));
-    // The pod's node; requests that name no pod of ours are authorized on the first node.
-    let node_index = life.as_ref().map_or(0, |l| l.node as usize);
+    // A node's own port knows only that node's pods, as a kubelet does.
+    let life = life.filter(|l| match scope {
+        Scope::Shared => true,
+        Scope::Node(i) => l.node == i,
+    });
+    // The listener's node, else the pod's; requests that name no pod of ours on the shared
+    // port are authorized on the first node.
+    let node_index = match scope {
+        Scope::Node(i) => i as usize,
+        Scope::Shared => life.as_ref().map_or(0, |l| l.node as usize),
+    };
     let node = api
         .shared
         .nodes
@@ -115,6 +140,15 @@ async fn handle(State(api): State<Arc<Api>>, req: Request) -> Response {
     tracing::debug!(user = %user.name, %method, %path, "kubelet API request");
     match route {
         Route::Healthz => text(StatusCode::OK, "ok"),
+        Route::ResourceMetrics | Route::StatsSummary => match scope {
+            Scope::Node(i) => node_stats(&api.shared, i, node, &route, &query),
+            // The shared port serves several nodes and the path names none.
+            Scope::Shared => text(
+                StatusCode::NOT_FOUND,
+                "this port serves every node of the process and the path names no node: \
+                 start hollow-node with --kubelet-port-per-node",
+            ),
+        },
         Route::NotFound => text(StatusCode::NOT_FOUND, "404 page not found"),
         Route::Refused { action, pod, .. } => match life {
             None => text(StatusCode::NOT_FOUND, format!("pod {pod:?} does not exist")),
@@ -128,6 +162,35 @@ async fn handle(State(api): State<Arc<Api>>, req: Request) -> Response {
             container_logs(&api, &key, &pod, &container, life, node, &query, &method)
         }
     }
+}
+
+/// `/metrics/resource` or `/stats/summary` of node `i`, from one sample of its pods.
+fn node_stats(shared: &Shared, i: u32, node: &str, route: &Route, query: &str) -> Response {
+    let lives = shared.lives.node(i);
+    let now = Timestamp::now();
+    if *route == Route::ResourceMetrics {
+        // Whole milliseconds: the counters are read at the instant the timestamps say.
+        let at = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
+        let sample = stats::sample(node, lives.boot, &lives.cpu, &lives.pods, at);
+        return (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            stats::prometheus(&sample),
+        )
+            .into_response();
+    }
+    let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    let sample = stats::sample(node, lives.boot, &lives.cpu, &lives.pods, at);
+    let body = stats::summary(&sample, shared.capacity, stats::only_cpu_and_memory(query));
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn refuse(action: Action, pod: &str, node: &str) -> Response {

@@ -6,10 +6,21 @@
 //! On 1.20 the apiserver accepts them only with the EphemeralContainers feature gate (alpha,
 //! off by default); without it `spec.ephemeralContainers` stays empty and nothing here runs.
 
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerStatus, EphemeralContainer, PodSpec, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::containers::{PodId, Run, container_status};
+
+/// Ephemeral container `e` as a container: what its status and its logs need (name, image).
+pub fn as_container(e: &EphemeralContainer) -> Container {
+    Container {
+        name: e.name.clone(),
+        image: e.image.clone(),
+        ..Default::default()
+    }
+}
 
 /// The ephemeral containers' statuses for a pod in `phase`: Running while the pod runs
 /// (startedAt kept from `prev`); in any other phase the statuses already written are kept
@@ -40,11 +51,7 @@ pub fn statuses(
         ephemeral
             .iter()
             .map(|e| {
-                let c = Container {
-                    name: e.name.clone(),
-                    image: e.image.clone(),
-                    ..Default::default()
-                };
+                let c = as_container(e);
                 let mut s = container_status(id, &c, &run, now, previous(&e.name));
                 s.started = None;
                 s

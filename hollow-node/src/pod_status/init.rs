@@ -4,6 +4,9 @@
 //! `PodInitializing` until the last init container completed; kubectl shows `Init:1/2`,
 //! `Init:CrashLoopBackOff` or (Never) `Init:Error` from these statuses.
 //!
+//! Native sidecars (`restartPolicy: Always`, see `sidecars`) take their place in the sequence
+//! until they are started, then run on beside the rest.
+//!
 //! The sequence is anchored at the first start of the first init container, read back from the
 //! status we wrote, so it survives restarts of this process.
 
@@ -14,9 +17,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::containers::{Exit, Run, previous_container};
 use super::phases::{RestartPolicy, back_off_event, first_start_of, restart_at};
+use super::probes::Probes;
 use super::restarts::start_of;
+use super::sidecars::{Sidecar, is_sidecar, started_after};
 use super::status::{BuildArgs, Builder};
 use super::{MIN_REQUEUE, Outcome, PodEvent, add, pod_key, time_diff};
+use crate::annotations::Lifecycle;
 use crate::annotations::init::{InitScript, parse};
 use crate::node_status::seconds;
 
@@ -31,24 +37,45 @@ pub enum InitAt {
     Done { at: Duration },
 }
 
-/// How long init container `s` takes from its first start to its successful exit.
-fn total(s: &InitScript) -> Duration {
-    start_of(s.run, i32::try_from(s.failures).unwrap_or(i32::MAX)).saturating_add(s.run)
+/// One init container's part in the sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitPlan {
+    pub script: InitScript,
+    /// A native sidecar (`restartPolicy: Always`): the next init container starts once it is
+    /// started, and it runs on.
+    pub sidecar: bool,
+    /// For a sidecar: when it is first started, from its first start (`None`: never).
+    pub started: Option<Duration>,
 }
 
-/// Where the sequence of `scripts` is `elapsed` after its start; `restarts`: whether a failed
-/// init container is restarted (restartPolicy Always or OnFailure).
-pub fn sequence_at(scripts: &[InitScript], restarts: bool, elapsed: Duration) -> InitAt {
+impl InitPlan {
+    /// How long it holds the sequence from its first start: a sidecar until it is started, an
+    /// init container until its successful exit. `None`: for good.
+    fn holds(&self) -> Option<Duration> {
+        if self.sidecar {
+            return self.started;
+        }
+        let s = &self.script;
+        Some(start_of(s.run, i32::try_from(s.failures).unwrap_or(i32::MAX)).saturating_add(s.run))
+    }
+}
+
+/// Where the sequence of `plans` is `elapsed` after its start; `restarts`: whether a failed
+/// init container is restarted (restartPolicy Always or OnFailure; a sidecar always is).
+pub fn sequence_at(plans: &[InitPlan], restarts: bool, elapsed: Duration) -> InitAt {
     let mut since = Duration::ZERO;
-    for (index, s) in scripts.iter().enumerate() {
-        if !restarts && s.failures > 0 {
+    for (index, p) in plans.iter().enumerate() {
+        let s = &p.script;
+        if !restarts && !p.sidecar && s.failures > 0 {
             return if elapsed < since.saturating_add(s.run) {
                 InitAt::Running { index, since }
             } else {
                 InitAt::Failed { index, since }
             };
         }
-        let end = since.saturating_add(total(s));
+        let Some(end) = p.holds().map(|h| since.saturating_add(h)) else {
+            return InitAt::Running { index, since };
+        };
         if elapsed < end {
             return InitAt::Running { index, since };
         }
@@ -61,8 +88,14 @@ pub fn sequence_at(scripts: &[InitScript], restarts: bool, elapsed: Duration) ->
 pub enum Init {
     /// No init containers, or they completed before (the status says so).
     Settled,
-    /// The init containers just completed, with these runs: the containers start now.
-    Done(Vec<Run>),
+    /// The init containers completed (or, sidecars, started) at `at`, with these runs: the
+    /// containers run. `next` and `events`: the sidecars' (which run on).
+    Done {
+        runs: Vec<Run>,
+        at: jiff::Timestamp,
+        next: Option<Duration>,
+        events: Vec<PodEvent>,
+    },
     /// The pod waits for its init containers (or failed on one).
     Pending {
         runs: Vec<Run>,
@@ -98,7 +131,7 @@ fn anchor(prev: &PodStatus, first: &Container, script: &InitScript) -> Option<ji
 }
 
 /// The init containers' progress for the pod being evaluated.
-pub fn progress(b: &Builder<'_, '_>, spec: &PodSpec) -> Init {
+pub fn progress(b: &Builder<'_, '_>, spec: &PodSpec, lifecycle: &Lifecycle) -> Init {
     let inits = spec.init_containers.as_deref().unwrap_or_default();
     if inits.is_empty() || completed_before(&b.prev, inits) {
         return Init::Settled;
@@ -114,10 +147,49 @@ pub fn progress(b: &Builder<'_, '_>, spec: &PodSpec) -> Init {
             message: e.to_string(),
         })
         .collect();
+    let probes: Vec<Option<Probes>> = inits
+        .iter()
+        .map(|c| is_sidecar(c).then(|| Probes::of(c, lifecycle)))
+        .collect();
+    let plans: Vec<InitPlan> = scripts
+        .iter()
+        .zip(&probes)
+        .map(|(s, p)| InitPlan {
+            script: *s,
+            sidecar: p.is_some(),
+            started: p.as_ref().and_then(|p| started_after(s, p.started_at())),
+        })
+        .collect();
     let restarts = RestartPolicy::of(spec).restarts(false);
     let now = b.ctx.now;
     let t0 = anchor(&b.prev, &inits[0], &scripts[0]).unwrap_or(now);
-    let at = sequence_at(&scripts, restarts, time_diff(now, t0));
+    let at = sequence_at(&plans, restarts, time_diff(now, t0));
+    let ip = b
+        .ctx
+        .pod_ip
+        .map_or_else(|| b.ctx.host_ip.to_string(), |ip| ip.to_string());
+    let mut next: Option<Duration> = None;
+    let due = |next: &mut Option<Duration>, n: Duration| {
+        *next = Some(next.map_or(n, |m| m.min(n)));
+    };
+    // Sidecar `i`, first started at offset `since`, at `now`.
+    let sidecar_run =
+        |i: usize, since: Duration, events: &mut Vec<PodEvent>, next: &mut Option<Duration>| {
+            let probes = probes[i].as_ref()?;
+            let sidecar = Sidecar {
+                container: &inits[i],
+                script: scripts[i],
+                probes,
+                never_ready: lifecycle.never_ready,
+                ip: &ip,
+            };
+            let r = sidecar.run_at(add(t0, since), now);
+            if let Some(n) = r.next {
+                due(next, n);
+            }
+            events.extend(r.events);
+            Some(r.run)
+        };
     let time = |d: Duration| Time(seconds(add(t0, d)));
     // Init container `i`, started first at `since`, completed after its scripted failures.
     let completed = |s: &InitScript, since: Duration| {
@@ -153,13 +225,20 @@ pub fn progress(b: &Builder<'_, '_>, spec: &PodSpec) -> Init {
     };
     let mut runs = Vec::with_capacity(scripts.len());
     let mut start = Duration::ZERO;
-    for s in &scripts[..index] {
-        runs.push(completed(s, start));
-        start = start.saturating_add(total(s));
+    for (i, p) in plans[..index].iter().enumerate() {
+        let run = sidecar_run(i, start, &mut events, &mut next);
+        runs.push(run.unwrap_or_else(|| completed(&p.script, start)));
+        start = start.saturating_add(p.holds().unwrap_or_default());
     }
-    let mut next = None;
     match at {
-        InitAt::Done { .. } => return Init::Done(runs),
+        InitAt::Done { .. } => {
+            return Init::Done {
+                runs,
+                at: add(t0, since),
+                next,
+                events,
+            };
+        }
         InitAt::Failed { index, since } => runs.push(Run::Exited {
             exit: Exit {
                 reason: "Error",
@@ -170,14 +249,18 @@ pub fn progress(b: &Builder<'_, '_>, spec: &PodSpec) -> Init {
             restarts: 0,
             last: None,
         }),
-        InitAt::Running { index, .. } => {
-            let s = &scripts[index];
-            let r = restart_at(add(t0, since), now, s.run, ("Error", 1), false);
-            if r.backing_off {
-                events.push(back_off_event());
+        InitAt::Running { index, since } => {
+            if let Some(run) = sidecar_run(index, since, &mut events, &mut next) {
+                runs.push(run);
+            } else {
+                let s = &scripts[index];
+                let r = restart_at(add(t0, since), now, s.run, ("Error", 1), false);
+                if r.backing_off {
+                    events.push(back_off_event());
+                }
+                due(&mut next, r.next);
+                runs.push(r.run);
             }
-            next = Some(r.next);
-            runs.push(r.run);
         }
     }
     runs.resize_with(scripts.len(), waiting);
@@ -215,8 +298,12 @@ pub fn pending(
     }
 }
 
-/// When the last init container completed: from the runs just decided, else from the status.
+/// When the last init container completed (or, a sidecar, started): from the sequence just
+/// decided, else from the status.
 fn initialized_at(b: &Builder<'_, '_>) -> Option<jiff::Timestamp> {
+    if let Some(at) = b.init_done_at {
+        return Some(at);
+    }
     match b.init_runs.as_deref() {
         Some(runs) => match runs.last()? {
             Run::Exited { exit, .. } => Some(exit.finished.0),
@@ -288,9 +375,18 @@ mod tests {
     #[test]
     fn sequences() {
         let s = Duration::from_secs;
-        let script = |run, failures| InitScript {
-            run: s(run),
-            failures,
+        let script = |run, failures| InitPlan {
+            script: InitScript {
+                run: s(run),
+                failures,
+            },
+            sidecar: false,
+            started: None,
+        };
+        let sidecar = |started: Option<u64>| InitPlan {
+            script: InitScript::default(),
+            sidecar: true,
+            started: started.map(s),
         };
         let two = [script(5, 0), script(3, 2)];
         // Second container: runs at 5 (fails at 8, restarts at once), 8 (fails at 11, backs off
@@ -355,6 +451,43 @@ mod tests {
                 InitAt::Done { at: s(0) },
             ),
             ("none", &[][..], true, 0, InitAt::Done { at: s(0) }),
+            (
+                "the next starts once the sidecar started",
+                &[script(5, 0), sidecar(Some(3)), script(2, 0)][..],
+                true,
+                8,
+                InitAt::Running {
+                    index: 2,
+                    since: s(8),
+                },
+            ),
+            (
+                "a sidecar holds the next until started",
+                &[sidecar(Some(3)), script(2, 0)][..],
+                false,
+                2,
+                InitAt::Running {
+                    index: 0,
+                    since: s(0),
+                },
+            ),
+            (
+                "a sidecar never started holds it for good",
+                &[sidecar(None), script(2, 0)][..],
+                true,
+                100_000,
+                InitAt::Running {
+                    index: 0,
+                    since: s(0),
+                },
+            ),
+            (
+                "a sidecar last: done once started",
+                &[script(1, 0), sidecar(Some(0))][..],
+                false,
+                1,
+                InitAt::Done { at: s(1) },
+            ),
         ];
         for (name, scripts, restarts, elapsed, want) in cases {
             assert_eq!(sequence_at(scripts, restarts, s(elapsed)), want, "{name}");
@@ -364,14 +497,22 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn sequence_moves_forward(
-            scripts in proptest::collection::vec((0u64..100, 0u32..5), 0..4),
+            scripts in proptest::collection::vec(
+                (0u64..100, 0u32..5, proptest::option::of(proptest::option::of(0u64..100))),
+                0..4,
+            ),
             restarts: bool,
             elapsed in 0u64..5_000,
             later in 0u64..5_000,
         ) {
-            let scripts: Vec<InitScript> = scripts
+            // `Some(started)`: a sidecar.
+            let scripts: Vec<InitPlan> = scripts
                 .into_iter()
-                .map(|(run, failures)| InitScript { run: Duration::from_secs(run), failures })
+                .map(|(run, failures, sidecar)| InitPlan {
+                    script: InitScript { run: Duration::from_secs(run), failures },
+                    sidecar: sidecar.is_some(),
+                    started: sidecar.flatten().map(Duration::from_secs),
+                })
                 .collect();
             let rank = |a: InitAt| match a {
                 InitAt::Running { index, .. } => (index, 0),

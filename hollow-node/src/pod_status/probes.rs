@@ -280,6 +280,11 @@ impl Probes {
         startup.into_iter().chain(liveness).min()
     }
 
+    /// When in each run the startup probe passes (zero without one); `None`: never.
+    pub fn started_at(&self) -> Option<Duration> {
+        self.started_at
+    }
+
     /// The state at offset `t` of the run.
     pub fn at(&self, t: Duration) -> View {
         let started = self.started_at.is_some_and(|s| s <= t);

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::PodContext;
 use super::containers::{PodId, Run, container_status, previous_container};
+use super::sidecars::{self, is_sidecar};
 use crate::node_status::seconds;
 
 /// The QoS class the kubelet and apiserver compute.
@@ -115,6 +116,9 @@ pub struct Builder<'a, 'c> {
     /// The init containers' runs, when the init sequence decided them (else: all Completed
     /// once initialized, waiting PodInitializing before).
     pub init_runs: Option<Vec<Run>>,
+    /// When the init sequence was done (the last init container completed or sidecar
+    /// started), when it decided so.
+    pub init_done_at: Option<jiff::Timestamp>,
 }
 
 impl<'a, 'c> Builder<'a, 'c> {
@@ -126,6 +130,7 @@ impl<'a, 'c> Builder<'a, 'c> {
             now: Time(seconds(ctx.now)),
             id: PodId::of(pod),
             init_runs: None,
+            init_done_at: None,
         }
     }
 
@@ -181,6 +186,20 @@ fn build_status(
             container_status(id, c, run, now, previous_container(prev, &c.name, false))
         })
         .collect();
+    // A pod that ended has its sidecars stopped.
+    let stopped: Vec<Run>;
+    let init_runs = match (init_runs, spec.init_containers.as_deref()) {
+        (Some(runs), Some(inits))
+            if matches!(a.phase.as_str(), "Succeeded" | "Failed")
+                && inits.iter().any(is_sidecar) =>
+        {
+            let mut runs = runs.to_vec();
+            sidecars::stop(&mut runs, inits, now);
+            stopped = runs;
+            Some(&stopped[..])
+        }
+        _ => init_runs,
+    };
     let init_statuses: Option<Vec<ContainerStatus>> = spec
         .init_containers
         .as_ref()
@@ -199,8 +218,12 @@ fn build_status(
                             now,
                             previous_container(prev, &c.name, true),
                         );
-                        // An init container is ready once it exited 0.
-                        s.ready = matches!(run, Run::Exited { exit, .. } if exit.exit_code == 0);
+                        // An init container is ready once it exited 0; a sidecar while it runs
+                        // and passes its readiness probe.
+                        if !is_sidecar(c) {
+                            s.ready =
+                                matches!(run, Run::Exited { exit, .. } if exit.exit_code == 0);
+                        }
                         return s;
                     }
                     let run = if a.initialized {
@@ -216,17 +239,31 @@ fn build_status(
                     };
                     let mut s =
                         container_status(id, c, &run, now, previous_container(prev, &c.name, true));
-                    if a.initialized {
+                    // A completed init container is ready; a stopped sidecar is not.
+                    if a.initialized && !is_sidecar(c) {
                         s.ready = true;
                     }
                     s
                 })
                 .collect()
         });
-    let containers_ready =
-        !container_statuses.is_empty() && container_statuses.iter().all(|c| c.ready);
-    let not_ready: Vec<&str> = container_statuses
+    // The kubelet counts sidecars for readiness, named first (`GenerateContainersReadyCondition`).
+    let sidecar_statuses: Vec<&ContainerStatus> = match (&init_statuses, &spec.init_containers) {
+        (Some(statuses), Some(inits)) => statuses
+            .iter()
+            .zip(inits)
+            .filter(|(_, c)| is_sidecar(c))
+            .map(|(s, _)| s)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let containers_ready = !container_statuses.is_empty()
+        && container_statuses.iter().all(|c| c.ready)
+        && sidecar_statuses.iter().all(|c| c.ready);
+    let not_ready: Vec<&str> = sidecar_statuses
         .iter()
+        .copied()
+        .chain(container_statuses.iter())
         .filter(|c| !c.ready)
         .map(|c| c.name.as_str())
         .collect();
@@ -273,12 +310,20 @@ fn build_status(
             .clone()
             .unwrap_or("ContainersNotReady".into())
     });
-    // The kubelet names the init containers that have not exited 0.
+    // The kubelet names the init containers that have not exited 0 and the sidecars not
+    // started (`isInitContainerInitialized`).
     let incomplete: Vec<&str> = init_statuses
         .iter()
         .flatten()
-        .filter(|s| !s.ready)
-        .map(|s| s.name.as_str())
+        .zip(spec.init_containers.iter().flatten())
+        .filter(|(s, c)| {
+            if is_sidecar(c) {
+                s.started != Some(true)
+            } else {
+                !s.ready
+            }
+        })
+        .map(|(s, _)| s.name.as_str())
         .collect();
     let init_message = (!a.initialized && !incomplete.is_empty()).then(|| {
         format!(

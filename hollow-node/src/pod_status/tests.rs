@@ -7,6 +7,7 @@ use std::collections::HashSet;
 mod init_decisions;
 mod probe_decisions;
 mod restart_policy;
+mod sidecar_decisions;
 
 fn ts(s: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(s).expect("ts")
@@ -67,6 +68,34 @@ fn run(p: &Pod, now: i64, present: &HashSet<String>) -> Outcome {
 }
 
 /// Applies the outcome's status like the API would (merge of the top-level fields).
+/// The `initRun`/`initFailures` annotations of init containers `init0`, `init1`, … from their
+/// optional (run seconds, failures).
+fn init_annotations(
+    scripts: impl Iterator<Item = (Option<u64>, Option<u32>)>,
+) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::new();
+    for (i, (run, failures)) in scripts.enumerate() {
+        if let Some(r) = run {
+            annotations.insert(format!("mock-kind.io/initRun.init{i}"), format!("{r}s"));
+        }
+        if let Some(f) = failures {
+            annotations.insert(format!("mock-kind.io/initFailures.init{i}"), f.to_string());
+        }
+    }
+    annotations
+}
+
+/// One look at `p` at `now` (no objects present) in a property test: the status written
+/// applied to `p`, and returned; a requeue below the minimum fails the case.
+fn look(p: &mut Pod, now: i64) -> Result<PodStatus, proptest::test_runner::TestCaseError> {
+    let o = run(p, now, &HashSet::new());
+    if let Some(r) = o.requeue {
+        proptest::prop_assert!(r >= MIN_REQUEUE, "{r:?}");
+    }
+    *p = apply(p, &o);
+    Ok(p.status.clone().unwrap_or_default())
+}
+
 fn apply(p: &Pod, o: &Outcome) -> Pod {
     let mut p = p.clone();
     if let Some(s) = &o.status {

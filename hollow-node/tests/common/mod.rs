@@ -27,6 +27,27 @@ pub fn config(cp: &e2e::ControlPlane, prefix: &str, nodes: usize) -> hollow_node
     c
 }
 
+/// Serves the kubelet API of `config` on a free loopback port, advertised in the nodes, trusting
+/// client certificates of `cp`'s CA (the apiserver's for logs and exec); returns the port.
+pub fn serve_kubelet_api(config: &mut hollow_node::Config, cp: &e2e::ControlPlane) -> u16 {
+    let port = e2e::free_port();
+    config.template.kubelet_port = i32::from(port);
+    config.kubelet.listen = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+    config.kubelet.client_ca_file = Some(cp.ca_file());
+    port
+}
+
+/// The real kubectl with `cp`'s admin kubeconfig.
+pub async fn kubectl(cp: &e2e::ControlPlane, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new("kubectl")
+        .env("KUBECONFIG", cp.kubeconfig())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run kubectl")
+}
+
 pub async fn start(config: hollow_node::Config) -> Hollow {
     telemetry::install_crypto_provider();
     telemetry::init_logging(false);
@@ -82,6 +103,20 @@ pub fn metric(body: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Lease-lane requests so far, answered with `code` (`Ok`, `ClientError`…), summed over `verbs`.
+pub async fn lease_requests(addr: SocketAddr, verbs: &[&str], code: &str) -> f64 {
+    let (_, body) = get(addr, "/metrics").await;
+    body.lines()
+        .filter(|l| {
+            l.starts_with("hollow_node_api_requests_total{")
+                && l.contains("lane=\"Lease\"")
+                && l.contains(&format!("code=\"{code}\""))
+                && verbs.iter().any(|v| l.contains(&format!("verb=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn ready(node: &Node) -> bool {
@@ -344,4 +379,85 @@ impl HollowProcess {
             "{when}: hollow-node panicked: {panics:#?}"
         );
     }
+}
+
+/// Creates ServiceAccount `default/<name>`, bound cluster-wide to `get` on `resources` (e.g.
+/// `nodes/proxy`) when there are any; returns its token.
+pub async fn account_with(client: &kube::Client, name: &str, resources: &[&str]) -> String {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    let pp = kube::api::PostParams::default();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
+    let sa = serde_json::json!({"metadata": {"name": name}});
+    accounts
+        .create(&pp, &serde_json::from_value(sa).expect("sa"))
+        .await
+        .expect("create sa");
+    if !resources.is_empty() {
+        let role = serde_json::json!({"metadata": {"name": name}, "rules": [
+            {"apiGroups": [""], "resources": resources, "verbs": ["get"]}]});
+        let roles: Api<ClusterRole> = Api::all(client.clone());
+        roles
+            .create(&pp, &serde_json::from_value(role).expect("role"))
+            .await
+            .expect("create role");
+        let binding = serde_json::json!({"metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "namespace": "default", "name": name}]});
+        let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+        bindings
+            .create(&pp, &serde_json::from_value(binding).expect("binding"))
+            .await
+            .expect("create binding");
+    }
+    e2e::accounts::token(client, "default", name)
+        .await
+        .expect("token")
+}
+
+/// A path inside the repository.
+pub fn repo(rel: &str) -> String {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+/// A command's stdout and stderr, for failure messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Applies the CRD and waits until the apiserver serves it.
+pub async fn install_crd(cp: &e2e::ControlPlane) {
+    let crd = repo("deploy/base/crd-hollownodepools.yaml");
+    let o = kubectl(cp, &["apply", "-f", &crd]).await;
+    assert!(o.status.success(), "apply CRD: {}", output_text(&o));
+    let o = kubectl(
+        cp,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/hollownodepools.mock-kind.io",
+        ],
+    )
+    .await;
+    assert!(o.status.success(), "CRD established: {}", output_text(&o));
+}
+
+/// The apiserver alone (no scheduler, no controller-manager): enough where no controller acts.
+pub async fn apiserver_only() -> e2e::ControlPlane {
+    e2e::ControlPlane::start(e2e::Options {
+        scheduler: false,
+        controller_manager: false,
+        ..Default::default()
+    })
+    .await
+    .expect("control plane")
 }

@@ -30,6 +30,7 @@ pub fn config(cp: &e2e::ControlPlane, strategy: Strategy, clock: webhook::Clock)
         listen: "127.0.0.1:0".parse().expect("addr"),
         strategy,
         profile: webhook::Profile::RunAsNonRoot,
+        placement: webhook::PlacementMode::None,
         namespace: WEBHOOK_NS.into(),
         exclude_namespaces: vec![
             "kube-system".into(),

@@ -27,25 +27,11 @@ proptest! {
                 })
                 .collect(),
         );
-        let mut annotations = std::collections::BTreeMap::new();
-        for (i, (run, failures)) in scripts.iter().enumerate() {
-            if let Some(r) = run {
-                annotations.insert(format!("mock-kind.io/initRun.init{i}"), format!("{r}s"));
-            }
-            if let Some(f) = failures {
-                annotations.insert(format!("mock-kind.io/initFailures.init{i}"), f.to_string());
-            }
-        }
-        p.metadata.annotations = Some(annotations);
+        p.metadata.annotations = Some(init_annotations(scripts.iter().copied()));
         let mut now = 100;
         for step in looks {
             now += step;
-            let o = run(&p, now, &HashSet::new());
-            if let Some(r) = o.requeue {
-                prop_assert!(r >= MIN_REQUEUE, "{r:?}");
-            }
-            p = apply(&p, &o);
-            let st = p.status.clone().unwrap_or_default();
+            let st = look(&mut p, now)?;
             let inits = st.init_container_statuses.clone().unwrap_or_default();
             prop_assert_eq!(inits.len(), scripts.len());
             let done = |c: &k8s_openapi::api::core::v1::ContainerStatus| {

@@ -1,0 +1,295 @@
+//! `hollow-node --pool` on the real 1.20 apiserver, driven with the real kubectl: a pool of 3
+//! becomes 3 Ready Nodes with its labels, zones, taint and GPU capacity, a Lease each and a
+//! status saying so; `kubectl scale` to 1 deletes the other Nodes and their Leases; a template
+//! edit reaches the kept Node in place (same UID); an invalid edit gets Valid=False with the
+//! field named and touches no Node; `paused` lets the node-lifecycle controller mark the Node
+//! Unknown and unpausing brings the same Node back Ready; deleting the pool deletes its Nodes
+//! and Leases.
+
+mod common;
+
+use std::time::Duration;
+
+use hollow_node::pool::{HollowNodePool, POOL_LABEL};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+
+const POOL: &str = r#"
+apiVersion: mock-kind.io/v1alpha1
+kind: HollowNodePool
+metadata:
+  name: gpu
+spec:
+  replicas: 3
+  template:
+    capacity:
+      nvidia.com/gpu: 8
+    labels:
+      team: ml
+    taints:
+      - key: nvidia.com/gpu
+        effect: NoSchedule
+    zones: [zone-a, zone-b]
+"#;
+
+async fn nodes(client: &kube::Client) -> Vec<Node> {
+    let api: Api<Node> = Api::all(client.clone());
+    api.list(&ListParams::default().labels(&format!("{POOL_LABEL}=gpu")))
+        .await
+        .expect("list nodes")
+        .items
+}
+
+fn label<'a>(n: &'a Node, k: &str) -> Option<&'a str> {
+    n.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(k))
+        .map(String::as_str)
+}
+
+async fn kubectl_ok(cp: &e2e::ControlPlane, args: &[&str]) {
+    let o = common::kubectl(cp, args).await;
+    assert!(
+        o.status.success(),
+        "kubectl {args:?}: {}",
+        common::output_text(&o)
+    );
+}
+
+/// A merge patch of the pool's spec with the real kubectl.
+async fn patch_spec(cp: &e2e::ControlPlane, spec: &str) {
+    let patch = format!(r#"{{"spec":{spec}}}"#);
+    kubectl_ok(
+        cp,
+        &["patch", "hollownodepool/gpu", "--type=merge", "-p", &patch],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pool_scales_edits_and_refuses() {
+    let cp = e2e::ControlPlane::start(e2e::Options {
+        scheduler: false,
+        // The node-lifecycle controller, to see a paused pool's Nodes go NotReady.
+        node_monitor_grace_period: Some(Duration::from_secs(15)),
+        ..Default::default()
+    })
+    .await
+    .expect("control plane");
+    let client = cp.client();
+    common::install_crd(&cp).await;
+    let file = cp.dir().join("gpu-pool.yaml");
+    std::fs::write(&file, POOL).expect("write pool");
+    kubectl_ok(&cp, &["apply", "-f", &file.display().to_string()]).await;
+
+    telemetry::install_crypto_provider();
+    telemetry::init_logging(false);
+    let token = tokio_util::sync::CancellationToken::new();
+    let config = common::config(&cp, "flags-prefix-unused", 1);
+    let join = tokio::spawn(hollow_node::pool::reconcile::run(
+        config,
+        "gpu".into(),
+        token.clone(),
+    ));
+    let long = Duration::from_secs(120);
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let up = e2e::wait_for(long, "3 Ready nodes of pool gpu and their leases", || {
+        let (client, leases) = (client.clone(), leases.clone());
+        async move {
+            let ns = nodes(&client).await;
+            let mut held = 0;
+            for i in 0..3 {
+                held += usize::from(leases.get_opt(&format!("gpu-{i}")).await?.is_some());
+            }
+            Ok((ns.len() == 3 && held == 3 && ns.iter().all(common::ready)).then_some(ns))
+        }
+    })
+    .await
+    .expect("pool up");
+    let mut zones: Vec<(String, String)> = up
+        .iter()
+        .map(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            (
+                name,
+                label(n, "topology.kubernetes.io/zone")
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    zones.sort();
+    assert_eq!(
+        zones,
+        [
+            ("gpu-0".to_string(), "zone-a".to_string()),
+            ("gpu-1".to_string(), "zone-b".to_string()),
+            ("gpu-2".to_string(), "zone-a".to_string())
+        ]
+    );
+    for n in &up {
+        assert_eq!(label(n, "team"), Some("ml"));
+        let taints = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default();
+        assert!(
+            taints
+                .iter()
+                .any(|t| t.key == "nvidia.com/gpu" && t.effect == "NoSchedule"),
+            "{taints:?}"
+        );
+        let cap = n
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.clone())
+            .unwrap_or_default();
+        assert_eq!(cap.get("nvidia.com/gpu").map(|q| q.0.as_str()), Some("8"));
+    }
+    let pools: Api<HollowNodePool> = Api::all(client.clone());
+    e2e::wait_for(long, "status 3/3 Ready", || {
+        let pools = pools.clone();
+        async move {
+            let p = pools.get("gpu").await?;
+            let ok = p.status.as_ref().is_some_and(|s| {
+                s.registered_nodes == 3
+                    && s.ready_nodes == 3
+                    && s.observed_generation == p.metadata.generation
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Valid" && c.status == "True")
+            });
+            Ok(ok.then_some(()))
+        }
+    })
+    .await
+    .expect("status");
+    let uid = |ns: &[Node]| {
+        ns.iter()
+            .find(|n| n.metadata.name.as_deref() == Some("gpu-0"))
+            .and_then(|n| n.metadata.uid.clone())
+    };
+    let first_uid = uid(&up);
+    assert!(first_uid.is_some());
+
+    kubectl_ok(&cp, &["scale", "hollownodepool/gpu", "--replicas=1"]).await;
+    e2e::wait_for(
+        long,
+        "scaled down to gpu-0 without the others' leases",
+        || {
+            let (client, leases) = (client.clone(), leases.clone());
+            async move {
+                let ns = nodes(&client).await;
+                let gone = leases.get_opt("gpu-1").await?.is_none()
+                    && leases.get_opt("gpu-2").await?.is_none();
+                Ok((ns.len() == 1 && gone).then_some(()))
+            }
+        },
+    )
+    .await
+    .expect("scale down");
+
+    patch_spec(
+        &cp,
+        r#"{"template":{"labels":{"team":null,"tier":"gold"}}}"#,
+    )
+    .await;
+    let edited = e2e::wait_for(long, "gpu-0 relabelled in place", || {
+        let client = client.clone();
+        async move {
+            let ns = nodes(&client).await;
+            let ok = ns.len() == 1
+                && label(&ns[0], "tier") == Some("gold")
+                && label(&ns[0], "team").is_none();
+            Ok(ok.then_some(ns))
+        }
+    })
+    .await
+    .expect("template edit");
+    assert_eq!(
+        uid(&edited),
+        first_uid,
+        "the same Node, not registered again"
+    );
+
+    patch_spec(
+        &cp,
+        r#"{"replicas":3,"template":{"capacity":{"cpu":"four"}}}"#,
+    )
+    .await;
+    let message = e2e::wait_for(long, "Valid=False", || {
+        let pools = pools.clone();
+        async move {
+            let p = pools.get("gpu").await?;
+            let c = p.status.and_then(|s| {
+                s.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Valid" && c.status == "False")
+            });
+            Ok(c.map(|c| c.message))
+        }
+    })
+    .await
+    .expect("invalid condition");
+    assert!(
+        message.contains("spec.template.capacity[\"cpu\"]"),
+        "{message}"
+    );
+    let after = nodes(&client).await;
+    assert_eq!(after.len(), 1, "an invalid pool creates no node");
+    assert_eq!(uid(&after), first_uid);
+    assert!(
+        common::ready(&after[0]),
+        "the last valid spec keeps running"
+    );
+
+    // Paused: the set stops, nothing is deleted, the lifecycle controller sees a dead node.
+    patch_spec(
+        &cp,
+        r#"{"replicas":1,"paused":true,"template":{"capacity":{"cpu":"4"}}}"#,
+    )
+    .await;
+    let status = |ns: Vec<Node>| ns.first().map(common::ready_status);
+    e2e::wait_for(long, "paused gpu-0 Unknown", || {
+        let client = client.clone();
+        async move {
+            let ns = nodes(&client).await;
+            Ok((ns.len() == 1 && status(ns).as_deref() == Some("Unknown")).then_some(()))
+        }
+    })
+    .await
+    .expect("paused node goes NotReady");
+    patch_spec(&cp, r#"{"paused":false}"#).await;
+    let resumed = e2e::wait_for(long, "resumed gpu-0 Ready", || {
+        let client = client.clone();
+        async move {
+            let ns = nodes(&client).await;
+            Ok((ns.len() == 1 && ns.iter().all(common::ready)).then_some(ns))
+        }
+    })
+    .await
+    .expect("resumed");
+    assert_eq!(uid(&resumed), first_uid);
+
+    kubectl_ok(&cp, &["delete", "hollownodepool/gpu"]).await;
+    e2e::wait_for(long, "pool deleted: nodes and lease gone", || {
+        let (client, leases) = (client.clone(), leases.clone());
+        async move {
+            let gone = nodes(&client).await.is_empty() && leases.get_opt("gpu-0").await?.is_none();
+            Ok(gone.then_some(()))
+        }
+    })
+    .await
+    .expect("deleted");
+
+    token.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(60), join).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+}
