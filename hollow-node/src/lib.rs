@@ -15,6 +15,7 @@ pub mod kubelet;
 pub mod lease;
 pub mod metrics;
 pub mod metrics_api;
+pub mod node_lease;
 pub mod node_pressure;
 pub mod node_status;
 pub mod nodes;
@@ -182,7 +183,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         metrics.clone(),
         metrics::Lane::Main,
     )?;
-    // The renewals' budget is taken in `nodes::handle_lease`, where it counts as lateness.
+    // The renewals' budget is taken in `node_lease::handle_lease`, where it counts as lateness.
     let lease_client = client::build(kube_config, 0.0, 0, metrics.clone(), metrics::Lane::Lease)?;
     let lease_budget = client::TokenBucket::new(config.lease_qps, config.lease_burst);
     let ready = telemetry::Readiness::default();
@@ -291,7 +292,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 .observe(waited.as_secs_f64());
             async move {
                 match work {
-                    queue::Work::Lease(i) => nodes::handle_lease(&shared, i, waited).await,
+                    queue::Work::Lease(i) => node_lease::handle_lease(&shared, i, waited).await,
                     queue::Work::NodeStatus(i) => nodes::handle_status(&shared, i).await,
                     queue::Work::Pod(key) => pods::handle(&shared, key).await,
                 }
