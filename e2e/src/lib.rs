@@ -13,6 +13,7 @@ pub mod audit;
 pub mod bins;
 pub mod config;
 pub mod control_plane;
+pub mod deploy_rbac;
 pub mod error;
 pub mod fault_plan;
 pub mod fault_proxy;

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
+use crate::deploy_rbac;
 use crate::process::Component;
 use crate::wait::{free_port, http_ok, wait_for};
 use crate::{ControlPlane, Error, Options};
@@ -36,6 +37,16 @@ pub enum Placement {
     #[default]
     Extender,
     Affinity,
+}
+
+impl Placement {
+    /// The deploy/ overlay that installs this mode.
+    pub fn overlay(self) -> &'static str {
+        match self {
+            Placement::Extender => "kind",
+            Placement::Affinity => "affinity",
+        }
+    }
 }
 
 /// The taint hollow nodes carry in affinity mode (placement::affinity::HOLLOW_TAINT).
@@ -115,6 +126,8 @@ impl Sandbox {
         let cp = ControlPlane::start(Options {
             extenders,
             client_qps: 200,
+            // Shows whether deploy/'s RBAC refused any request of the services (summary).
+            audit_log: true,
             ..Options::default()
         })
         .await?;
@@ -133,7 +146,24 @@ impl Sandbox {
         let dir = self.control_plane.dir().to_path_buf();
         let bin = |name: &str| opts.service_bin_dir.join(name);
         let listen = |port: u16| format!("127.0.0.1:{port}");
-        let kc_arg = kc.display().to_string();
+        // Each service under its own ServiceAccount with deploy/'s RBAC, as an installation
+        // runs it: the demonstration then also shows that those rights are enough.
+        step(&format!(
+            "applying the RBAC of deploy/overlays/{} (each service runs as its ServiceAccount)",
+            opts.placement.overlay()
+        ));
+        let rbac = deploy_rbac::render(opts.placement.overlay())?;
+        deploy_rbac::apply(
+            &self.control_plane,
+            &deploy_rbac::of_kinds(&rbac, &deploy_rbac::RBAC_KINDS),
+        )?;
+        let kubeconfigs = deploy_rbac::kubeconfigs(&self.control_plane).await?;
+        let kc_of = |(_, sa): (&str, &str)| {
+            kubeconfigs
+                .get(sa)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| kc.display().to_string())
+        };
 
         let extender_port = self.ports["extender"];
         if opts.placement == Placement::Extender {
@@ -145,7 +175,7 @@ impl Sandbox {
                     "--listen".into(),
                     listen(extender_port),
                     "--kubeconfig".into(),
-                    kc_arg.clone(),
+                    kc_of(deploy_rbac::SCHEDULER),
                     // No Service Endpoints to leave here: stop at once on Ctrl-C.
                     "--drain-delay-seconds".into(),
                     "0".into(),
@@ -172,7 +202,7 @@ impl Sandbox {
                 "--listen".into(),
                 listen(webhook_port),
                 "--kubeconfig".into(),
-                kc_arg.clone(),
+                kc_of(deploy_rbac::WEBHOOK),
                 "--namespace".into(),
                 WEBHOOK_NS.into(),
                 "--extra-san".into(),
@@ -216,7 +246,7 @@ impl Sandbox {
                 "--listen".into(),
                 listen(hollow_port),
                 "--kubeconfig".into(),
-                kc_arg.clone(),
+                kc_of(deploy_rbac::HOLLOW_NODE),
                 "--kube-api-qps".into(),
                 "200".into(),
                 "--kube-api-burst".into(),
@@ -250,7 +280,7 @@ impl Sandbox {
                 "--listen".into(),
                 listen(real_port),
                 "--kubeconfig".into(),
-                kc_arg,
+                kc_of(deploy_rbac::HOLLOW_NODE),
             ],
             &dir,
         )?;
@@ -407,6 +437,25 @@ impl Sandbox {
             Err(e) => return Err(e),
         };
         summary.settle_seconds = started.elapsed().as_secs_f64();
+        let (ours, refused) = deploy_rbac::services_records(self.control_plane.audit_records()?);
+        summary.rbac = Some(Rbac {
+            overlay: opts.placement.overlay(),
+            requests: ours.len(),
+            refused_requests: refused.len(),
+            refused: refused
+                .iter()
+                .map(|r| {
+                    let sub = if r.subresource.is_empty() {
+                        String::new()
+                    } else {
+                        format!("/{}", r.subresource)
+                    };
+                    format!("{} {}{sub} by {}", r.verb, r.resource, r.user)
+                })
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        });
         Ok(summary)
     }
 }
@@ -557,7 +606,19 @@ pub struct Summary {
     pub hollow_pod_log: Option<(String, String)>,
     /// What `kubectl top nodes` reads: how many NodeMetrics metrics.k8s.io lists, or its error.
     pub node_metrics: Option<Result<usize, String>>,
+    /// The services' requests under deploy/'s RBAC, from the audit log: how many, and what
+    /// was refused (`verb resource by account`, each once). None until read, after settling.
+    pub rbac: Option<Rbac>,
     pub settle_seconds: f64,
+}
+
+/// What the audit log says of the services' requests.
+#[derive(Clone, Debug, Default)]
+pub struct Rbac {
+    pub overlay: &'static str,
+    pub requests: usize,
+    pub refused_requests: usize,
+    pub refused: Vec<String>,
 }
 
 impl Summary {
@@ -742,6 +803,16 @@ impl Summary {
                 self.node_metrics, self.hollow_nodes
             ),
         );
+        if let Some(rbac) = &self.rbac {
+            need(
+                rbac.refused.is_empty(),
+                format!(
+                    "deploy/overlays/{} RBAC refused {}",
+                    rbac.overlay,
+                    rbac.refused.join(", ")
+                ),
+            );
+        }
         out
     }
 }
@@ -808,6 +879,13 @@ impl fmt::Display for Summary {
         if let Some(r) = self.extender_rejections.first() {
             writeln!(f, "  why        e.g. the scheduler's event: {r}")?;
         }
+        if let Some(rbac) = &self.rbac {
+            writeln!(
+                f,
+                "  rbac       deploy/overlays/{} RBAC: {} requests of mock-kind's ServiceAccounts, {} refused",
+                rbac.overlay, rbac.requests, rbac.refused_requests
+            )?;
+        }
         writeln!(f, "  settled in {:.1}s", self.settle_seconds)?;
         let problems = self.problems();
         if problems.is_empty() {
@@ -847,6 +925,12 @@ mod tests {
                     .into(),
             )),
             node_metrics: Some(Ok(3)),
+            rbac: Some(Rbac {
+                overlay: "kind",
+                requests: 40,
+                refused_requests: 0,
+                refused: Vec::new(),
+            }),
             settle_seconds: 1.0,
         }
     }
@@ -854,7 +938,7 @@ mod tests {
     #[test]
     fn problems_name_each_broken_promise() {
         type Case = (&'static str, fn(&mut Summary), &'static str);
-        let cases: [Case; 10] = [
+        let cases: [Case; 11] = [
             (
                 "node not ready",
                 |s| s.hollow_nodes_ready = 2,
@@ -906,6 +990,16 @@ mod tests {
                 "metrics of too few nodes",
                 |s| s.node_metrics = Some(Ok(2)),
                 "kubectl top nodes",
+            ),
+            (
+                "a request refused by deploy's RBAC",
+                |s| {
+                    if let Some(r) = s.rbac.as_mut() {
+                        r.refused
+                            .push("list nodes by system:serviceaccount:mock-kind:x".into());
+                    }
+                },
+                "RBAC refused list nodes",
             ),
         ];
         assert!(good().problems().is_empty(), "{:?}", good().problems());

@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use e2e::audit::Record;
+use e2e::deploy_rbac;
 use e2e::process::Component;
 use e2e::rbac::{self, Grant};
 use e2e::{ControlPlane, Options, workspace_root};
@@ -27,7 +28,6 @@ use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "mock-kind";
@@ -67,16 +67,6 @@ fn run(cmd: &mut Command, stdin: Option<&str>) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `kubectl kustomize deploy/overlays/kind`, parsed.
-fn render() -> Vec<Value> {
-    let dir = workspace_root().join("deploy/overlays/kind");
-    let text = run(Command::new("kubectl").arg("kustomize").arg(&dir), None);
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| Value::deserialize(doc).expect("kustomize output is YAML"))
-        .filter(|v| !v.is_null())
-        .collect()
 }
 
 /// Waits for an Event of team-a that `want` picks (the hollow node's repeat takes its 20 s
@@ -219,21 +209,10 @@ async fn every_granted_permission_is_used_by_the_services_or_a_named_exception()
     // deploy/'s RBAC, namespaces and webhook configuration (the workloads are the processes
     // below). The webhook is reached at 127.0.0.1 instead of through its Service; the
     // namespace that checks Secrets gets the README's RoleBinding.
-    let mut objs: Vec<Value> = render()
-        .into_iter()
-        .filter(|o| {
-            [
-                "Namespace",
-                "ServiceAccount",
-                "ClusterRole",
-                "ClusterRoleBinding",
-                "Role",
-                "RoleBinding",
-                "MutatingWebhookConfiguration",
-            ]
-            .contains(&o["kind"].as_str().unwrap_or(""))
-        })
-        .collect();
+    let rendered = deploy_rbac::render("kind").expect("kubectl kustomize deploy/overlays/kind");
+    let mut kinds = deploy_rbac::RBAC_KINDS.to_vec();
+    kinds.push("MutatingWebhookConfiguration");
+    let mut objs: Vec<Value> = deploy_rbac::of_kinds(&rendered, &kinds);
     for o in &mut objs {
         if o["kind"] == "MutatingWebhookConfiguration" {
             for hook in o["webhooks"].as_array_mut().into_iter().flatten() {

@@ -1,5 +1,8 @@
 //! `make sandbox` in its non-interactive mode: start everything, apply the demonstration, and
 //! check the facts of its summary, in both placement modes (`make sandbox PLACEMENT=affinity`).
+//! The services run under deploy/'s RBAC (the overlay of each mode) and the apiserver's audit
+//! log must show none of their requests refused: the demonstration's half of least privilege
+//! (`least_privilege.rs` proves the other half, that every grant is used).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -52,6 +55,8 @@ fn demonstration_holds(exe: &std::path::Path, bin_dir: &std::path::Path, placeme
         "demo-plain/plain-web (namespace not spoofed): on node real-0 (a real node), Running",
         "started on hollow node hollow-",
         "metrics.k8s.io lists 20 nodes (kubectl top nodes)",
+        "RBAC: ",
+        "requests of mock-kind's ServiceAccounts, 0 refused",
         "all as expected",
     ];
     for fact in facts {

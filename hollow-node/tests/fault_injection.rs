@@ -42,11 +42,15 @@ const BLACKOUT_TAIL: Duration = Duration::from_secs(15);
 const RSS_GROWTH: f64 = 0.1;
 const RSS_SLACK_MB: f64 = 12.0;
 
-/// About 14 % of requests fail (429, 500, or reset after the apiserver acted) and 40 % of new
-/// connections are reset, at once or within 5 s (new connections are few: the client pools).
+/// About 14 % of requests fail (429, 500, or reset after the apiserver acted) and 55 % of new
+/// connections are reset, at once or within 1.5 s. New connections are few (the client pools:
+/// about 20 in this phase, numbered from about 37) and which of them meet a fault is fixed by
+/// the seed, so the shares are high enough that each fault comes early in that range (seed 13:
+/// resets at 41, 56, 62; cuts at 38, 40, 44, …). With 0.10 and 0.30 the first reset was the
+/// 56th connection and a CI run saw no cut within 90 s.
 const PHASE_1: e2e::FaultRates = e2e::FaultRates {
-    reset_on_accept: 0.10,
-    cut_live: 0.30,
+    reset_on_accept: 0.15,
+    cut_live: 0.40,
     too_many_requests: 0.05,
     server_error: 0.06,
     reset_mid_request: 0.03,
