@@ -222,6 +222,12 @@ pub struct Args {
     /// Lease renewals in flight at once, apart from --workers (0: nodes/10, 8 to 512).
     #[arg(long, env = "MOCK_KIND_LEASE_WORKERS", default_value_t = 0)]
     pub lease_workers: usize,
+    /// While Lease renewals wait for a slot (the apiserver answers them slower than they fall
+    /// due), node status and pod work keep only an eighth of their slots, so renewals come
+    /// first as a kubelet's heartbeat does; pods start later in such a storm and memory grows
+    /// (off by default: see the README's numbers).
+    #[arg(long, env = "MOCK_KIND_YIELD_TO_LEASES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub yield_to_leases: bool,
     /// Delete the nodes (and leases) on SIGTERM, after every writer has stopped.
     #[arg(long, env = "MOCK_KIND_DELETE_NODES_ON_EXIT", default_value_t = false)]
     pub delete_nodes_on_exit: bool,
@@ -361,6 +367,7 @@ impl Args {
         c.lease_qps = self.lease_api_qps;
         c.lease_burst = self.lease_api_burst;
         c.lease_workers = self.lease_workers;
+        c.yield_to_leases = self.yield_to_leases;
         c.delete_nodes_on_exit = self.delete_nodes_on_exit;
         c.secret_refs = SecretRefs::parse(&self.secret_refs, &self.secret_namespaces)?;
         c.fault_pressure =

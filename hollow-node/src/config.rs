@@ -42,6 +42,8 @@ pub struct Config {
     pub lease_qps: f64,
     pub lease_burst: u32,
     pub lease_workers: usize,
+    /// Node and pod work give up most of their slots while renewals are behind (opt-in).
+    pub yield_to_leases: bool,
     pub delete_nodes_on_exit: bool,
     /// Where the Secrets that pods reference are checked, and so what Secret access it needs.
     pub secret_refs: SecretRefs,
@@ -248,6 +250,7 @@ impl Config {
             lease_qps: 0.0,
             lease_burst: 0,
             lease_workers: 0,
+            yield_to_leases: false,
             delete_nodes_on_exit: false,
             secret_refs: SecretRefs::Off,
             kubelet: crate::kubelet::KubeletApi::default(),

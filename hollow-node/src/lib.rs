@@ -274,7 +274,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     };
     let (queue, queue_join) = queue::start(
         shared.config.workers,
-        shared.config.lease_workers,
+        queue::LeaseLane {
+            workers: shared.config.lease_workers,
+            yield_to_leases: shared.config.yield_to_leases,
+        },
         tasks.clone(),
         health.guard("queue dispatcher", tasks.clone()),
         on_panic,
