@@ -56,6 +56,7 @@ fn file_config(dir: &std::path::Path, addr: SocketAddr) -> Config {
         kubeconfig: None,
         server: bench_limits(),
         apiserver_deadline: Duration::from_secs(4),
+        uid_block_repair: Duration::ZERO,
         clock: webhook::tls::system_clock(),
     }
 }

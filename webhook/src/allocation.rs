@@ -334,6 +334,37 @@ pub fn reserve(
     out
 }
 
+/// OpenShift's repair of its allocation record: rebuilt from the blocks the namespaces hold
+/// now, so the blocks of deleted namespaces are free again. `namespaces` maps every namespace
+/// listed after the record was read to the pool block it carries. A pending reservation stays
+/// only while its namespace is listed without a block (its write may still land): one whose
+/// namespace carries a block is settled, and one whose namespace is gone was deleted (a
+/// reservation is made for a namespace that exists, before the record was read). Returns the
+/// record, the pending reservations left and how many blocks it frees compared with `before`.
+pub fn repaired(
+    before: &PoolBits,
+    namespaces: &BTreeMap<String, Option<u32>>,
+    pending: &Pending,
+) -> (PoolBits, Pending, usize) {
+    let left: Pending = pending
+        .iter()
+        .filter(|(name, _)| matches!(namespaces.get(name), Some(None)))
+        .cloned()
+        .collect();
+    let mut bits = PoolBits::default();
+    for index in namespaces
+        .values()
+        .flatten()
+        .chain(left.iter().map(|(_, i)| i))
+    {
+        bits.insert(*index);
+    }
+    let freed = (0..BLOCKS)
+        .filter(|i| before.contains(*i) && !bits.contains(*i))
+        .count();
+    (bits, left, freed)
+}
+
 #[cfg(test)]
 #[path = "allocation_tests.rs"]
 mod tests;

@@ -214,11 +214,75 @@ fn reserve_reuses_pending_blocks() {
     }
 }
 
+#[test]
+fn repair_keeps_held_and_pending_and_frees_the_rest() {
+    let mut before = PoolBits::default();
+    for i in [0, 1, 2, 5, 9, 11, 12] {
+        before.insert(i);
+    }
+    // a and b hold 0 and 5; c's write of 9 is pending; d landed 11 (its entry is settled);
+    // 12 was reserved for a namespace deleted since; 1 and 2 were deleted namespaces'; e holds
+    // 7, an exported range never recorded, which is kept.
+    let namespaces = BTreeMap::from([
+        ("a".to_owned(), Some(0)),
+        ("b".to_owned(), Some(5)),
+        ("c".to_owned(), None),
+        ("d".to_owned(), Some(11)),
+        ("e".to_owned(), Some(7)),
+    ]);
+    let pending: Pending = vec![
+        ("c".to_owned(), 9),
+        ("d".to_owned(), 11),
+        ("deleted".to_owned(), 12),
+    ];
+    let (bits, left, freed) = repaired(&before, &namespaces, &pending);
+    assert_eq!(freed, 3, "1, 2 and 12");
+    assert_eq!(left, vec![("c".to_owned(), 9)]);
+    for (i, want) in [
+        (0, true),
+        (1, false),
+        (2, false),
+        (5, true),
+        (7, true),
+        (9, true),
+        (11, true),
+        (12, false),
+    ] {
+        assert_eq!(bits.contains(i), want, "block {i}");
+    }
+    let (again, left_again, freed) = repaired(&bits, &namespaces, &left);
+    assert_eq!(
+        (again.encode(), left_again, freed),
+        (bits.encode(), left, 0),
+        "a second pass changes nothing"
+    );
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn repair_holds_exactly_the_held_and_open_pending_blocks(
+            before in proptest::collection::btree_set(0..BLOCKS, 0..40),
+            namespaces in proptest::collection::btree_map("[a-e]{1,2}", proptest::option::of(0..BLOCKS), 0..20),
+            pending in proptest::collection::vec(("[a-f]{1,2}", 0..BLOCKS), 0..10),
+        ) {
+            let mut bits = PoolBits::default();
+            for i in &before {
+                bits.insert(*i);
+            }
+            let (after, left, freed) = repaired(&bits, &namespaces, &pending);
+            prop_assert!(left.iter().all(|(n, _)| namespaces.get(n) == Some(&None)));
+            prop_assert!(left.iter().all(|e| pending.contains(e)));
+            let kept: BTreeSet<u32> = namespaces.values().flatten().copied().chain(left.iter().map(|(_, i)| *i)).collect();
+            for i in before.iter().chain(kept.iter()).chain(pending.iter().map(|(_, i)| i)) {
+                prop_assert_eq!(after.contains(*i), kept.contains(i), "block {}", i);
+            }
+            prop_assert_eq!(freed, before.difference(&kept).count());
+        }
+
         #[test]
         fn distinct_blocks_get_distinct_levels(a in 0..BLOCKS, b in 0..BLOCKS) {
             prop_assume!(a != b);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::reflector::Store;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -257,63 +257,146 @@ impl Allocator {
         .await
     }
 
+    fn api_error(&self, source: kube::Error) -> AllocatorError {
+        AllocatorError::Api {
+            namespace: self.pool_namespace.clone(),
+            source,
+        }
+    }
+
+    /// The pool record as read now: its resourceVersion, the blocks handed out, the pending
+    /// reservations.
+    async fn read_pool(
+        &self,
+    ) -> Result<(Option<String>, PoolBits, allocation::Pending), AllocatorError> {
+        let pool = self
+            .api
+            .get_metadata(&self.pool_namespace)
+            .await
+            .map_err(|e| self.api_error(e))?;
+        let recorded = pool.metadata.annotations.as_ref();
+        let bits = match recorded
+            .and_then(|a| a.get(POOL))
+            .map(|v| PoolBits::decode(v))
+        {
+            None => PoolBits::default(),
+            Some(Ok(bits)) => bits,
+            Some(Err(e)) => {
+                // Rebuilt from the namespaces: every block they hold stays used.
+                tracing::warn!(namespace = %self.pool_namespace, reason = %e, "pool record unreadable, rebuilt from the namespaces");
+                PoolBits::default()
+            }
+        };
+        let pending = recorded
+            .and_then(|a| a.get(PENDING))
+            .map(|v| allocation::decode_pending(v))
+            .unwrap_or_default();
+        Ok((pool.metadata.resource_version, bits, pending))
+    }
+
+    /// Writes the pool record on the resourceVersion it was read at: false on a conflict.
+    async fn write_pool(
+        &self,
+        resource_version: Option<String>,
+        bits: &PoolBits,
+        pending: &allocation::Pending,
+    ) -> Result<bool, AllocatorError> {
+        let body = serde_json::json!({"metadata": {
+            "resourceVersion": resource_version,
+            "annotations": {POOL: bits.encode(), PENDING: allocation::encode_pending(pending)},
+        }});
+        match self
+            .api
+            .patch_metadata(
+                &self.pool_namespace,
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                self.metrics.namespace_conflicts.inc();
+                Ok(false)
+            }
+            Err(e) => Err(self.api_error(e)),
+        }
+    }
+
     /// Reads the pool record, applies `change`, writes it back with the read resourceVersion
     /// as a precondition; on conflict, again from a fresh read.
     async fn update_pool<T>(
         &self,
         mut change: impl FnMut(&mut PoolBits, &mut allocation::Pending) -> T,
     ) -> Result<T, AllocatorError> {
-        let api_error = |source| AllocatorError::Api {
-            namespace: self.pool_namespace.clone(),
-            source,
-        };
         for _ in 0..ATTEMPTS {
-            let pool = self
-                .api
-                .get_metadata(&self.pool_namespace)
-                .await
-                .map_err(api_error)?;
-            let recorded = pool.metadata.annotations.as_ref();
-            let mut bits = match recorded
-                .and_then(|a| a.get(POOL))
-                .map(|v| PoolBits::decode(v))
-            {
-                None => PoolBits::default(),
-                Some(Ok(bits)) => bits,
-                Some(Err(e)) => {
-                    // Rebuilt from the namespaces: every block they hold stays used.
-                    tracing::warn!(namespace = %self.pool_namespace, reason = %e, "pool record unreadable, rebuilt from the namespaces");
-                    PoolBits::default()
-                }
-            };
-            let mut pending = recorded
-                .and_then(|a| a.get(PENDING))
-                .map(|v| allocation::decode_pending(v))
-                .unwrap_or_default();
+            let (rv, mut bits, mut pending) = self.read_pool().await?;
             let out = change(&mut bits, &mut pending);
-            let body = serde_json::json!({"metadata": {
-                "resourceVersion": pool.metadata.resource_version,
-                "annotations": {POOL: bits.encode(), PENDING: allocation::encode_pending(&pending)},
-            }});
-            match self
-                .api
-                .patch_metadata(
-                    &self.pool_namespace,
-                    &PatchParams::default(),
-                    &Patch::Merge(&body),
-                )
-                .await
-            {
-                Ok(_) => return Ok(out),
-                Err(kube::Error::Api(s)) if s.code == 409 => {
-                    self.metrics.namespace_conflicts.inc();
-                }
-                Err(e) => return Err(api_error(e)),
+            if self.write_pool(rv, &bits, &pending).await? {
+                return Ok(out);
             }
         }
         Err(AllocatorError::Conflicts {
             namespace: self.pool_namespace.clone(),
         })
+    }
+
+    /// OpenShift's repair pass: the record rebuilt from the blocks the namespaces hold, so
+    /// the blocks of deleted namespaces are handed out again. The namespaces are listed after
+    /// the record is read (a block whose reservation was settled before that read is on its
+    /// namespace by then) and the record is written on the read resourceVersion (a reservation
+    /// made meanwhile makes it start over). Returns how many blocks it freed.
+    pub async fn repair(&self) -> Result<usize, AllocatorError> {
+        for _ in 0..ATTEMPTS {
+            let (rv, before, pending) = self.read_pool().await?;
+            let listed = self
+                .api
+                .list_metadata(&ListParams::default())
+                .await
+                .map_err(|e| self.api_error(e))?;
+            let namespaces: std::collections::BTreeMap<String, Option<u32>> = listed
+                .items
+                .iter()
+                .filter_map(|ns| {
+                    let name = ns.metadata.name.clone()?;
+                    Some((
+                        name,
+                        allocation::used_block(ns.metadata.annotations.as_ref()),
+                    ))
+                })
+                .collect();
+            let (bits, left, freed) = allocation::repaired(&before, &namespaces, &pending);
+            if freed == 0 && left == pending {
+                return Ok(0);
+            }
+            if self.write_pool(rv, &bits, &left).await? {
+                return Ok(freed);
+            }
+        }
+        Err(AllocatorError::Conflicts {
+            namespace: self.pool_namespace.clone(),
+        })
+    }
+
+    /// [`Self::repair`] at once and then every `interval` until `shutdown`; a failed pass is
+    /// logged and tried again at the next.
+    pub async fn repair_every(&self, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            match self.repair().await {
+                Ok(0) => tracing::debug!("uid block repair: nothing to free"),
+                Ok(freed) => tracing::info!(
+                    freed,
+                    "uid block repair: blocks of deleted namespaces freed"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "uid block repair failed; tried again at the next interval")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
     }
 
     /// [`Self::write_namespace`]; the reserved block to hand back if it did not land.

@@ -129,6 +129,16 @@ pub struct Args {
         default_value_t = 5
     )]
     pub drain_delay_seconds: u64,
+    /// Seconds between passes that free the UID blocks of deleted namespaces (with
+    /// --strategy namespace), the first at start; OpenShift's controller repairs every 8 hours.
+    /// 0: never.
+    #[arg(
+        long,
+        env = "MOCK_KIND_WEBHOOK_UID_BLOCK_REPAIR_SECONDS",
+        default_value_t = 8 * 3_600,
+        value_parser = clap::value_parser!(u64).range(0..=7 * 24 * 3_600)
+    )]
+    pub uid_block_repair_seconds: u64,
     /// Requests served at once; more get 503 at once. Bodies are at most 3 MiB, so this bounds
     /// their memory (64 × 3 MiB = 192 MiB, within the 256 Mi limit).
     #[arg(
@@ -229,6 +239,7 @@ impl Args {
                 shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
             },
             apiserver_deadline: Duration::from_millis(self.apiserver_deadline_ms),
+            uid_block_repair: Duration::from_secs(self.uid_block_repair_seconds),
             clock: crate::tls::system_clock(),
         };
         config.validate()?;

@@ -84,6 +84,9 @@ pub struct Config {
     pub server: serving::Limits,
     /// How long a review may wait on the apiserver for its namespace (see `AppState`).
     pub apiserver_deadline: Duration,
+    /// How often the namespace controller frees the blocks of deleted namespaces, as
+    /// OpenShift's repair does every 8 hours (zero: never).
+    pub uid_block_repair: Duration,
     pub clock: Clock,
 }
 
@@ -186,6 +189,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 (config.strategy == Strategy::Namespace).then(|| namespaces::ControllerSettings {
                     pool_namespace: config.namespace.clone(),
                     exclude: config.exclude_namespaces.clone().into(),
+                    repair_interval: config.uid_block_repair,
                 });
             let ranges = namespaces::NamespaceRanges::start(
                 client.clone(),

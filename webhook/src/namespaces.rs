@@ -87,6 +87,8 @@ impl NamespaceView {
 pub struct ControllerSettings {
     pub pool_namespace: String,
     pub exclude: Arc<[String]>,
+    /// How often the pool record is rebuilt from the namespaces (zero: never).
+    pub repair_interval: std::time::Duration,
 }
 
 pub struct NamespaceRanges {
@@ -133,6 +135,12 @@ impl NamespaceRanges {
             health.spawn_critical("namespace controller", shutdown.clone(), async move {
                 run.run(rx, stop).await;
             });
+            if !c.repair_interval.is_zero() {
+                let (repair, stop) = (allocator.clone(), shutdown.clone());
+                health.spawn_critical("uid block repair", shutdown.clone(), async move {
+                    repair.repair_every(c.repair_interval, stop).await;
+                });
+            }
             (allocator, tx)
         });
         let notify = changed.clone();

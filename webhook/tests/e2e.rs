@@ -259,6 +259,34 @@ async fn bootstrap_renews_expired_and_expiring_certificates() {
     );
 }
 
+/// A replica of the namespace controller (with its namespace reflector), as `--strategy
+/// namespace` runs it, repairing every `repair_interval` (zero: never).
+fn namespace_controller(
+    client: &kube::Client,
+    stop: &tokio_util::sync::CancellationToken,
+    repair_interval: Duration,
+) -> Arc<webhook::namespaces::NamespaceRanges> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(webhook::metrics::Metrics::register(&mut registry));
+    let exclude: Arc<[String]> = vec![
+        "kube-system".to_owned(),
+        "kube-node-lease".to_owned(),
+        WEBHOOK_NS.to_owned(),
+    ]
+    .into();
+    webhook::namespaces::NamespaceRanges::start(
+        client.clone(),
+        metrics,
+        &telemetry::Health::default(),
+        stop.clone(),
+        Some(webhook::namespaces::ControllerSettings {
+            pool_namespace: WEBHOOK_NS.into(),
+            exclude,
+            repair_interval,
+        }),
+    )
+}
+
 /// 1,000 namespaces created at once, three controller replicas racing: 1,000 distinct blocks,
 /// each with the MCS level OpenShift derives from it; a namespace created with its own range
 /// keeps it and that block is never handed out again.
@@ -276,28 +304,9 @@ async fn thousand_namespaces_get_distinct_blocks() {
         .await
         .expect("create exported");
 
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(webhook::metrics::Metrics::register(&mut registry));
     let stop = tokio_util::sync::CancellationToken::new();
-    let exclude: Arc<[String]> = vec![
-        "kube-system".to_owned(),
-        "kube-node-lease".to_owned(),
-        WEBHOOK_NS.to_owned(),
-    ]
-    .into();
     let replicas: Vec<_> = (0..3)
-        .map(|_| {
-            webhook::namespaces::NamespaceRanges::start(
-                client.clone(),
-                metrics.clone(),
-                &telemetry::Health::default(),
-                stop.clone(),
-                Some(webhook::namespaces::ControllerSettings {
-                    pool_namespace: WEBHOOK_NS.into(),
-                    exclude: exclude.clone(),
-                }),
-            )
-        })
+        .map(|_| namespace_controller(&client, &stop, Duration::ZERO))
         .collect();
     for r in &replicas {
         r.wait_until_ready().await;
@@ -410,4 +419,66 @@ async fn thousand_namespaces_get_distinct_blocks() {
         (highest as usize) < 2 * (N + 10),
         "blocks not taken lowest first: highest {highest}"
     );
+}
+
+/// A deleted namespace's block is handed out again after a repair pass (OpenShift's controller
+/// repairs every 8 hours, this one every second): the next new namespace gets it as the lowest
+/// free block. Without the repair it would get the block after `keep-c`'s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_namespaces_block_is_handed_out_again_after_repair() {
+    // The controller-manager's namespace controller finishes the deletion.
+    let cp = control_plane(true).await;
+    let client = cp.client();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ranges = namespace_controller(&client, &stop, Duration::from_secs(1));
+    ranges.wait_until_ready().await;
+    let api: Api<Namespace> = Api::all(client.clone());
+    let range_of = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            e2e::wait_for(
+                Duration::from_secs(60),
+                &format!("namespace {name} annotated"),
+                || {
+                    let api = api.clone();
+                    async move {
+                        Ok(api
+                            .get(name)
+                            .await?
+                            .metadata
+                            .annotations
+                            .and_then(|a| a.get(UID_RANGE).cloned()))
+                    }
+                },
+            )
+            .await
+            .expect("uid-range")
+        }
+    };
+    for name in ["keep-a", "gone-b", "keep-c"] {
+        create_namespace(&client, name).await;
+    }
+    let a = range_of("keep-a").await;
+    let b = range_of("gone-b").await;
+    let c = range_of("keep-c").await;
+    assert!(a != b && b != c && a != c, "{a} {b} {c}");
+
+    api.delete("gone-b", &DeleteParams::default())
+        .await
+        .expect("delete gone-b");
+    e2e::wait_for(Duration::from_secs(90), "namespace gone-b deleted", || {
+        let api = api.clone();
+        async move { Ok(api.get_opt("gone-b").await?.is_none().then_some(())) }
+    })
+    .await
+    .expect("gone-b deleted");
+    // A repair pass runs every second; give it two.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    create_namespace(&client, "new-d").await;
+    assert_eq!(
+        range_of("new-d").await,
+        b,
+        "the block of the deleted namespace, the lowest free one"
+    );
+    stop.cancel();
 }

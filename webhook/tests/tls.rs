@@ -38,6 +38,7 @@ fn files_config(dir: &Path) -> Config {
             ..webhook::cli::default_limits()
         },
         apiserver_deadline: Duration::from_secs(4),
+        uid_block_repair: Duration::ZERO,
         clock: webhook::tls::system_clock(),
     }
 }

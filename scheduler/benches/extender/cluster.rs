@@ -91,6 +91,7 @@ fn webhook_config(cp: &e2e::ControlPlane, port: u16) -> webhook::Config {
             ..webhook::cli::default_limits()
         },
         apiserver_deadline: Duration::from_secs(4),
+        uid_block_repair: Duration::ZERO,
         clock: webhook::tls::system_clock(),
     }
 }

@@ -180,6 +180,7 @@ pub fn cluster_config(kubeconfig: &Path, profile: Profile, addr: SocketAddr) -> 
         kubeconfig: Some(kubeconfig.to_path_buf()),
         server: bench_limits(),
         apiserver_deadline: Duration::from_secs(4),
+        uid_block_repair: Duration::ZERO,
         clock: webhook::tls::system_clock(),
     }
 }

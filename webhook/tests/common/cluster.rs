@@ -54,6 +54,7 @@ pub fn config(cp: &e2e::ControlPlane, strategy: Strategy, clock: webhook::Clock)
             ..webhook::cli::default_limits()
         },
         apiserver_deadline: Duration::from_secs(4),
+        uid_block_repair: Duration::ZERO,
         clock,
     }
 }
