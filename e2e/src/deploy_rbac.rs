@@ -4,7 +4,6 @@
 //! exactly the rights an installation gives it. Shared by the least-privilege test and
 //! `make sandbox`, whose demonstration must hold under those rights too.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -95,16 +94,29 @@ pub fn apply(cp: &ControlPlane, objs: &[Value]) -> Result<(), Error> {
     .map(|_| ())
 }
 
-/// A kubeconfig per service of [`SERVICES`] (keyed by ServiceAccount name) that
-/// authenticates with its token.
-pub async fn kubeconfigs(cp: &ControlPlane) -> Result<BTreeMap<&'static str, PathBuf>, Error> {
+/// A kubeconfig per service that authenticates with its ServiceAccount's token.
+#[derive(Clone, Debug)]
+pub struct Kubeconfigs {
+    pub scheduler: PathBuf,
+    pub webhook: PathBuf,
+    pub hollow_node: PathBuf,
+}
+
+/// [`Kubeconfigs`] for the accounts of [`SERVICES`], once their tokens exist.
+pub async fn kubeconfigs(cp: &ControlPlane) -> Result<Kubeconfigs, Error> {
     let client = cp.client();
-    let mut out = BTreeMap::new();
-    for (ns, sa) in SERVICES {
-        let token = crate::accounts::token(&client, ns, sa).await?;
-        out.insert(sa, crate::accounts::kubeconfig(cp, sa, &token)?);
-    }
-    Ok(out)
+    let of = |(ns, sa): (&'static str, &'static str)| {
+        let client = client.clone();
+        async move {
+            let token = crate::accounts::token(&client, ns, sa).await?;
+            crate::accounts::kubeconfig(cp, sa, &token)
+        }
+    };
+    Ok(Kubeconfigs {
+        scheduler: of(SCHEDULER).await?,
+        webhook: of(WEBHOOK).await?,
+        hollow_node: of(HOLLOW_NODE).await?,
+    })
 }
 
 /// The records of the services' accounts, and of those the ones the RBAC refused (403).

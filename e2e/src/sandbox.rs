@@ -142,7 +142,6 @@ impl Sandbox {
 
     async fn start_services(&mut self, opts: &SandboxOptions) -> Result<(), Error> {
         let client = self.control_plane.client();
-        let kc = self.control_plane.kubeconfig();
         let dir = self.control_plane.dir().to_path_buf();
         let bin = |name: &str| opts.service_bin_dir.join(name);
         let listen = |port: u16| format!("127.0.0.1:{port}");
@@ -158,12 +157,7 @@ impl Sandbox {
             &deploy_rbac::of_kinds(&rbac, &deploy_rbac::RBAC_KINDS),
         )?;
         let kubeconfigs = deploy_rbac::kubeconfigs(&self.control_plane).await?;
-        let kc_of = |(_, sa): (&str, &str)| {
-            kubeconfigs
-                .get(sa)
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| kc.display().to_string())
-        };
+        let as_account = |path: &Path| path.display().to_string();
 
         let extender_port = self.ports["extender"];
         if opts.placement == Placement::Extender {
@@ -175,7 +169,7 @@ impl Sandbox {
                     "--listen".into(),
                     listen(extender_port),
                     "--kubeconfig".into(),
-                    kc_of(deploy_rbac::SCHEDULER),
+                    as_account(&kubeconfigs.scheduler),
                     // No Service Endpoints to leave here: stop at once on Ctrl-C.
                     "--drain-delay-seconds".into(),
                     "0".into(),
@@ -202,7 +196,7 @@ impl Sandbox {
                 "--listen".into(),
                 listen(webhook_port),
                 "--kubeconfig".into(),
-                kc_of(deploy_rbac::WEBHOOK),
+                as_account(&kubeconfigs.webhook),
                 "--namespace".into(),
                 WEBHOOK_NS.into(),
                 "--extra-san".into(),
@@ -246,7 +240,7 @@ impl Sandbox {
                 "--listen".into(),
                 listen(hollow_port),
                 "--kubeconfig".into(),
-                kc_of(deploy_rbac::HOLLOW_NODE),
+                as_account(&kubeconfigs.hollow_node),
                 "--kube-api-qps".into(),
                 "200".into(),
                 "--kube-api-burst".into(),
@@ -280,7 +274,7 @@ impl Sandbox {
                 "--listen".into(),
                 listen(real_port),
                 "--kubeconfig".into(),
-                kc_of(deploy_rbac::HOLLOW_NODE),
+                as_account(&kubeconfigs.hollow_node),
             ],
             &dir,
         )?;

@@ -57,16 +57,7 @@ const EXCEPTIONS: &[(&str, &str)] = &[];
 // Processes and manifests.
 
 fn run(cmd: &mut Command, stdin: Option<&str>) -> String {
-    let what = format!("{cmd:?}");
-    let out = e2e::process::run_with_input(cmd, stdin).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    deploy_rbac::kubectl(cmd, stdin).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Waits for an Event of team-a that `want` picks (the hollow node's repeat takes its 20 s
