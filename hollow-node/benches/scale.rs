@@ -204,7 +204,6 @@ fn watch_leases(client: &kube::Client, prefix: &str) -> (Renewals, tokio::task::
     (renewals, join)
 }
 
-/// How far the oldest Lease is past its renew time now, in seconds (negative: none is late).
 /// "name cores, …" between two CPU readings `seconds` apart.
 fn core_shares(before: &[(&str, f64)], after: &[(&str, f64)], seconds: f64) -> String {
     before
@@ -215,6 +214,7 @@ fn core_shares(before: &[(&str, f64)], after: &[(&str, f64)], seconds: f64) -> S
         .join(", ")
 }
 
+/// How far the oldest Lease is past its renew time now, in seconds (negative: none is late).
 fn oldest_lateness(renewals: &Renewals) -> f64 {
     let now = jiff::Timestamp::now();
     renewals

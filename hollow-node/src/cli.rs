@@ -175,10 +175,15 @@ pub struct Args {
     /// How often each Lease is renewed (±4 % jitter; first renewals spread over one interval).
     #[arg(long, env = "MOCK_KIND_LEASE_RENEW_INTERVAL", default_value = "10s", value_parser = duration)]
     pub lease_renew_interval: Duration,
-    /// How Lease renewals are written: `protobuf` (a PUT as the kubelet sends it, far cheaper
-    /// for the apiserver) or `json` (a merge patch).
+    /// How Lease renewals are written: `protobuf` (a PUT as the kubelet sends it, about a
+    /// seventh cheaper for the apiserver) or `json` (a merge patch).
     #[arg(long, env = "MOCK_KIND_LEASE_ENCODING", value_enum, default_value_t = crate::lease::LeaseEncoding::Protobuf)]
     pub lease_encoding: crate::lease::LeaseEncoding,
+    /// How renewals reach the apiserver: `http2` (when the apiserver offers it; renewals are
+    /// streams on a connection per 200 lease workers) or `http1` (a connection per renewal in
+    /// flight).
+    #[arg(long, env = "MOCK_KIND_LEASE_TRANSPORT", value_enum, default_value_t = crate::client::LeaseTransport::Http2)]
+    pub lease_transport: crate::client::LeaseTransport,
     /// NodeStatus is written on change, else this often.
     #[arg(long, env = "MOCK_KIND_NODE_STATUS_REFRESH", default_value = "5m", value_parser = duration)]
     pub node_status_refresh: Duration,
@@ -364,6 +369,7 @@ impl Args {
         c.burst = self.kube_api_burst;
         c.workers = self.workers;
         c.lease_encoding = self.lease_encoding;
+        c.lease_transport = self.lease_transport;
         c.lease_qps = self.lease_api_qps;
         c.lease_burst = self.lease_api_burst;
         c.lease_workers = self.lease_workers;

@@ -1,8 +1,8 @@
 //! The Kubernetes clients: kube's default stack plus one tower layer that rate-limits requests
 //! with a token bucket (kube's client has none), counts them for `/metrics`, and hands a
-//! server's `Retry-After` on to the caller. Lease renewals get a client of their own (its own
-//! connection pool; kube 5 speaks HTTP/1.1 only, so a lane of its own means connections of its
-//! own) so that a storm of pod writes never queues a renewal behind it.
+//! server's `Retry-After` on to the caller. Lease renewals get clients of their own (their own
+//! connections) so that a storm of pod writes never queues a renewal behind it; kube 5 speaks
+//! HTTP/1.1 only, so theirs are built here over a connector that offers HTTP/2 as well.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -261,6 +261,79 @@ pub async fn config(kubeconfig: Option<&std::path::Path>) -> Result<kube::Config
     Ok(config)
 }
 
+/// How the Lease lane reaches the apiserver (`--lease-transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LeaseTransport {
+    /// HTTP/2 when the apiserver offers it (ALPN), as a kubelet's Go client speaks to it:
+    /// renewals in flight are streams on a few connections. HTTP/1.1 where it is not offered.
+    #[default]
+    Http2,
+    /// HTTP/1.1 only, kube's own client: one connection per renewal in flight.
+    Http1,
+}
+
+/// Streams one HTTP/2 connection is given: under the 250 a Go server (the apiserver's default
+/// `--http2-max-streams-per-connection`) allows, so none waits for a stream of its own.
+pub const STREAMS_PER_CONNECTION: usize = 200;
+
+/// How many clients the Lease lane needs for `slots` renewals in flight: a hyper client keeps
+/// one HTTP/2 connection to a host, so one client per [`STREAMS_PER_CONNECTION`] slots; an
+/// HTTP/1.1 client opens a connection per request in flight by itself.
+pub fn lease_connections(transport: LeaseTransport, slots: usize) -> usize {
+    match transport {
+        LeaseTransport::Http1 => 1,
+        LeaseTransport::Http2 => slots.div_ceil(STREAMS_PER_CONNECTION).max(1),
+    }
+}
+
+/// The Lease lane's clients (see [`lease_connections`]), without a rate limit of their own
+/// (the lane's budget is taken before a renewal, where its wait counts as lateness).
+pub fn build_lease(
+    config: kube::Config,
+    transport: LeaseTransport,
+    slots: usize,
+    metrics: Metrics,
+) -> Result<Vec<kube::Client>, crate::Error> {
+    (0..lease_connections(transport, slots))
+        .map(|_| match transport {
+            LeaseTransport::Http1 => build(config.clone(), 0.0, 0, metrics.clone(), Lane::Lease),
+            LeaseTransport::Http2 => http2(&config, metrics.clone()),
+        })
+        .collect()
+}
+
+/// kube's client stack (base URI, authentication, impersonation headers) over a hyper client
+/// whose TLS offers h2 as well as http/1.1: kube 5 builds its connector for HTTP/1.1 only.
+fn http2(config: &kube::Config, metrics: Metrics) -> Result<kube::Client, crate::Error> {
+    use kube::client::ConfigExt;
+    let tls = config.rustls_client_config().map_err(crate::Error::Kube)?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let builder = match &config.tls_server_name {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| crate::Error::Kubeconfig(format!("tls-server-name {name}: {e}")))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let https = builder.enable_all_versions().wrap_connector(http);
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, kube::client::Body>(https);
+    let service = tower::ServiceBuilder::new()
+        .layer(ApiLayer::new(0.0, 0, metrics, Lane::Lease))
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer().map_err(crate::Error::Kube)?)
+        .layer(config.extra_headers_layer().map_err(crate::Error::Kube)?)
+        // One error type under the optional auth layer, whose own is boxed.
+        .map_err(BoxError::from)
+        .service(hyper);
+    Ok(kube::Client::new(service, config.default_namespace.clone()))
+}
+
 /// A client of its own (a new connection pool) over `config`, limited to `qps`/`burst`
 /// (0: no limit) and counted under `lane`.
 pub fn build(
@@ -359,6 +432,22 @@ mod tests {
         assert!(carries_retry_after(StatusCode::TOO_MANY_REQUESTS));
         assert!(carries_retry_after(StatusCode::SERVICE_UNAVAILABLE));
         assert!(!carries_retry_after(StatusCode::CONFLICT));
+    }
+
+    #[test]
+    fn lease_connection_counts() {
+        use LeaseTransport::{Http1, Http2};
+        let cases = [
+            ("http/1.1 pools by itself", Http1, 1000, 1),
+            ("one slot, one connection", Http2, 1, 1),
+            ("no slots still a client", Http2, 0, 1),
+            ("a full connection", Http2, STREAMS_PER_CONNECTION, 1),
+            ("one stream over", Http2, STREAMS_PER_CONNECTION + 1, 2),
+            ("1,000 slots at 5,000 nodes", Http2, 1000, 5),
+        ];
+        for (name, transport, slots, want) in cases {
+            assert_eq!(lease_connections(transport, slots), want, "{name}");
+        }
     }
 
     #[test]

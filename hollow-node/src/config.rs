@@ -38,6 +38,7 @@ pub struct Config {
     pub burst: u32,
     pub workers: usize,
     pub lease_encoding: crate::lease::LeaseEncoding,
+    pub lease_transport: crate::client::LeaseTransport,
     /// The Lease lane's own request budget and slots (its own client, never shared).
     pub lease_qps: f64,
     pub lease_burst: u32,
@@ -247,6 +248,7 @@ impl Config {
             burst: 0,
             workers: 0,
             lease_encoding: crate::lease::LeaseEncoding::default(),
+            lease_transport: crate::client::LeaseTransport::default(),
             lease_qps: 0.0,
             lease_burst: 0,
             lease_workers: 0,
@@ -359,8 +361,12 @@ impl Config {
         }
         if self.lease_workers == 0 {
             // Renewals in flight at once: nodes/interval renewals a second (500 at 5,000 nodes)
-            // at up to a second of apiserver latency in a storm.
-            self.lease_workers = (self.nodes / 10).clamp(8, 512);
+            // at up to two seconds of apiserver latency in a storm. With a second's worth (512
+            // slots at 5,000 nodes) renewals waited 2.8 s on average for a slot in the
+            // 10,000-pod storm while the apiserver answered them in 0.7 s: a saturated
+            // apiserver shares itself among the requests in flight, so a renewal waiting in our
+            // queue gets none of it.
+            self.lease_workers = (self.nodes / 5).clamp(8, 1024);
         }
         if self.burst == 0 {
             // At most 2 × MAX_QPS: far inside u32.
@@ -464,8 +470,14 @@ mod tests {
             .expect("valid");
             assert_eq!(c.workers, want, "{nodes} nodes, --workers {workers}");
         }
-        // The Lease lane: twice the renewal rate, a quarter of the nodes as burst.
-        for (nodes, qps, burst, workers) in [(100, 30.0, 25, 10), (5000, 1010.0, 1250, 500)] {
+        // The Lease lane: twice the renewal rate, a quarter of the nodes as burst, a slot per
+        // five nodes from 8 to 1,024.
+        for (nodes, qps, burst, workers) in [
+            (10, 12.0, 10, 8),
+            (100, 30.0, 25, 20),
+            (5000, 1010.0, 1250, 1000),
+            (20000, 4010.0, 5000, 1024),
+        ] {
             let c = Config::new("hn", nodes).validate().expect("valid");
             assert_eq!(
                 (c.lease_qps, c.lease_burst, c.lease_workers),

@@ -58,6 +58,15 @@ impl LeaseTiming {
         self.renew_interval.mul_f64(spread)
     }
 
+    /// Delay until the next renewal after one whose renewTime was stamped `since_stamp` ago
+    /// has landed: the next renewTime falls one (jittered) interval after the last one, not
+    /// after its answer, so a slow apiserver's answer time is not added to every Lease's age
+    /// (renewals take 0.7 s on average, 5-10 s at the p99, in the 5,000-node storm). At once
+    /// when the answer came later than that.
+    pub fn next_delay_after(&self, since_stamp: Duration, sample: f64) -> Duration {
+        self.next_delay(sample).saturating_sub(since_stamp)
+    }
+
     /// Delay after `failures` failed renewals in a row, `since_success` after the last good
     /// one: backoff from [`MIN_RETRY`] up to one renew interval, at least the server's
     /// `retry_after`, but no later than the lease's expiry while that is still ahead (the
@@ -103,6 +112,16 @@ mod tests {
             ("renewed, high jitter", t.next_delay(1.0), ms(10400)),
             ("renewed, NaN sample", t.next_delay(f64::NAN), s(10)),
             (
+                "a slow answer does not push the next renewal back",
+                t.next_delay_after(ms(2500), 0.5),
+                ms(7500),
+            ),
+            (
+                "an answer later than an interval: renewed at once",
+                t.next_delay_after(s(12), 1.0),
+                s(0),
+            ),
+            (
                 "first failure retries within a second",
                 t.retry_delay(1, s(10), None, 1.0),
                 s(1),
@@ -146,6 +165,21 @@ mod tests {
         for (name, got, want) in cases {
             let diff = got.abs_diff(*want);
             assert!(diff < ms(1), "{name}: got {got:?}, want {want:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the answer time and sample, the next renewal is due one jittered
+        /// interval after the last one was stamped, or at once when that has passed.
+        #[test]
+        fn next_renewal_never_later_than_an_interval_after_the_stamp(
+            since_ms in 0u64..=u64::from(u32::MAX),
+            sample in proptest::num::f64::ANY,
+        ) {
+            let t = LeaseTiming::default();
+            let since = Duration::from_millis(since_ms);
+            let next = t.next_delay_after(since, sample);
+            proptest::prop_assert_eq!(since + next, since.max(t.next_delay(sample)));
         }
     }
 

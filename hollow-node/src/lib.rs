@@ -106,8 +106,9 @@ const CREATES_DRAIN: Duration = Duration::from_secs(15);
 pub struct Shared {
     pub config: Config,
     pub client: kube::Client,
-    /// Lease renewals only: its own connections, and `lease_budget` instead of `client`'s.
-    pub lease_client: kube::Client,
+    /// Lease renewals only: their own connections (see `client::build_lease`), and
+    /// `lease_budget` instead of `client`'s.
+    pub lease_clients: Vec<kube::Client>,
     pub lease_budget: client::TokenBucket,
     /// Every Node and Lease create passes here; shutdown closes it.
     pub creates: gate::CreateGate,
@@ -184,7 +185,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         metrics::Lane::Main,
     )?;
     // The renewals' budget is taken in `node_lease::handle_lease`, where it counts as lateness.
-    let lease_client = client::build(kube_config, 0.0, 0, metrics.clone(), metrics::Lane::Lease)?;
+    let lease_clients = client::build_lease(
+        kube_config,
+        config.lease_transport,
+        config.lease_workers,
+        metrics.clone(),
+    )?;
     let lease_budget = client::TokenBucket::new(config.lease_qps, config.lease_burst);
     let ready = telemetry::Readiness::default();
     let health = telemetry::Health::default();
@@ -224,7 +230,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     );
     let shared = Arc::new(Shared {
         client,
-        lease_client,
+        lease_clients,
         lease_budget,
         creates: gate::CreateGate::default(),
         metrics,

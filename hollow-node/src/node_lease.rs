@@ -74,6 +74,7 @@ pub(crate) async fn ensure_lease(
 /// node keeps patching (see `NodeState::lease_shared`).
 async fn renew(shared: &Shared, idx: usize) -> Result<(), kube::Error> {
     let slot = &shared.nodes[idx];
+    let client = &shared.lease_clients[idx % shared.lease_clients.len().max(1)];
     let timing = shared.config.lease;
     let (rv, uid) = slot
         .state
@@ -102,7 +103,7 @@ async fn renew(shared: &Shared, idx: usize) -> Result<(), kube::Error> {
             duration_secs: i32::try_from(timing.duration.as_secs()).unwrap_or(i32::MAX),
             renew_time: (now.as_second(), now.subsec_nanosecond()),
         };
-        match put_protobuf(&shared.lease_client, &slot.name, proto::encode(&renewal)).await {
+        match put_protobuf(client, &slot.name, proto::encode(&renewal)).await {
             Ok(answer) => {
                 // Landed; an answer we cannot read only costs the next renewal a patch.
                 keep(proto::resource_version(&answer).ok());
@@ -117,7 +118,7 @@ async fn renew(shared: &Shared, idx: usize) -> Result<(), kube::Error> {
             Err(e) => return Err(e),
         }
     }
-    let api: Api<Lease> = Api::namespaced(shared.lease_client.clone(), LEASE_NAMESPACE);
+    let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let patch = json!({"spec": {
         "holderIdentity": slot.name,
         "leaseDurationSeconds": timing.duration.as_secs(),
@@ -193,6 +194,7 @@ pub async fn handle_lease(shared: &Shared, i: u32, waited: Duration) {
     shared.lease_budget.acquire().await;
     shared.metrics.lease_late(waited + taken.elapsed());
     // A renewal that has not landed within an interval is stale: the next one replaces it.
+    let stamped = Instant::now();
     let res = tokio::time::timeout(timing.renew_interval, renew(shared, idx)).await;
     let failure = match res {
         Ok(Ok(_)) => None,
@@ -211,6 +213,12 @@ pub async fn handle_lease(shared: &Shared, i: u32, waited: Duration) {
             Some(retry::classify(&e))
         }
         Err(_) => {
+            // The abandoned PUT may still land: the next renewal patches (and learns the
+            // resourceVersion again) rather than PUT on a version that may be gone, whose 409
+            // would make this node patch for good.
+            if let Ok(mut st) = slot.state.lock() {
+                st.lease_rv = None;
+            }
             tracing::warn!(node = %slot.name, timeout = ?timing.renew_interval, "lease renewal timed out");
             Some(retry::Failure::Transient { retry_after: None })
         }
@@ -224,7 +232,7 @@ pub async fn handle_lease(shared: &Shared, i: u32, waited: Duration) {
             None => {
                 st.last_lease_ok = Instant::now();
                 st.lease_failures = 0;
-                timing.next_delay(rand::random())
+                timing.next_delay_after(stamped.elapsed(), rand::random())
             }
             Some(f) => {
                 st.lease_failures = st.lease_failures.saturating_add(1);

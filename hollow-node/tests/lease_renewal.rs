@@ -133,3 +133,32 @@ async fn renewals_are_protobuf_puts_and_survive_a_conflict() {
     .expect("renewing again");
     hollow.stop().await;
 }
+
+/// The Lease lane's clients as `hollow_node::run` builds them, against the real apiserver: with
+/// `--lease-transport http2` (the default) the answer comes over HTTP/2, as a kubelet's does,
+/// and 1,000 lease workers share 5 connections; with `http1` over HTTP/1.1.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lease_lane_speaks_http2_where_the_apiserver_offers_it() {
+    use hollow_node::client::{LeaseTransport, build_lease};
+    let cp = apiserver_only().await;
+    telemetry::install_crypto_provider();
+    let kube_config = hollow_node::client::config(Some(&cp.kubeconfig()))
+        .await
+        .expect("kubeconfig");
+    for (transport, slots, clients, version) in [
+        (LeaseTransport::Http2, 1000, 5, http::Version::HTTP_2),
+        (LeaseTransport::Http1, 1000, 1, http::Version::HTTP_11),
+    ] {
+        let metrics = hollow_node::metrics::Metrics::new(&mut Default::default());
+        let lane = build_lease(kube_config.clone(), transport, slots, metrics).expect("clients");
+        assert_eq!(lane.len(), clients, "{transport:?}");
+        for client in &lane {
+            let request = http::Request::get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases")
+                .body(kube::client::Body::empty())
+                .expect("request");
+            let answer = client.send(request).await.expect("answer");
+            assert!(answer.status().is_success(), "{transport:?}: {}", answer.status());
+            assert_eq!(answer.version(), version, "{transport:?}");
+        }
+    }
+}

@@ -3,13 +3,15 @@
 //! status saying so; `kubectl scale` to 1 deletes the other Nodes and their Leases; a template
 //! edit reaches the kept Node in place (same UID); an invalid edit gets Valid=False with the
 //! field named and touches no Node; `paused` lets the node-lifecycle controller mark the Node
-//! Unknown and unpausing brings the same Node back Ready; deleting the pool deletes its Nodes
-//! and Leases.
+//! Unknown and unpausing brings the same Node back Ready; a running pool holds a finalizer, so
+//! a pool deleted while no process runs it stays, with its Node, until a process runs it again
+//! and deletes its Nodes and Leases first.
 
 mod common;
 
 use std::time::Duration;
 
+use hollow_node::pool::finalizer::FINALIZER;
 use hollow_node::pool::{HollowNodePool, POOL_LABEL};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -277,12 +279,32 @@ async fn pool_scales_edits_and_refuses() {
     .await
     .expect("resumed");
     assert_eq!(uid(&resumed), first_uid);
+    let held = pools.get("gpu").await.expect("pool").metadata.finalizers;
+    assert_eq!(held, Some(vec![FINALIZER.to_string()]), "a running pool holds the finalizer");
 
-    kubectl_ok(&cp, &["delete", "hollownodepool/gpu"]).await;
-    e2e::wait_for(long, "pool deleted: nodes and lease gone", || {
-        let (client, leases) = (client.clone(), leases.clone());
+    // Deleted while no process runs it: the finalizer keeps the pool, and its Node, until a
+    // process runs the pool again and deletes the Nodes and Leases first.
+    token.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(60), join).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    kubectl_ok(&cp, &["delete", "hollownodepool/gpu", "--wait=false"]).await;
+    let deleting = pools.get("gpu").await.expect("held by the finalizer");
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    assert_eq!(nodes(&client).await.len(), 1, "nothing deletes the Node yet");
+    assert!(leases.get_opt("gpu-0").await.expect("lease").is_some());
+
+    let token = tokio_util::sync::CancellationToken::new();
+    let join = tokio::spawn(hollow_node::pool::reconcile::run(
+        common::config(&cp, "flags-prefix-unused", 1),
+        "gpu".into(),
+        token.clone(),
+    ));
+    e2e::wait_for(long, "pool deleted: nodes, lease and pool gone", || {
+        let (client, leases, pools) = (client.clone(), leases.clone(), pools.clone());
         async move {
-            let gone = nodes(&client).await.is_empty() && leases.get_opt("gpu-0").await?.is_none();
+            let gone = nodes(&client).await.is_empty()
+                && leases.get_opt("gpu-0").await?.is_none()
+                && pools.get_opt("gpu").await?.is_none();
             Ok(gone.then_some(()))
         }
     })

@@ -1,6 +1,7 @@
 //! `HollowNodePool`: node shapes declared as a cluster-scoped resource. `spec` holds the types,
 //! `validate` what a pool must satisfy, `plan` the Nodes a valid pool stands for; all pure.
 
+pub mod finalizer;
 pub mod manifests;
 pub mod mirror;
 pub mod names;

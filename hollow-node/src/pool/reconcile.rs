@@ -4,7 +4,8 @@
 //! surplus with their Leases) and starts it again on a Config built from the pool; the kept
 //! Nodes are adopted, not registered again. An invalid spec only gets a condition: the last
 //! valid one keeps running. `paused` stops it without deleting: heartbeats stop as on a
-//! powered-off machine. Status (counts, conditions) is written every few seconds.
+//! powered-off machine. Status (counts, conditions) is written every few seconds. The pool holds
+//! a finalizer while it runs, so a deleted pool's Nodes and Leases go before it does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::finalizer::{Finalizer, finalizer};
 use super::plan::NodePlan;
 use super::spec::{HollowNodePool, POOL_LABEL, PoolStatus};
 use super::status::{Counts, Phase, status, surplus};
@@ -114,6 +116,20 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
             }
         }
         let Some(pool) = &current else { continue };
+        if pool.metadata.deletion_timestamp.is_some() {
+            // Deleted, held by our finalizer: the set stops before its Nodes go, so nothing
+            // renews or re-registers one behind the deletion.
+            if let Some(r) = running.take() {
+                r.stop().await;
+            }
+            if let Err(e) = finish_deletion(&client, pool).await {
+                tracing::warn!(pool = %name, error = %e, "deleting the pool's nodes; retrying");
+            }
+            continue;
+        }
+        if let Err(e) = write_finalizers(&client, pool, false).await {
+            tracing::warn!(pool = %name, error = %e, "adding the pool's finalizer; retrying");
+        }
         let generation = pool.metadata.generation;
         let checked = validate(&name, &pool.spec);
         let phase = match &checked {
@@ -157,6 +173,42 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
         r.stop().await;
     }
     Ok(())
+}
+
+/// Deletes the deleted pool's Nodes and Leases, and once none is left, removes the finalizer
+/// so the apiserver can let the pool go.
+async fn finish_deletion(client: &kube::Client, pool: &HollowNodePool) -> Result<()> {
+    let failed = delete_nodes(client, pool.name(), &BTreeSet::new()).await;
+    let left = failed > 0 || !pool_nodes(client, pool.name()).await?.is_empty();
+    write_finalizers(client, pool, left).await
+}
+
+/// Writes the finalizers `finalizer::finalizer` decides for `pool` (deleting when it has a
+/// deletionTimestamp; `nodes_left` when some of its Nodes or Leases could not be deleted), on
+/// the pool's resourceVersion so a concurrent edit of the list is never overwritten.
+async fn write_finalizers(
+    client: &kube::Client,
+    pool: &HollowNodePool,
+    nodes_left: bool,
+) -> Result<()> {
+    let existing = pool.metadata.finalizers.clone().unwrap_or_default();
+    let deleting = pool.metadata.deletion_timestamp.is_some();
+    let Finalizer::Write(next) = finalizer(&existing, deleting, nodes_left) else {
+        return Ok(());
+    };
+    let name = pool.name();
+    let patch = json!({"metadata": {
+        "finalizers": next,
+        "resourceVersion": pool.metadata.resource_version,
+    }});
+    let api: Api<HollowNodePool> = Api::all(client.clone());
+    match api.patch(name, &patch_params(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile (ours was not the last finalizer), or edited: the watch brings
+        // the pool as it is now, and the next pass decides again.
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(api_err(format!("patch finalizers of hollownodepool/{name}"))(e)),
+    }
 }
 
 fn ready(node: &Node) -> bool {
@@ -350,16 +402,17 @@ async fn update(client: &kube::Client, node: &NodePlan, existing: &Node) -> Resu
     Ok(())
 }
 
-/// Deletes the pool's Nodes not in `keep`, and their Leases; failures are logged (the next
-/// generation or a restart tries again).
-async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTreeSet<String>) {
+/// Deletes the pool's Nodes not in `keep`, and their Leases; failures are logged and counted
+/// (the next generation, pass or restart tries again).
+async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTreeSet<String>) -> usize {
     let nodes = match pool_nodes(client, pool).await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(%pool, error = %e, "listing the pool's nodes to delete");
-            return;
+            return 1;
         }
     };
+    let failed = std::sync::atomic::AtomicUsize::new(0);
     let names: Vec<&str> = nodes
         .iter()
         .filter_map(|n| n.metadata.name.as_deref())
@@ -369,7 +422,7 @@ async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTreeSet<String>
     let lease_api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     futures::stream::iter(gone)
         .for_each_concurrent(WRITES_IN_FLIGHT, |n| {
-            let (node_api, lease_api) = (node_api.clone(), lease_api.clone());
+            let (node_api, lease_api, failed) = (node_api.clone(), lease_api.clone(), &failed);
             async move {
                 for (what, r) in [
                     (
@@ -390,12 +443,14 @@ async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTreeSet<String>
                     if let Err(e) = r
                         && !is_not_found(&e)
                     {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(%pool, node = %n, error = %e, "deleting the {what}");
                     }
                 }
             }
         })
         .await;
+    failed.into_inner()
 }
 
 #[cfg(test)]
