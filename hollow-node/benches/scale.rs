@@ -16,6 +16,10 @@
 //! hollow-node's --workers (0: its automatic count); BENCH_DUMP=<file> writes the per-pod ramp
 //! timeline as CSV.
 //!
+//! BENCH_CONTROL_PLANE_NICE=<n> (root only) gives etcd's and kube-apiserver's threads nice n
+//! before the pods are created: an experiment on what the apiserver's share of the machine does
+//! to the Lease lane, not a setting the README's figures use unless they say so.
+//!
 //! Lease margin: a watch on kube-node-lease follows every node's renewTime, and once a second
 //! the bench notes how far the oldest Lease is past its renew time (renewTime + the 10 s
 //! interval), from when the Deployments are created until every pod is Ready: the max and p99
@@ -24,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,21 +44,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[path = "common/scrape.rs"]
 mod scrape;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Kills the child on drop (also on panic).
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "common/process.rs"]
+mod process;
+use process::{Proc, env_usize};
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
@@ -224,6 +216,24 @@ fn oldest_lateness(renewals: &Renewals) -> f64 {
         .map_or(f64::NAN, |oldest| {
             now.duration_since(oldest).as_secs_f64() - RENEW_INTERVAL
         })
+}
+
+/// Gives every thread of `pid` the nice value `nice` with renice(1) (Linux nice is per thread);
+/// how many took it.
+fn renice(pid: u32, nice: i32) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok()?.file_name().into_string().ok())
+        .filter(|tid| {
+            Command::new("renice")
+                .args(["-n", &nice.to_string(), "-p", tid])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .count()
 }
 
 #[derive(Default)]
@@ -424,6 +434,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     });
+
+    // An experiment, not a default: the control plane's storage ahead of everything else in the
+    // machine's scheduler, to see what the Lease lane does when the apiserver is not starved.
+    if let Ok(nice) = std::env::var("BENCH_CONTROL_PLANE_NICE")
+        && let Ok(nice) = nice.parse::<i32>()
+    {
+        for name in ["etcd", "kube-apiserver"] {
+            let threads = cp.pid(name).map_or(0, |pid| renice(pid, nice));
+            println!("{name}: {threads} threads at nice {nice}");
+        }
+    }
 
     // The pods: ten Deployments so the ReplicaSet controller works in parallel.
     let deployments = 10.min(pods.max(1));

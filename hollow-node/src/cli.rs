@@ -179,10 +179,10 @@ pub struct Args {
     /// seventh cheaper for the apiserver) or `json` (a merge patch).
     #[arg(long, env = "MOCK_KIND_LEASE_ENCODING", value_enum, default_value_t = crate::lease::LeaseEncoding::Protobuf)]
     pub lease_encoding: crate::lease::LeaseEncoding,
-    /// How renewals reach the apiserver: `http2` (when the apiserver offers it; renewals are
-    /// streams on a connection per 200 lease workers) or `http1` (a connection per renewal in
-    /// flight).
-    #[arg(long, env = "MOCK_KIND_LEASE_TRANSPORT", value_enum, default_value_t = crate::client::LeaseTransport::Http2)]
+    /// How renewals reach the apiserver: `http1` (a connection per renewal in flight) or
+    /// `http2` (when the apiserver offers it; renewals are streams on a connection per 200
+    /// lease workers: far less memory, but later renewals on a saturated apiserver).
+    #[arg(long, env = "MOCK_KIND_LEASE_TRANSPORT", value_enum, default_value_t = crate::client::LeaseTransport::Http1)]
     pub lease_transport: crate::client::LeaseTransport,
     /// NodeStatus is written on change, else this often.
     #[arg(long, env = "MOCK_KIND_NODE_STATUS_REFRESH", default_value = "5m", value_parser = duration)]

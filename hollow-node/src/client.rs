@@ -264,12 +264,15 @@ pub async fn config(kubeconfig: Option<&std::path::Path>) -> Result<kube::Config
 /// How the Lease lane reaches the apiserver (`--lease-transport`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LeaseTransport {
-    /// HTTP/2 when the apiserver offers it (ALPN), as a kubelet's Go client speaks to it:
-    /// renewals in flight are streams on a few connections. HTTP/1.1 where it is not offered.
+    /// HTTP/1.1 only, kube's own client: one connection per renewal in flight. The default:
+    /// in the 5,000-node storm on two cores renewals were later over HTTP/2 (hollow-node
+    /// README, numbers).
     #[default]
-    Http2,
-    /// HTTP/1.1 only, kube's own client: one connection per renewal in flight.
     Http1,
+    /// HTTP/2 when the apiserver offers it (ALPN), as a kubelet's Go client speaks to it:
+    /// renewals in flight are streams on a few connections (far less memory). HTTP/1.1 where
+    /// it is not offered.
+    Http2,
 }
 
 /// Streams one HTTP/2 connection is given: under the 250 a Go server (the apiserver's default

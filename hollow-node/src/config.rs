@@ -361,12 +361,10 @@ impl Config {
         }
         if self.lease_workers == 0 {
             // Renewals in flight at once: nodes/interval renewals a second (500 at 5,000 nodes)
-            // at up to two seconds of apiserver latency in a storm. With a second's worth (512
-            // slots at 5,000 nodes) renewals waited 2.8 s on average for a slot in the
-            // 10,000-pod storm while the apiserver answered them in 0.7 s: a saturated
-            // apiserver shares itself among the requests in flight, so a renewal waiting in our
-            // queue gets none of it.
-            self.lease_workers = (self.nodes / 5).clamp(8, 1024);
+            // at up to a second of apiserver latency in a storm. Twice that (1,000 at 5,000
+            // nodes) gave 13.3 and 44.4 s of Lease lateness in two storms against 19.2 s, and
+            // 40-60 MB more memory: not worth it (hollow-node README, numbers).
+            self.lease_workers = (self.nodes / 10).clamp(8, 512);
         }
         if self.burst == 0 {
             // At most 2 × MAX_QPS: far inside u32.
@@ -471,12 +469,12 @@ mod tests {
             assert_eq!(c.workers, want, "{nodes} nodes, --workers {workers}");
         }
         // The Lease lane: twice the renewal rate, a quarter of the nodes as burst, a slot per
-        // five nodes from 8 to 1,024.
+        // ten nodes from 8 to 512.
         for (nodes, qps, burst, workers) in [
             (10, 12.0, 10, 8),
-            (100, 30.0, 25, 20),
-            (5000, 1010.0, 1250, 1000),
-            (20000, 4010.0, 5000, 1024),
+            (100, 30.0, 25, 10),
+            (5000, 1010.0, 1250, 500),
+            (20000, 4010.0, 5000, 512),
         ] {
             let c = Config::new("hn", nodes).validate().expect("valid");
             assert_eq!(

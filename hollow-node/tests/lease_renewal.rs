@@ -153,11 +153,17 @@ async fn the_lease_lane_speaks_http2_where_the_apiserver_offers_it() {
         let lane = build_lease(kube_config.clone(), transport, slots, metrics).expect("clients");
         assert_eq!(lane.len(), clients, "{transport:?}");
         for client in &lane {
-            let request = http::Request::get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases")
-                .body(kube::client::Body::empty())
-                .expect("request");
+            let request = http::Request::get(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+            )
+            .body(kube::client::Body::empty())
+            .expect("request");
             let answer = client.send(request).await.expect("answer");
-            assert!(answer.status().is_success(), "{transport:?}: {}", answer.status());
+            assert!(
+                answer.status().is_success(),
+                "{transport:?}: {}",
+                answer.status()
+            );
             assert_eq!(answer.version(), version, "{transport:?}");
         }
     }

@@ -280,7 +280,11 @@ async fn pool_scales_edits_and_refuses() {
     .expect("resumed");
     assert_eq!(uid(&resumed), first_uid);
     let held = pools.get("gpu").await.expect("pool").metadata.finalizers;
-    assert_eq!(held, Some(vec![FINALIZER.to_string()]), "a running pool holds the finalizer");
+    assert_eq!(
+        held,
+        Some(vec![FINALIZER.to_string()]),
+        "a running pool holds the finalizer"
+    );
 
     // Deleted while no process runs it: the finalizer keeps the pool, and its Node, until a
     // process runs the pool again and deletes the Nodes and Leases first.
@@ -290,7 +294,11 @@ async fn pool_scales_edits_and_refuses() {
     kubectl_ok(&cp, &["delete", "hollownodepool/gpu", "--wait=false"]).await;
     let deleting = pools.get("gpu").await.expect("held by the finalizer");
     assert!(deleting.metadata.deletion_timestamp.is_some());
-    assert_eq!(nodes(&client).await.len(), 1, "nothing deletes the Node yet");
+    assert_eq!(
+        nodes(&client).await.len(),
+        1,
+        "nothing deletes the Node yet"
+    );
     assert!(leases.get_opt("gpu-0").await.expect("lease").is_some());
 
     let token = tokio_util::sync::CancellationToken::new();

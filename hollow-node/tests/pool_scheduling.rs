@@ -61,8 +61,16 @@ async fn the_scheduler_honours_a_pools_taints_and_capacity() {
         .expect("control plane");
     let client = cp.client();
     common::install_crd(&cp).await;
-    let o = common::kubectl(&cp, &["apply", "-f", &common::repo("deploy/pools/gpu.yaml")]).await;
-    assert!(o.status.success(), "apply pool: {}", common::output_text(&o));
+    let o = common::kubectl(
+        &cp,
+        &["apply", "-f", &common::repo("deploy/pools/gpu.yaml")],
+    )
+    .await;
+    assert!(
+        o.status.success(),
+        "apply pool: {}",
+        common::output_text(&o)
+    );
 
     telemetry::install_crypto_provider();
     telemetry::init_logging(false);
@@ -77,17 +85,18 @@ async fn the_scheduler_honours_a_pools_taints_and_capacity() {
     let file = cp.dir().join("pods.yaml");
     std::fs::write(&file, PODS).expect("write pods");
     let o = common::kubectl(&cp, &["apply", "-f", &file.display().to_string()]).await;
-    assert!(o.status.success(), "apply pods: {}", common::output_text(&o));
+    assert!(
+        o.status.success(),
+        "apply pods: {}",
+        common::output_text(&o)
+    );
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let trains = common::wait_pod(&pods, "trains", "Running and Ready", |p| {
         common::phase(p) == "Running" && common::pod_ready(p)
     })
     .await;
-    let node = trains
-        .spec
-        .and_then(|s| s.node_name)
-        .unwrap_or_default();
+    let node = trains.spec.and_then(|s| s.node_name).unwrap_or_default();
     assert!(node.starts_with("gpu-"), "bound to a pool node: {node}");
 
     let refused = common::wait_pod(&pods, "no-toleration", "unschedulable", |p| {

@@ -49,7 +49,13 @@ mod tests {
     #[test]
     fn finalizer_table() {
         let cases: [(&str, &[&str], bool, bool, Finalizer); 7] = [
-            ("live pool gets it", &[], false, false, Finalizer::Write(list(&[FINALIZER]))),
+            (
+                "live pool gets it",
+                &[],
+                false,
+                false,
+                Finalizer::Write(list(&[FINALIZER])),
+            ),
             (
                 "others' kept, ours appended",
                 &["example.com/x"],
@@ -57,8 +63,20 @@ mod tests {
                 true,
                 Finalizer::Write(list(&["example.com/x", FINALIZER])),
             ),
-            ("live pool holding it", &[FINALIZER], false, true, Finalizer::Keep),
-            ("deleted, nodes left: held", &[FINALIZER], true, true, Finalizer::Keep),
+            (
+                "live pool holding it",
+                &[FINALIZER],
+                false,
+                true,
+                Finalizer::Keep,
+            ),
+            (
+                "deleted, nodes left: held",
+                &[FINALIZER],
+                true,
+                true,
+                Finalizer::Keep,
+            ),
             (
                 "deleted, nothing left: removed, others kept",
                 &["a/b", FINALIZER, "c/d"],
@@ -66,8 +84,20 @@ mod tests {
                 false,
                 Finalizer::Write(list(&["a/b", "c/d"])),
             ),
-            ("deleted without ours: never added", &["a/b"], true, true, Finalizer::Keep),
-            ("deleted without ours, empty", &[], true, false, Finalizer::Keep),
+            (
+                "deleted without ours: never added",
+                &["a/b"],
+                true,
+                true,
+                Finalizer::Keep,
+            ),
+            (
+                "deleted without ours, empty",
+                &[],
+                true,
+                false,
+                Finalizer::Keep,
+            ),
         ];
         for (name, existing, deleting, left, want) in cases {
             assert_eq!(finalizer(&list(existing), deleting, left), want, "{name}");

@@ -202,12 +202,17 @@ async fn write_finalizers(
         "resourceVersion": pool.metadata.resource_version,
     }});
     let api: Api<HollowNodePool> = Api::all(client.clone());
-    match api.patch(name, &patch_params(), &Patch::Merge(&patch)).await {
+    match api
+        .patch(name, &patch_params(), &Patch::Merge(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         // Deleted meanwhile (ours was not the last finalizer), or edited: the watch brings
         // the pool as it is now, and the next pass decides again.
         Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(api_err(format!("patch finalizers of hollownodepool/{name}"))(e)),
+        Err(e) => Err(api_err(format!(
+            "patch finalizers of hollownodepool/{name}"
+        ))(e)),
     }
 }
 
