@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use e2e::procfs::rss_mb;
@@ -23,24 +23,17 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-#[path = "common/process.rs"]
-mod process;
-use process::{Proc, env_usize};
+#[path = "common/env.rs"]
+mod env;
+use e2e::process::Component;
+use env::env_usize;
 
-impl Proc {
-    /// SIGTERM, then waits up to 60 s for the exit (the process deletes what it must first).
-    async fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+/// How long a stopping hollow-node may take before it is killed (it deletes its Nodes first).
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
+/// SIGTERM, then SIGKILL after [`STOP_GRACE`]; the wait blocks this worker thread only.
+fn stop(mut hollow: Component) {
+    tokio::task::block_in_place(|| hollow.terminate(STOP_GRACE));
 }
 
 fn node_ready(n: &Node) -> bool {
@@ -118,17 +111,6 @@ async fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> Result<(), Stri
     }
 }
 
-fn spawn(args: Vec<String>) -> Result<Proc, String> {
-    Command::new(env!("CARGO_BIN_EXE_hollow-node"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(Proc)
-        .map_err(|e| format!("spawn hollow-node: {e}"))
-}
-
 #[derive(Debug, Default, Clone, Copy)]
 struct Side {
     ready_secs: f64,
@@ -145,6 +127,13 @@ struct Bench {
 }
 
 impl Bench {
+    /// The release hollow-node with `args`, its output in the control plane's directory.
+    fn spawn(&self, side: &str, args: Vec<String>) -> Result<Component, String> {
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_hollow-node"));
+        let log = self.cp.dir().join(format!("hollow-node-{side}.log"));
+        Component::spawn(side, bin, &args, &log).map_err(|e| e.to_string())
+    }
+
     fn common_args(&self) -> Vec<String> {
         vec![
             format!("--kubeconfig={}", self.cp.kubeconfig().display()),
@@ -168,7 +157,7 @@ impl Bench {
             "--delete-nodes-on-exit".into(),
         ]);
         let start = Instant::now();
-        let proc = spawn(args)?;
+        let hollow = self.spawn("flags", args)?;
         let n = self.nodes;
         let ready = until(
             &mut rx,
@@ -179,8 +168,8 @@ impl Bench {
         )
         .await?;
         tokio::time::sleep(self.settle).await;
-        let rss = rss_mb(proc.0.id());
-        proc.stop().await;
+        let rss = rss_mb(hollow.pid());
+        stop(hollow);
         until(
             &mut rx,
             Instant::now(),
@@ -210,14 +199,14 @@ impl Bench {
         let mut args = self.common_args();
         args.push("--pool=bench".into());
         let start = Instant::now();
-        let proc = spawn(args)?;
+        let hollow = self.spawn("pool", args)?;
         let n = self.nodes;
         let ready = until(&mut rx, start, self.timeout, "pool: all Ready", |(_, r)| {
             r >= n
         })
         .await?;
         tokio::time::sleep(self.settle).await;
-        let rss = rss_mb(proc.0.id());
+        let rss = rss_mb(hollow.pid());
         let scaled = Instant::now();
         kubectl(&kc, &["scale", "hollownodepool/bench", "--replicas=0"]).await?;
         let to_zero = until(
@@ -230,7 +219,7 @@ impl Bench {
         .await?;
         // Deleted while its process runs: the finalizer is removed at once (no Node is left).
         kubectl(&kc, &["delete", "hollownodepool/bench", "--timeout=60s"]).await?;
-        proc.stop().await;
+        stop(hollow);
         Ok(Side {
             ready_secs: ready.as_secs_f64(),
             rss_mb: rss,

@@ -28,7 +28,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,9 +44,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[path = "common/scrape.rs"]
 mod scrape;
 
-#[path = "common/process.rs"]
-mod process;
-use process::{Proc, env_usize};
+#[path = "common/env.rs"]
+mod env;
+use env::env_usize;
+
+/// Kills the child on drop (also on panic).
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {

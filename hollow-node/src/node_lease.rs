@@ -193,8 +193,9 @@ pub async fn handle_lease(shared: &Shared, i: u32, waited: Duration) {
     let taken = Instant::now();
     shared.lease_budget.acquire().await;
     shared.metrics.lease_late(waited + taken.elapsed());
-    // A renewal that has not landed within an interval is stale: the next one replaces it.
+    // When the renewal stamps its renewTime: the next one is due an interval after it.
     let stamped = Instant::now();
+    // A renewal that has not landed within an interval is stale: the next one replaces it.
     let res = tokio::time::timeout(timing.renew_interval, renew(shared, idx)).await;
     let failure = match res {
         Ok(Ok(_)) => None,

@@ -86,15 +86,7 @@ async fn pool_scales_edits_and_refuses() {
     std::fs::write(&file, POOL).expect("write pool");
     kubectl_ok(&cp, &["apply", "-f", &file.display().to_string()]).await;
 
-    telemetry::install_crypto_provider();
-    telemetry::init_logging(false);
-    let token = tokio_util::sync::CancellationToken::new();
-    let config = common::config(&cp, "flags-prefix-unused", 1);
-    let join = tokio::spawn(hollow_node::pool::reconcile::run(
-        config,
-        "gpu".into(),
-        token.clone(),
-    ));
+    let hollow = common::start_pool(&cp, "gpu");
     let long = Duration::from_secs(120);
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
@@ -288,9 +280,7 @@ async fn pool_scales_edits_and_refuses() {
 
     // Deleted while no process runs it: the finalizer keeps the pool, and its Node, until a
     // process runs the pool again and deletes the Nodes and Leases first.
-    token.cancel();
-    let ended = tokio::time::timeout(Duration::from_secs(60), join).await;
-    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    hollow.stop_within(Duration::from_secs(60)).await;
     kubectl_ok(&cp, &["delete", "hollownodepool/gpu", "--wait=false"]).await;
     let deleting = pools.get("gpu").await.expect("held by the finalizer");
     assert!(deleting.metadata.deletion_timestamp.is_some());
@@ -301,12 +291,7 @@ async fn pool_scales_edits_and_refuses() {
     );
     assert!(leases.get_opt("gpu-0").await.expect("lease").is_some());
 
-    let token = tokio_util::sync::CancellationToken::new();
-    let join = tokio::spawn(hollow_node::pool::reconcile::run(
-        common::config(&cp, "flags-prefix-unused", 1),
-        "gpu".into(),
-        token.clone(),
-    ));
+    let hollow = common::start_pool(&cp, "gpu");
     e2e::wait_for(long, "pool deleted: nodes, lease and pool gone", || {
         let (client, leases, pools) = (client.clone(), leases.clone(), pools.clone());
         async move {
@@ -319,7 +304,5 @@ async fn pool_scales_edits_and_refuses() {
     .await
     .expect("deleted");
 
-    token.cancel();
-    let ended = tokio::time::timeout(Duration::from_secs(60), join).await;
-    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    hollow.stop_within(Duration::from_secs(60)).await;
 }

@@ -44,13 +44,7 @@ spec:
 
 /// The scheduler's verdict on a pending pod: the PodScheduled=False condition's message.
 fn unschedulable(p: &Pod) -> Option<String> {
-    let c = p
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "PodScheduled" && c.status == "False")?;
+    let c = common::pod_condition(p, "PodScheduled").filter(|c| c.status == "False")?;
     (c.reason.as_deref() == Some("Unschedulable")).then(|| c.message.clone().unwrap_or_default())
 }
 
@@ -72,14 +66,7 @@ async fn the_scheduler_honours_a_pools_taints_and_capacity() {
         common::output_text(&o)
     );
 
-    telemetry::install_crypto_provider();
-    telemetry::init_logging(false);
-    let token = tokio_util::sync::CancellationToken::new();
-    let join = tokio::spawn(hollow_node::pool::reconcile::run(
-        common::config(&cp, "flags-prefix-unused", 1),
-        "gpu".into(),
-        token.clone(),
-    ));
+    let hollow = common::start_pool(&cp, "gpu");
     common::wait_nodes_ready(&client, "gpu", 4, Duration::from_secs(120)).await;
     common::create_namespace(&client, NS).await;
     let file = cp.dir().join("pods.yaml");
@@ -117,7 +104,5 @@ async fn the_scheduler_honours_a_pools_taints_and_capacity() {
         "refused for the capacity: {why}"
     );
 
-    token.cancel();
-    let ended = tokio::time::timeout(Duration::from_secs(60), join).await;
-    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    hollow.stop_within(Duration::from_secs(60)).await;
 }

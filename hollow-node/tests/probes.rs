@@ -13,13 +13,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 fn ready_since(p: &Pod) -> Option<jiff::Timestamp> {
-    let c = p
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    let c = common::pod_condition(p, "Ready").filter(|c| c.status == "True")?;
     Some(c.last_transition_time.as_ref()?.0)
 }
 

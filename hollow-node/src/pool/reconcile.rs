@@ -178,9 +178,9 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
 /// Deletes the deleted pool's Nodes and Leases, and once none is left, removes the finalizer
 /// so the apiserver can let the pool go.
 async fn finish_deletion(client: &kube::Client, pool: &HollowNodePool) -> Result<()> {
-    let failed = delete_nodes(client, pool.name(), &BTreeSet::new()).await;
-    let left = failed > 0 || !pool_nodes(client, pool.name()).await?.is_empty();
-    write_finalizers(client, pool, left).await
+    // The set is stopped and Nodes carry no finalizers: what was deleted is gone.
+    let all_deleted = delete_nodes(client, pool.name(), &BTreeSet::new()).await;
+    write_finalizers(client, pool, !all_deleted).await
 }
 
 /// Writes the finalizers `finalizer::finalizer` decides for `pool` (deleting when it has a
@@ -407,17 +407,17 @@ async fn update(client: &kube::Client, node: &NodePlan, existing: &Node) -> Resu
     Ok(())
 }
 
-/// Deletes the pool's Nodes not in `keep`, and their Leases; failures are logged and counted
-/// (the next generation, pass or restart tries again).
-async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTreeSet<String>) -> usize {
+/// Deletes the pool's Nodes not in `keep`, and their Leases; false when one of them (or the
+/// list) failed, which is logged (the next generation, pass or restart tries again).
+async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTreeSet<String>) -> bool {
     let nodes = match pool_nodes(client, pool).await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(%pool, error = %e, "listing the pool's nodes to delete");
-            return 1;
+            return false;
         }
     };
-    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
     let names: Vec<&str> = nodes
         .iter()
         .filter_map(|n| n.metadata.name.as_deref())
@@ -448,14 +448,14 @@ async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTreeSet<String>
                     if let Err(e) = r
                         && !is_not_found(&e)
                     {
-                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
                         tracing::warn!(%pool, node = %n, error = %e, "deleting the {what}");
                     }
                 }
             }
         })
         .await;
-    failed.into_inner()
+    !failed.into_inner()
 }
 
 #[cfg(test)]

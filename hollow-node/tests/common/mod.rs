@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
 use kube::api::{Api, ListParams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -63,10 +63,31 @@ pub async fn start(config: hollow_node::Config) -> Hollow {
     h
 }
 
+/// `hollow-node --pool <pool>` in-process on `cp` (the flags' node count and prefix unused);
+/// its ops port answers only while a node set runs, so nothing waits for it here.
+pub fn start_pool(cp: &e2e::ControlPlane, pool: &str) -> Hollow {
+    telemetry::install_crypto_provider();
+    telemetry::init_logging(false);
+    let config = config(cp, "flags-prefix-unused", 1);
+    let addr = config.listen;
+    let token = CancellationToken::new();
+    let join = tokio::spawn(hollow_node::pool::reconcile::run(
+        config,
+        pool.to_string(),
+        token.clone(),
+    ));
+    Hollow { token, join, addr }
+}
+
 impl Hollow {
     pub async fn stop(self) {
+        self.stop_within(Duration::from_secs(30)).await;
+    }
+
+    /// Cancels it and asserts that it ends without an error within `limit`.
+    pub async fn stop_within(self, limit: Duration) {
         self.token.cancel();
-        match tokio::time::timeout(Duration::from_secs(30), self.join).await {
+        match tokio::time::timeout(limit, self.join).await {
             Ok(Ok(Ok(()))) => {}
             other => panic!("hollow node did not stop cleanly: {other:?}"),
         }
@@ -173,11 +194,18 @@ pub fn phase(p: &Pod) -> &str {
         .unwrap_or("")
 }
 
-pub fn pod_ready(p: &Pod) -> bool {
+/// The pod's condition of `type_`, if it has one.
+pub fn pod_condition<'a>(p: &'a Pod, type_: &str) -> Option<&'a PodCondition> {
     p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+pub fn pod_ready(p: &Pod) -> bool {
+    pod_condition(p, "Ready").is_some_and(|c| c.status == "True")
 }
 
 /// A control plane with a hollow node of `nodes` Ready nodes named `<prefix>-<i>` and the
