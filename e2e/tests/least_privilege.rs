@@ -12,7 +12,9 @@
 //! without a podCIDR, registers the rest, renews their Leases, runs pods that reference a Secret
 //! and a ConfigMap (checking Secrets in one namespace, bound by the README's RoleBinding
 //! template), repeats a Warning Event, reviews the token and rights of a kubelet API caller,
-//! finishes a pod's deletion and, on SIGTERM, deletes its Nodes. The harness's kube-scheduler runs as the cluster admin, as does `make sandbox`.
+//! finishes a pod's deletion and, on SIGTERM, deletes its Nodes; then, as `--pool`, it runs a
+//! HollowNodePool (finalizer, status, its Node) and deletes its Node and Lease when the pool is
+//! deleted. The harness's kube-scheduler runs as the cluster admin, as does `make sandbox`.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -510,6 +512,78 @@ async fn every_granted_permission_is_used_by_the_services_or_a_named_exception()
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&running)));
+
+    // --pool under the same account (installing the CRD is the cluster admin's part): the
+    // pool's finalizer and status written, its Node registered; then the pool deleted, so its
+    // Node and Lease go and the finalizer is removed.
+    run(
+        kubectl().args([
+            "apply",
+            "-f",
+            &workspace_root()
+                .join("deploy/base/crd-hollownodepools.yaml")
+                .display()
+                .to_string(),
+        ]),
+        None,
+    );
+    run(
+        kubectl().args([
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/hollownodepools.mock-kind.io",
+        ]),
+        None,
+    );
+    let pool = json!({
+        "apiVersion": "mock-kind.io/v1alpha1",
+        "kind": "HollowNodePool",
+        "metadata": {"name": "lp"},
+        "spec": {"replicas": 1},
+    })
+    .to_string();
+    run(kubectl().args(["apply", "-f", "-"]), Some(&pool));
+    let pool_args = vec![
+        format!("--kubeconfig={}", kubeconfigs[2].display()),
+        "--pool=lp".into(),
+        format!("--listen=127.0.0.1:{}", e2e::free_port()),
+        format!("--kubelet-port={}", e2e::free_port()),
+        "--internal-ip=127.0.0.1".into(),
+        "--lease-duration=10s".into(),
+        "--lease-renew-interval=2s".into(),
+    ];
+    running.push(
+        Component::spawn(
+            "hollow-node-pool",
+            &bin_dir.join("hollow-node"),
+            &pool_args,
+            &cp.dir().join("hollow-node-pool.log"),
+        )
+        .expect("start the pool's hollow node"),
+    );
+    let pool_status = || {
+        run(
+            kubectl().args([
+                "get",
+                "hollownodepool/lp",
+                "-o",
+                "jsonpath={.status.readyNodes}/{.metadata.finalizers}",
+            ]),
+            None,
+        )
+    };
+    e2e::wait_for(T, "pool lp: 1 Ready node and the finalizer", || async {
+        Ok(pool_status().starts_with("1/").then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}\n{}", pool_status(), logs(&running)));
+    run(
+        kubectl().args(["delete", "hollownodepool/lp", "--timeout=90s"]),
+        None,
+    );
+    let pool_node = nodes.get_opt("lp-0").await.expect("get lp-0");
+    assert!(pool_node.is_none(), "the deleted pool's Node is gone");
     for c in &mut running {
         c.terminate(Duration::from_secs(10));
     }

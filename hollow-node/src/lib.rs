@@ -143,9 +143,6 @@ impl Shared {
     }
 }
 
-/// Runs the hollow node until `shutdown` is cancelled: serves `/healthz`, `/readyz` and
-/// `/metrics` on `config.listen`, registers (or adopts) the nodes, then keeps them and their
-/// pods alive.
 /// Reported when the apiserver's /version cannot be read or is no version.
 const FALLBACK_VERSION: &str = "v1.20.2";
 
@@ -168,10 +165,65 @@ pub(crate) async fn apiserver_version(client: &kube::Client) -> String {
     }
 }
 
+/// What a process answers on `/healthz`, `/readyz` and `/metrics`. A pool process keeps one
+/// for its whole life, across the node sets of the pool's generations, so its probes and
+/// counters do not depend on a set running.
+#[derive(Clone)]
+pub struct Ops {
+    pub metrics: metrics::Metrics,
+    pub ready: telemetry::Readiness,
+    pub health: telemetry::Health,
+}
+
+impl Ops {
+    /// Binds `listen` and serves the three endpoints there until `shutdown`.
+    pub fn serve(
+        listen: std::net::SocketAddr,
+        shutdown: CancellationToken,
+    ) -> Result<(Ops, tokio::task::JoinHandle<()>)> {
+        let mut registry = Registry::with_prefix("hollow_node");
+        let ops = Ops {
+            metrics: metrics::Metrics::new(&mut registry),
+            ready: telemetry::Readiness::default(),
+            health: telemetry::Health::default(),
+        };
+        let listener = std::net::TcpListener::bind(listen).map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
+        let router =
+            telemetry::ops_router(Arc::new(registry), ops.ready.clone(), ops.health.clone());
+        let server = tokio::spawn({
+            let ready = ops.ready.clone();
+            async move {
+                let limits = serving::Limits::ops();
+                if let Err(e) =
+                    serving::serve(listener, router, &limits, None, ready, shutdown).await
+                {
+                    tracing::error!(error = %e, "ops server failed");
+                }
+            }
+        });
+        Ok((ops, server))
+    }
+}
+
+/// Runs the hollow node until `shutdown` is cancelled: serves `/healthz`, `/readyz` and
+/// `/metrics` on `config.listen`, registers (or adopts) the nodes, then keeps them and their
+/// pods alive.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let config = config.validate()?;
-    let mut registry = Registry::with_prefix("hollow_node");
-    let metrics = metrics::Metrics::new(&mut registry);
+    let (ops, server) = Ops::serve(config.listen, shutdown.clone())?;
+    let result = run_set(config, &ops, shutdown).await;
+    let _ = server.await;
+    result
+}
+
+/// The node set of `config` until `shutdown`, reporting through `ops` (which outlives it).
+pub async fn run_set(config: Config, ops: &Ops, shutdown: CancellationToken) -> Result<()> {
+    let config = config.validate()?;
+    let metrics = ops.metrics.clone();
+    let (ready, health) = (ops.ready.clone(), ops.health.clone());
     let kube_config = client::config(config.kubeconfig.as_deref()).await?;
     let client_ca = match config.kubelet.listen {
         Some(_) => Some(kubelet::client_ca_pem(&config.kubelet, &kube_config)?),
@@ -192,23 +244,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         metrics.clone(),
     )?;
     let lease_budget = client::TokenBucket::new(config.lease_qps, config.lease_burst);
-    let ready = telemetry::Readiness::default();
-    let health = telemetry::Health::default();
-
-    let listener = std::net::TcpListener::bind(config.listen).map_err(|source| Error::Listen {
-        addr: config.listen,
-        source,
-    })?;
-    let router = telemetry::ops_router(Arc::new(registry), ready.clone(), health.clone());
-    let ops = tokio::spawn({
-        let (ready, shutdown) = (ready.clone(), shutdown.clone());
-        async move {
-            let limits = serving::Limits::ops();
-            if let Err(e) = serving::serve(listener, router, &limits, None, ready, shutdown).await {
-                tracing::error!(error = %e, "ops server failed");
-            }
-        }
-    });
 
     let mut config = config;
     if config.template.kubelet_version.is_empty() {
@@ -394,6 +429,5 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     for api in kubelet_api.into_iter().chain(metrics_api) {
         let _ = api.await;
     }
-    let _ = ops.await;
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! field named and touches no Node; `paused` lets the node-lifecycle controller mark the Node
 //! Unknown and unpausing brings the same Node back Ready; a running pool holds a finalizer, so
 //! a pool deleted while no process runs it stays, with its Node, until a process runs it again
-//! and deletes its Nodes and Leases first.
+//! and deletes its Nodes and Leases first. The process's /healthz, /readyz and /metrics answer
+//! while no node set runs (paused), and /healthz fails when the set cannot start (its kubelet
+//! port is taken).
 
 mod common;
 
@@ -260,6 +262,18 @@ async fn pool_scales_edits_and_refuses() {
     })
     .await
     .expect("paused node goes NotReady");
+    // No node set runs, and the process still answers its probes and keeps its counters.
+    for (path, want) in [
+        ("/healthz", "ok"),
+        ("/readyz", "ok"),
+        ("/metrics", "hollow_node_api_requests_total"),
+    ] {
+        let (code, body) = common::get(hollow.addr, path).await;
+        assert!(
+            code == 200 && body.contains(want),
+            "{path} while paused: {code} {body:.300}"
+        );
+    }
     patch_spec(&cp, r#"{"paused":false}"#).await;
     let resumed = e2e::wait_for(long, "resumed gpu-0 Ready", || {
         let client = client.clone();
@@ -305,4 +319,33 @@ async fn pool_scales_edits_and_refuses() {
     .expect("deleted");
 
     hollow.stop_within(Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_set_that_cannot_start_fails_healthz() {
+    let cp = common::apiserver_only().await;
+    common::install_crd(&cp).await;
+    let pool = POOL.replace("replicas: 3", "replicas: 1");
+    let file = cp.dir().join("gpu-pool.yaml");
+    std::fs::write(&file, pool).expect("write pool");
+    kubectl_ok(&cp, &["apply", "-f", &file.display().to_string()]).await;
+    // The kubelet port the set binds is held by someone else.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut config = common::config(&cp, "flags-prefix-unused", 1);
+    common::serve_kubelet_api(&mut config, &cp);
+    let taken_addr = taken.local_addr().expect("addr");
+    config.kubelet.listen = Some(taken_addr);
+    config.template.kubelet_port = i32::from(taken_addr.port());
+    let hollow = common::start_pool_with(config, "gpu");
+    let (code, body) = e2e::wait_for(Duration::from_secs(60), "/healthz 503", || async {
+        let (code, body) = common::get(hollow.addr, "/healthz").await;
+        Ok((code == 503).then_some((code, body)))
+    })
+    .await
+    .expect("healthz fails");
+    assert!(
+        body.contains("the pool's node set"),
+        "/healthz names the set: {code} {body}"
+    );
+    hollow.stop().await;
 }

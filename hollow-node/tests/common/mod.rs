@@ -63,12 +63,15 @@ pub async fn start(config: hollow_node::Config) -> Hollow {
     h
 }
 
-/// `hollow-node --pool <pool>` in-process on `cp` (the flags' node count and prefix unused);
-/// its ops port answers only while a node set runs, so nothing waits for it here.
+/// `hollow-node --pool <pool>` in-process on `cp` (the flags' node count and prefix unused).
 pub fn start_pool(cp: &e2e::ControlPlane, pool: &str) -> Hollow {
+    start_pool_with(config(cp, "flags-prefix-unused", 1), pool)
+}
+
+/// `hollow-node --pool <pool>` with the flags of `config`.
+pub fn start_pool_with(config: hollow_node::Config, pool: &str) -> Hollow {
     telemetry::install_crypto_provider();
     telemetry::init_logging(false);
-    let config = config(cp, "flags-prefix-unused", 1);
     let addr = config.listen;
     let token = CancellationToken::new();
     let join = tokio::spawn(hollow_node::pool::reconcile::run(
