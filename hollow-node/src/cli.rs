@@ -52,6 +52,14 @@ pub struct Args {
     /// spec, its status written. Default: none (the flags' nodes).
     #[arg(long, env = "MOCK_KIND_POOL")]
     pub pool: Option<String>,
+    /// With --pool: this replica's name among the replicas that share the pool, each running
+    /// its own share of the nodes. Default: $POD_NAME, else the hostname.
+    #[arg(long, env = "MOCK_KIND_REPLICA_NAME")]
+    pub replica_name: Option<String>,
+    /// With --pool: the namespace of the replicas' membership Leases
+    /// (`hollownodepool-<pool>-<replica>`). Default: $POD_NAMESPACE, else `default`.
+    #[arg(long, env = "MOCK_KIND_POOL_NAMESPACE")]
+    pub pool_namespace: Option<String>,
     /// Node names are `<prefix>-<i>`. Default: $POD_NAME, else the hostname.
     #[arg(long, env = "MOCK_KIND_NODE_PREFIX")]
     pub node_prefix: Option<String>,
@@ -278,6 +286,12 @@ impl Args {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let prefix = self.node_prefix.unwrap_or_else(default_prefix);
         let mut c = Config::new(&prefix, self.nodes);
+        c.replica = self.replica_name.unwrap_or_else(default_prefix);
+        c.pool_namespace = self
+            .pool_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into());
         if let Some(r) = self.replica_index {
             c.replica_index = r;
         }

@@ -21,6 +21,14 @@ pub struct Config {
     /// Nodes are named `<prefix>-<i>` for i in 0..nodes.
     pub prefix: String,
     pub nodes: usize,
+    /// The node numbers this process runs, when it runs a share of a pool that other replicas
+    /// share: node `i` of this process is `<prefix>-<numbers[i]>`, with that number's podCIDR
+    /// block. `None`: `0..nodes`.
+    pub numbers: Option<Vec<u32>>,
+    /// This replica among those sharing a pool (`--pool`): `$POD_NAME`, else the hostname.
+    pub replica: String,
+    /// Where the replicas sharing a pool keep their membership Leases (`$POD_NAMESPACE`).
+    pub pool_namespace: String,
     /// Offsets this process's node podCIDR blocks (the StatefulSet ordinal).
     pub replica_index: u64,
     pub listen: SocketAddr,
@@ -215,6 +223,9 @@ impl Config {
             kubeconfig: None,
             prefix: prefix.to_string(),
             nodes,
+            numbers: None,
+            replica: prefix.to_string(),
+            pool_namespace: "default".into(),
             replica_index: ordinal(prefix),
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             template: NodeTemplate {
@@ -273,6 +284,15 @@ impl Config {
 
     /// Checks what the types cannot and fills in the automatic values.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
+        if let Some(numbers) = &self.numbers
+            && numbers.len() != self.nodes
+        {
+            return Err(invalid(
+                "nodes",
+                self.nodes.to_string(),
+                format!("the pool share names {} nodes", numbers.len()),
+            ));
+        }
         if self.prefix.is_empty()
             || !self
                 .prefix
@@ -381,7 +401,15 @@ impl Config {
     }
 
     pub fn node_name(&self, i: usize) -> String {
-        format!("{}-{i}", self.prefix)
+        format!("{}-{}", self.prefix, self.node_number(i))
+    }
+
+    /// The number of this process's node `i`: its name's suffix and its podCIDR block.
+    pub fn node_number(&self, i: usize) -> u64 {
+        match &self.numbers {
+            Some(n) => n.get(i).map_or(u64::MAX, |n| u64::from(*n)),
+            None => i as u64,
+        }
     }
 }
 

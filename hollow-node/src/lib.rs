@@ -429,5 +429,7 @@ pub async fn run_set(config: Config, ops: &Ops, shutdown: CancellationToken) -> 
     for api in kubelet_api.into_iter().chain(metrics_api) {
         let _ = api.await;
     }
+    // A pool's next set reports through the same registry.
+    shared.metrics.nodes_managed.set(0);
     Ok(())
 }

@@ -104,10 +104,13 @@ fn planned_cidr(shared: &Shared, i: usize) -> Result<Cidr, Error> {
         c.node_cidr_mask,
         c.replica_index,
         c.nodes as u64,
-        i as u64,
+        c.node_number(i),
     )
     .map_err(Error::Ipam)
 }
+
+/// Nodes per page when listing this process's Nodes to adopt them.
+const LIST_PAGE: u32 = 500;
 
 pub fn slots(config: &crate::Config) -> Result<Vec<NodeSlot>, Error> {
     (0..config.nodes)
@@ -117,7 +120,7 @@ pub fn slots(config: &crate::Config) -> Result<Vec<NodeSlot>, Error> {
                 config.node_cidr_mask,
                 config.replica_index,
                 config.nodes as u64,
-                i as u64,
+                config.node_number(i),
             )
             .map_err(Error::Ipam)?;
             Ok(NodeSlot::new(config.node_name(i), cidr))
@@ -153,17 +156,32 @@ async fn existing_nodes(shared: &Shared) -> HashMap<String, Node> {
     let api: Api<Node> = Api::all(shared.client.clone());
     let selector = owner_selector(&shared.config.prefix);
     let mut failures = 0;
+    let mut found = HashMap::new();
+    let mut params = ListParams::default().labels(&selector).limit(LIST_PAGE);
     loop {
-        let err = match api.list(&ListParams::default().labels(&selector)).await {
-            Ok(list) => {
-                return list
-                    .items
-                    .into_iter()
-                    .filter_map(|n| n.metadata.name.clone().map(|name| (name, n)))
-                    .collect();
+        let err = match api.list(&params).await {
+            Ok(page) => {
+                // Adopted Nodes (a pool's, a restart's) arrive with their managedFields, which
+                // nothing here reads and which outweigh the rest of a Node.
+                // A replica sharing a pool keeps only its own.
+                found.extend(page.items.into_iter().filter_map(|mut n| {
+                    n.metadata.managed_fields = None;
+                    let name = n.metadata.name.clone()?;
+                    shared.node_index.contains_key(&name).then_some((name, n))
+                }));
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(next) => {
+                        params = params.continue_token(&next);
+                        continue;
+                    }
+                    None => return found,
+                }
             }
             Err(e) => e,
         };
+        // A continue token can expire: the retry lists from the start.
+        found.clear();
+        params = ListParams::default().labels(&selector).limit(LIST_PAGE);
         failures += 1;
         let next = retry::registration(
             retry::classify(&err),

@@ -1,8 +1,11 @@
 //! `HollowNodePool`: node shapes declared as a cluster-scoped resource. `spec` holds the types,
 //! `validate` what a pool must satisfy, `plan` the Nodes a valid pool stands for; all pure.
 
+pub mod converge;
 pub mod finalizer;
 pub mod manifests;
+pub mod members;
+pub mod membership;
 pub mod mirror;
 pub mod names;
 pub mod plan;

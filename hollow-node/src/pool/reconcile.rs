@@ -1,50 +1,57 @@
-//! `--pool <name>`: one process runs one pool. The node set of [`crate::run`] is fixed at start,
-//! so a spec change (a new generation) stops it, brings the Nodes to the new plan (creates the
-//! missing with their per-zone labels, patches labels and taints of the kept, deletes the
-//! surplus with their Leases) and starts it again on a Config built from the pool; the kept
-//! Nodes are adopted, not registered again. An invalid spec only gets a condition: the last
-//! valid one keeps running. `paused` stops it without deleting: heartbeats stop as on a
-//! powered-off machine. Status (counts, conditions) is written every few seconds. The pool holds
-//! a finalizer while it runs, so a deleted pool's Nodes and Leases go before it does.
+//! `--pool <name>`: one or more replicas run one pool. The node set of [`crate::run_set`] is
+//! fixed at start, so a spec change (a new generation) stops it, brings the Nodes to the new
+//! plan (`converge`: creates the missing with their per-zone labels, patches labels and taints
+//! of the kept, deletes the surplus with their Leases) and starts it again on a Config built
+//! from the pool; the kept Nodes are adopted, not registered again. Replicas split the nodes
+//! by their membership Leases (`members` decides, `membership` reads and writes): a replica's
+//! set runs only its share, and changes when replicas come or go. An invalid spec only gets a
+//! condition: the last valid one keeps running. `paused` stops the sets without deleting:
+//! heartbeats stop as on a powered-off machine. Status (counts, conditions) is written every
+//! few seconds. The pool holds a finalizer while it runs, so a deleted pool's Nodes and Leases
+//! go before it does.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
+use kube::api::{Api, Patch};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, watcher};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::converge::{converge, delete_nodes, pool_nodes, ready};
 use super::finalizer::{Finalizer, finalizer};
-use super::plan::NodePlan;
-use super::spec::{HollowNodePool, POOL_LABEL, PoolStatus};
-use super::status::{Counts, Phase, status, surplus};
+use super::members::decide;
+use super::membership::Membership;
+use super::spec::{HollowNodePool, PoolStatus};
+use super::status::{Counts, Phase, status};
 use super::validate::{ValidPool, validate};
 use crate::config::Config;
-use crate::ipam::node_pod_cidr;
-use crate::node_status::new_node;
-use crate::nodes::LEASE_NAMESPACE;
 use crate::{Error, Result, api_err, is_not_found, patch_params};
 
 /// How often the counts in the status are refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
-/// Node writes in flight at once while bringing the Nodes to a plan.
-const WRITES_IN_FLIGHT: usize = 32;
-/// Nodes per page when listing a pool's Nodes.
-const LIST_PAGE: u32 = 250;
-/// The template label keys a Node was given, so a later template can remove the ones it drops.
-pub const TEMPLATE_LABELS: &str = "mock-kind.io/pool-labels";
+/// How often the membership Lease is renewed and the members read: well inside
+/// [`super::members::FENCE`].
+const MEMBERS_EVERY: Duration = Duration::from_secs(2);
 
-/// The hollow node of the current generation.
+/// The node set running now: the generation and the node numbers it was started for.
 struct Running {
     generation: Option<i64>,
+    numbers: Vec<u32>,
     token: CancellationToken,
     join: JoinHandle<Result<()>>,
+}
+
+/// What the last valid spec asks of this replica's sets.
+struct Desired {
+    generation: Option<i64>,
+    /// The whole pool's set; a replica runs it with `numbers` set to its share.
+    config: Config,
+    /// Nodes to run across the replicas: 0 when paused.
+    replicas: u32,
 }
 
 impl Running {
@@ -98,9 +105,12 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
     let mut events = watcher(pools.clone(), watcher::Config::default().fields(&selector))
         .default_backoff()
         .boxed();
-    let mut tick = tokio::time::interval(STATUS_EVERY);
+    let mut members = Membership::new(&client, &base.pool_namespace, &name, &base.replica);
+    let mut tick = tokio::time::interval(MEMBERS_EVERY);
     let mut current: Option<HollowNodePool> = None;
+    let mut desired: Option<Desired> = None;
     let mut running: Option<Running> = None;
+    let mut status_due = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -109,9 +119,8 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
                 Some(Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p))) => current = Some(p),
                 Some(Ok(watcher::Event::Delete(_))) => {
                     current = None;
-                    if let Some(r) = running.take() {
-                        r.stop().await;
-                    }
+                    desired = None;
+                    stop(&mut running).await;
                     delete_nodes(&client, &name, &BTreeSet::new()).await;
                     continue;
                 }
@@ -128,9 +137,8 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
         if pool.metadata.deletion_timestamp.is_some() {
             // Deleted, held by our finalizer: the set stops before its Nodes go, so nothing
             // renews or re-registers one behind the deletion.
-            if let Some(r) = running.take() {
-                r.stop().await;
-            }
+            desired = None;
+            stop(&mut running).await;
             if let Err(e) = finish_deletion(&client, pool).await {
                 tracing::warn!(pool = %name, error = %e, "deleting the pool's nodes; retrying");
             }
@@ -146,48 +154,88 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
             Ok(v) if v.spec.paused => Phase::Paused,
             Ok(_) => Phase::Running,
         };
-        let changed = running.as_ref().is_none_or(|r| r.generation != generation);
         if let Ok(valid) = &checked
-            && changed
+            && desired.as_ref().is_none_or(|d| d.generation != generation)
         {
-            if let Some(r) = running.take() {
-                r.stop().await;
-            }
+            // A new spec: no set runs the old one while the Nodes change.
+            stop(&mut running).await;
             let config = config_for(&base, valid);
             match converge(&client, valid, &config).await {
                 Err(e) => {
                     tracing::warn!(pool = %name, error = %e, "bringing the nodes to the pool's spec; retrying")
                 }
                 Ok(()) => {
-                    let token = shutdown.child_token();
-                    // Paused or empty: nothing to keep alive, but this generation is done.
-                    let join = if valid.spec.paused || valid.replicas == 0 {
-                        tokio::spawn(async { Ok(()) })
-                    } else {
-                        let (ops, token) = (ops.clone(), token.clone());
-                        ops.health.clone().spawn_critical(
-                            "the pool's node set",
-                            token.clone(),
-                            async move { crate::run_set(config, &ops, token).await },
-                        )
-                    };
-                    running = Some(Running {
+                    desired = Some(Desired {
                         generation,
-                        token,
-                        join,
-                    });
+                        config,
+                        replicas: if valid.spec.paused { 0 } else { valid.replicas },
+                    })
                 }
             }
         }
-        if let Err(e) = write_status(&client, pool, phase).await {
-            tracing::warn!(pool = %name, error = %e, "writing the pool's status");
+        // This replica's share, from a fresh read of the members: nodes it loses stop before
+        // it publishes the view that gives them away; nodes it gains start only once every
+        // member has published the same view.
+        let read = members.sync().await;
+        let now_running = running.as_ref().map(|r| r.numbers.clone()).unwrap_or_default();
+        let replicas = desired.as_ref().map_or(0, |d| d.replicas);
+        let step = decide(members.me(), &name, replicas, &read.live, &now_running, read.fenced);
+        let stale = running
+            .as_ref()
+            .is_some_and(|r| Some(r.generation) != desired.as_ref().map(|d| d.generation));
+        if step.run != now_running || stale {
+            stop(&mut running).await;
+            if let Some(d) = desired.as_ref().filter(|_| !step.run.is_empty()) {
+                running = Some(start(&ops, &shutdown, d, step.run.clone()));
+            }
+        }
+        if let Some(view) = step.publish {
+            match members.publish(&view).await {
+                // Look again at once: the others may all have published it already.
+                Ok(()) => tick.reset_immediately(),
+                Err(e) => tracing::warn!(pool = %name, error = %e, "publishing this replica's view"),
+            }
+        }
+        if Instant::now() >= status_due {
+            status_due = Instant::now() + STATUS_EVERY;
+            if let Err(e) = write_status(&client, pool, phase).await {
+                tracing::warn!(pool = %name, error = %e, "writing the pool's status");
+            }
         }
     }
+    stop(&mut running).await;
+    members.leave().await;
+    let _ = server.await;
+    Ok(())
+}
+
+async fn stop(running: &mut Option<Running>) {
     if let Some(r) = running.take() {
         r.stop().await;
     }
-    let _ = server.await;
-    Ok(())
+}
+
+/// Starts the set of node `numbers` of `desired`.
+fn start(
+    ops: &crate::Ops,
+    shutdown: &CancellationToken,
+    desired: &Desired,
+    numbers: Vec<u32>,
+) -> Running {
+    let mut config = desired.config.clone();
+    config.nodes = numbers.len();
+    config.numbers = Some(numbers.clone());
+    let token = shutdown.child_token();
+    let (set_ops, set_token) = (ops.clone(), token.clone());
+    let join = ops.health.spawn_critical("the pool's node set", token.clone(), async move {
+        crate::run_set(config, &set_ops, set_token).await
+    });
+    Running {
+        generation: desired.generation,
+        numbers,
+        token,
+        join,
+    }
 }
 
 /// Deletes the deleted pool's Nodes and Leases, and once none is left, removes the finalizer
@@ -231,67 +279,6 @@ async fn write_finalizers(
     }
 }
 
-fn ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The pool's Nodes, read a page at a time and cut to what the reconciler reads: a whole
-/// list of 2,000 Nodes with their status and managedFields, every [`STATUS_EVERY`], kept the
-/// process's RSS about 100 MB above what the same nodes take under `--nodes`.
-async fn pool_nodes(client: &kube::Client, pool: &str) -> Result<Vec<Node>> {
-    let api: Api<Node> = Api::all(client.clone());
-    let mut params = ListParams::default()
-        .labels(&format!("{POOL_LABEL}={pool}"))
-        .limit(LIST_PAGE);
-    let mut nodes = Vec::new();
-    loop {
-        let page = api
-            .list(&params)
-            .await
-            .map_err(api_err(format!("list nodes of pool {pool}")))?;
-        nodes.extend(page.items.into_iter().map(trimmed));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(next) => params = params.continue_token(&next),
-            None => return Ok(nodes),
-        }
-    }
-}
-
-/// What [`update`], [`ready`] and the deletions read of a Node: name, labels, the template
-/// annotation, taints and the Ready condition.
-fn trimmed(node: Node) -> Node {
-    let meta = node.metadata;
-    let annotations = meta
-        .annotations
-        .and_then(|mut a| a.remove_entry(TEMPLATE_LABELS))
-        .map(|(k, v)| BTreeMap::from([(k, v)]));
-    let taints = node.spec.and_then(|s| s.taints);
-    let conditions = node.status.and_then(|s| s.conditions).map(|cs| {
-        cs.into_iter()
-            .filter(|c| c.type_ == "Ready")
-            .collect::<Vec<_>>()
-    });
-    Node {
-        metadata: kube::api::ObjectMeta {
-            name: meta.name,
-            labels: meta.labels,
-            annotations,
-            ..Default::default()
-        },
-        spec: Some(k8s_openapi::api::core::v1::NodeSpec {
-            taints,
-            ..Default::default()
-        }),
-        status: Some(k8s_openapi::api::core::v1::NodeStatus {
-            conditions,
-            ..Default::default()
-        }),
-    }
-}
-
 async fn write_status(
     client: &kube::Client,
     pool: &HollowNodePool,
@@ -327,245 +314,12 @@ async fn write_status(
     Ok(())
 }
 
-/// Brings the Nodes to `pool`'s plan before a hollow node adopts them.
-async fn converge(client: &kube::Client, pool: &ValidPool<'_>, config: &Config) -> Result<()> {
-    let plan = pool.nodes(&config.template);
-    let planned: BTreeSet<String> = plan.iter().map(|n| n.name.clone()).collect();
-    delete_nodes(client, pool.name, &planned).await;
-    let existing: HashMap<String, Node> = pool_nodes(client, pool.name)
-        .await?
-        .into_iter()
-        .filter_map(|n| n.metadata.name.clone().map(|k| (k, n)))
-        .collect();
-    let endpoints = config.kubelet_endpoints()?;
-    let results: Vec<Result<()>> = futures::stream::iter(plan)
-        .map(|node| {
-            let existing = existing.get(&node.name);
-            async move {
-                match existing {
-                    Some(n) => update(client, &node, n).await,
-                    None => {
-                        let port = endpoints
-                            .advertised(node.index as usize)
-                            .map_or(config.template.kubelet_port, i32::from);
-                        create(client, &node, port, config).await
-                    }
-                }
-            }
-        })
-        .buffer_unordered(WRITES_IN_FLIGHT)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
-
-fn template_labels(node: &NodePlan) -> BTreeMap<String, String> {
-    new_node(
-        &node.template,
-        &node.name,
-        0,
-        "",
-        jiff::Timestamp::UNIX_EPOCH,
-    )
-    .metadata
-    .labels
-    .unwrap_or_default()
-}
-
-async fn create(client: &kube::Client, node: &NodePlan, port: i32, config: &Config) -> Result<()> {
-    let cidr = node_pod_cidr(
-        config.cluster_cidr,
-        config.node_cidr_mask,
-        0,
-        config.nodes as u64,
-        u64::from(node.index),
-    )?;
-    let mut fresh = new_node(
-        &node.template,
-        &node.name,
-        port,
-        &cidr.to_string(),
-        jiff::Timestamp::now(),
-    );
-    let keys: Vec<&str> = node.template.labels.keys().map(String::as_str).collect();
-    fresh
-        .metadata
-        .annotations
-        .get_or_insert_default()
-        .insert(TEMPLATE_LABELS.into(), keys.join(","));
-    let api: Api<Node> = Api::all(client.clone());
-    match api.create(&PostParams::default(), &fresh).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(api_err(format!("create node {}", node.name))(e)),
-    }
-}
-
-/// Labels and taints of a kept Node to the template's, in place (same Node, same UID): labels
-/// an earlier template set and this one drops are removed; others' labels are left alone.
-async fn update(client: &kube::Client, node: &NodePlan, existing: &Node) -> Result<()> {
-    let want = template_labels(node);
-    let have = existing.metadata.labels.clone().unwrap_or_default();
-    let before: BTreeSet<String> = existing
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TEMPLATE_LABELS))
-        .map(|v| {
-            v.split(',')
-                .filter(|k| !k.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut labels = serde_json::Map::new();
-    for k in before
-        .iter()
-        .filter(|k| !want.contains_key(*k) && have.contains_key(*k))
-    {
-        labels.insert(k.clone(), serde_json::Value::Null);
-    }
-    for (k, v) in want.iter().filter(|(k, v)| have.get(*k) != Some(*v)) {
-        labels.insert(k.clone(), json!(v));
-    }
-    let taints = &node.template.taints;
-    let have_taints = existing
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.clone())
-        .unwrap_or_default();
-    // Taints others put on (the lifecycle controllers') stay; ours are replaced.
-    let ours = |k: &str| taints.iter().any(|t| t.key == k);
-    let mut next: Vec<_> = have_taints
-        .iter()
-        .filter(|t| t.key.starts_with("node.kubernetes.io/") && !ours(&t.key))
-        .cloned()
-        .collect();
-    next.extend(taints.iter().cloned());
-    let keys: Vec<&str> = node.template.labels.keys().map(String::as_str).collect();
-    let same_taints = next.len() == have_taints.len()
-        && next.iter().all(|t| {
-            have_taints
-                .iter()
-                .any(|h| h.key == t.key && h.effect == t.effect && h.value == t.value)
-        });
-    let same_keys = before.iter().map(String::as_str).eq(keys.iter().copied());
-    if labels.is_empty() && same_taints && same_keys {
-        return Ok(());
-    }
-    let patch = json!({
-        "metadata": {"labels": labels, "annotations": {TEMPLATE_LABELS: keys.join(",")}},
-        "spec": {"taints": next},
-    });
-    let api: Api<Node> = Api::all(client.clone());
-    api.patch(&node.name, &patch_params(), &Patch::Merge(&patch))
-        .await
-        .map_err(api_err(format!(
-            "patch labels and taints of node {}",
-            node.name
-        )))?;
-    Ok(())
-}
-
-/// Deletes the pool's Nodes not in `keep`, and their Leases; false when one of them (or the
-/// list) failed, which is logged (the next generation, pass or restart tries again).
-async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTreeSet<String>) -> bool {
-    let nodes = match pool_nodes(client, pool).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(%pool, error = %e, "listing the pool's nodes to delete");
-            return false;
-        }
-    };
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let names: Vec<&str> = nodes
-        .iter()
-        .filter_map(|n| n.metadata.name.as_deref())
-        .collect();
-    let gone = surplus(keep, names);
-    let node_api: Api<Node> = Api::all(client.clone());
-    let lease_api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
-    futures::stream::iter(gone)
-        .for_each_concurrent(WRITES_IN_FLIGHT, |n| {
-            let (node_api, lease_api, failed) = (node_api.clone(), lease_api.clone(), &failed);
-            async move {
-                for (what, r) in [
-                    (
-                        "node",
-                        node_api
-                            .delete(&n, &DeleteParams::default())
-                            .await
-                            .map(|_| ()),
-                    ),
-                    (
-                        "lease",
-                        lease_api
-                            .delete(&n, &DeleteParams::default())
-                            .await
-                            .map(|_| ()),
-                    ),
-                ] {
-                    if let Err(e) = r
-                        && !is_not_found(&e)
-                    {
-                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                        tracing::warn!(%pool, node = %n, error = %e, "deleting the {what}");
-                    }
-                }
-            }
-        })
-        .await;
-    !failed.into_inner()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::super::spec::{PoolFaults, PoolSpec, PoolTemplate};
     use super::*;
-
-    #[test]
-    fn a_listed_node_keeps_only_what_the_reconciler_reads() {
-        let node = new_node(
-            &crate::node_status::NodeTemplate {
-                taints: vec![k8s_openapi::api::core::v1::Taint {
-                    key: "infra".into(),
-                    value: Some("x".into()),
-                    effect: "NoSchedule".into(),
-                    time_added: None,
-                }],
-                ..Config::new("p", 1).template
-            },
-            "p-0",
-            10250,
-            "10.0.0.0/24",
-            jiff::Timestamp::UNIX_EPOCH,
-        );
-        let mut node = node;
-        node.metadata.annotations = Some(BTreeMap::from([
-            (TEMPLATE_LABELS.to_string(), "a,b".to_string()),
-            ("other".to_string(), "x".repeat(10_000)),
-        ]));
-        let labels = node.metadata.labels.clone();
-        let kept = trimmed(node);
-        assert_eq!(kept.metadata.name.as_deref(), Some("p-0"));
-        assert_eq!(kept.metadata.labels, labels);
-        assert_eq!(
-            kept.metadata.annotations,
-            Some(BTreeMap::from([(TEMPLATE_LABELS.into(), "a,b".into())]))
-        );
-        let taints = kept.spec.as_ref().and_then(|s| s.taints.clone());
-        assert_eq!(taints.map(|t| t.len()), Some(1));
-        let status = kept.status.as_ref().expect("status");
-        let types: Vec<&str> = status
-            .conditions
-            .iter()
-            .flatten()
-            .map(|c| c.type_.as_str())
-            .collect();
-        assert_eq!(types, ["Ready"]);
-        assert!(status.capacity.is_none() && status.node_info.is_none());
-        assert!(kept.metadata.managed_fields.is_none());
-    }
 
     #[test]
     fn config_from_pool() {
