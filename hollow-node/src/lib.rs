@@ -301,6 +301,9 @@ pub async fn run_set(config: Config, ops: &Ops, shutdown: CancellationToken) -> 
         }
         None => None,
     };
+    // Counted from before the first write to after the last: the replicas sharing a pool show
+    // in their sum that no node is run twice.
+    shared.metrics.nodes_managed.set(shared.nodes.len() as i64);
     // Background tasks (the queue and its runs, the watches) stop on `tasks`, cancelled first
     // at shutdown.
     let tasks = CancellationToken::new();
@@ -353,7 +356,6 @@ pub async fn run_set(config: Config, ops: &Ops, shutdown: CancellationToken) -> 
         _ = shutdown.cancelled() => {},
         _ = nodes::register_all(&shared) => {},
     }
-    shared.metrics.nodes_managed.set(shared.nodes.len() as i64);
     let n = shared.nodes.len();
     for i in 0..n {
         shared.queue().add(

@@ -152,7 +152,7 @@ impl Metrics {
         };
         registry.register(
             "nodes_managed",
-            "Nodes this process registered and keeps alive",
+            "Nodes this process runs (registers, renews, drives the pods of), from before its first write to after its last",
             m.nodes_managed.clone(),
         );
         registry.register(

@@ -89,7 +89,11 @@ fn trimmed(node: Node) -> Node {
 }
 
 /// Brings the Nodes to `pool`'s plan before a hollow node adopts them.
-pub(super) async fn converge(client: &kube::Client, pool: &ValidPool<'_>, config: &Config) -> Result<()> {
+pub(super) async fn converge(
+    client: &kube::Client,
+    pool: &ValidPool<'_>,
+    config: &Config,
+) -> Result<()> {
     let plan = pool.nodes(&config.template);
     let planned: BTreeSet<String> = plan.iter().map(|n| n.name.clone()).collect();
     delete_nodes(client, pool.name, &planned).await;
@@ -230,7 +234,11 @@ async fn update(client: &kube::Client, node: &NodePlan, existing: &Node) -> Resu
 
 /// Deletes the pool's Nodes not in `keep`, and their Leases; false when one of them (or the
 /// list) failed, which is logged (the next generation, pass or restart tries again).
-pub(super) async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTreeSet<String>) -> bool {
+pub(super) async fn delete_nodes(
+    client: &kube::Client,
+    pool: &str,
+    keep: &BTreeSet<String>,
+) -> bool {
     let nodes = match pool_nodes(client, pool).await {
         Ok(n) => n,
         Err(e) => {
@@ -279,7 +287,6 @@ pub(super) async fn delete_nodes(client: &kube::Client, pool: &str, keep: &BTree
     !failed.into_inner()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +334,4 @@ mod tests {
         assert!(status.capacity.is_none() && status.node_info.is_none());
         assert!(kept.metadata.managed_fields.is_none());
     }
-
 }

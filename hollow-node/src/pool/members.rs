@@ -138,10 +138,7 @@ mod tests {
     #[test]
     fn every_node_has_one_owner_and_shares_are_even_enough() {
         let view = ids(&["a", "b", "c"]);
-        let shares: Vec<Vec<u32>> = view
-            .iter()
-            .map(|m| share(&view, "gpu", 300, m))
-            .collect();
+        let shares: Vec<Vec<u32>> = view.iter().map(|m| share(&view, "gpu", 300, m)).collect();
         let mut all: Vec<u32> = shares.iter().flatten().copied().collect();
         all.sort();
         assert_eq!(all, (0..300).collect::<Vec<_>>());
@@ -157,7 +154,10 @@ mod tests {
         for n in 0..500 {
             let before = owner(&two, "p", n);
             let after = owner(&three, "p", n);
-            assert!(after == before || after == Some("c"), "node {n}: {before:?} → {after:?}");
+            assert!(
+                after == before || after == Some("c"),
+                "node {n}: {before:?} → {after:?}"
+            );
         }
     }
 

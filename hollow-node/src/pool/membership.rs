@@ -117,8 +117,10 @@ impl Membership {
         let now = Instant::now();
         let mut live = Vec::new();
         for lease in leases {
-            let (Some(name), Some(rv)) = (lease.metadata.name.clone(), lease.metadata.resource_version.clone())
-            else {
+            let (Some(name), Some(rv)) = (
+                lease.metadata.name.clone(),
+                lease.metadata.resource_version.clone(),
+            ) else {
                 continue;
             };
             let Some(id) = lease.spec.as_ref().and_then(|s| s.holder_identity.clone()) else {
@@ -169,7 +171,9 @@ impl Membership {
             Err(e) if is_not_found(&e) => {
                 self.observed.remove(name);
             }
-            Err(e) => tracing::warn!(pool = %self.pool, lease = name, error = %e, "deleting a stale member lease"),
+            Err(e) => {
+                tracing::warn!(pool = %self.pool, lease = name, error = %e, "deleting a stale member lease")
+            }
         }
     }
 
@@ -179,7 +183,9 @@ impl Membership {
         match self.api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => tracing::warn!(pool = %self.pool, error = %e, "deleting this replica's member lease"),
+            Err(e) => {
+                tracing::warn!(pool = %self.pool, error = %e, "deleting this replica's member lease")
+            }
         }
     }
 }

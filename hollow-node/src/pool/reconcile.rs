@@ -177,9 +177,19 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
         // it publishes the view that gives them away; nodes it gains start only once every
         // member has published the same view.
         let read = members.sync().await;
-        let now_running = running.as_ref().map(|r| r.numbers.clone()).unwrap_or_default();
+        let now_running = running
+            .as_ref()
+            .map(|r| r.numbers.clone())
+            .unwrap_or_default();
         let replicas = desired.as_ref().map_or(0, |d| d.replicas);
-        let step = decide(members.me(), &name, replicas, &read.live, &now_running, read.fenced);
+        let step = decide(
+            members.me(),
+            &name,
+            replicas,
+            &read.live,
+            &now_running,
+            read.fenced,
+        );
         let stale = running
             .as_ref()
             .is_some_and(|r| Some(r.generation) != desired.as_ref().map(|d| d.generation));
@@ -193,7 +203,9 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
             match members.publish(&view).await {
                 // Look again at once: the others may all have published it already.
                 Ok(()) => tick.reset_immediately(),
-                Err(e) => tracing::warn!(pool = %name, error = %e, "publishing this replica's view"),
+                Err(e) => {
+                    tracing::warn!(pool = %name, error = %e, "publishing this replica's view")
+                }
             }
         }
         if Instant::now() >= status_due {
@@ -227,9 +239,11 @@ fn start(
     config.numbers = Some(numbers.clone());
     let token = shutdown.child_token();
     let (set_ops, set_token) = (ops.clone(), token.clone());
-    let join = ops.health.spawn_critical("the pool's node set", token.clone(), async move {
-        crate::run_set(config, &set_ops, set_token).await
-    });
+    let join = ops
+        .health
+        .spawn_critical("the pool's node set", token.clone(), async move {
+            crate::run_set(config, &set_ops, set_token).await
+        });
     Running {
         generation: desired.generation,
         numbers,
