@@ -19,6 +19,7 @@ pub mod fault_plan;
 pub mod fault_proxy;
 pub mod metrics_api;
 pub mod pki;
+pub mod pools;
 pub mod process;
 pub mod procfs;
 pub mod rbac;

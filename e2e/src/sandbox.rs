@@ -49,8 +49,9 @@ impl Placement {
     }
 }
 
-/// The taint hollow nodes carry in affinity mode (placement::affinity::HOLLOW_TAINT).
-const HOLLOW_TAINT: &str = "mock-kind.io/hollow=true:NoSchedule";
+/// The taint hollow nodes carry in affinity mode (placement::affinity::HOLLOW_TAINT): key,
+/// value, effect.
+const HOLLOW_TAINT: [&str; 3] = ["mock-kind.io/hollow", "true", "NoSchedule"];
 
 #[derive(Clone, Debug)]
 pub struct SandboxOptions {
@@ -209,10 +210,30 @@ impl Sandbox {
             &dir,
         )?;
 
+        // The hollow nodes are a HollowNodePool, as `make deploy`'s kind overlay declares them;
+        // the real-looking node stays on the flags, which still work without the CRD.
         step(&format!(
-            "starting hollow-node with {} spoofed nodes and 1 real-looking node",
+            "declaring HollowNodePool {HOLLOW_PREFIX} with {} nodes; starting hollow-node --pool {HOLLOW_PREFIX} and 1 real-looking node",
             opts.nodes
         ));
+        crate::pools::install_crd(&self.control_plane)?;
+        let taints = match opts.placement {
+            Placement::Extender => json!([]),
+            Placement::Affinity => json!([{
+                "key": HOLLOW_TAINT[0],
+                "value": HOLLOW_TAINT[1],
+                "effect": HOLLOW_TAINT[2],
+            }]),
+        };
+        crate::pools::apply(
+            &self.control_plane,
+            &json!({
+                "apiVersion": "mock-kind.io/v1alpha1",
+                "kind": "HollowNodePool",
+                "metadata": {"name": HOLLOW_PREFIX},
+                "spec": {"replicas": opts.nodes, "template": {"taints": taints}},
+            }),
+        )?;
         let hollow_port = free_port();
         self.ports.insert("hollow-node", hollow_port);
         // `kubectl top` and HPAs: this process serves metrics.k8s.io on loopback, where the
@@ -221,20 +242,17 @@ impl Sandbox {
         let metrics_port = free_port();
         self.ports.insert("metrics-api", metrics_port);
         let front_proxy_ca = self.control_plane.front_proxy_ca_file();
-        let taints = match opts.placement {
-            Placement::Extender => "",
-            Placement::Affinity => HOLLOW_TAINT,
-        };
         self.spawn(
             "hollow-node",
             &bin("hollow-node"),
             &[
-                "--node-taints".into(),
-                taints.into(),
-                "--nodes".into(),
-                opts.nodes.to_string(),
-                "--node-prefix".into(),
+                "--pool".into(),
                 HOLLOW_PREFIX.into(),
+                "--replica-name".into(),
+                "hollow-node-0".into(),
+                // Its membership Lease, where deploy/'s RBAC lets the hollow node keep it.
+                "--pool-namespace".into(),
+                "mock-kind".into(),
                 "--internal-ip".into(),
                 "127.0.0.2".into(),
                 "--listen".into(),
@@ -581,6 +599,8 @@ fn demo_pod(name: &str) -> Pod {
 pub struct Summary {
     pub hollow_nodes_ready: usize,
     pub hollow_nodes: usize,
+    /// `status.readyNodes` of the HollowNodePool the hollow nodes come from.
+    pub pool_ready_nodes: Option<i64>,
     pub real_nodes_ready: usize,
     pub replicas: i32,
     pub operator_pods_running: usize,
@@ -625,8 +645,24 @@ impl Summary {
             .iter()
             .map(|n| (n.metadata.name.clone().unwrap_or_default(), is_spoofed(n)))
             .collect();
+        let pools = Api::<kube::api::DynamicObject>::all_with(
+            client.clone(),
+            &kube::api::ApiResource {
+                group: "mock-kind.io".into(),
+                version: "v1alpha1".into(),
+                api_version: "mock-kind.io/v1alpha1".into(),
+                kind: "HollowNodePool".into(),
+                plural: "hollownodepools".into(),
+            },
+        );
+        let pool_ready_nodes = pools.get_opt(HOLLOW_PREFIX).await?.and_then(|p| {
+            p.data
+                .pointer("/status/readyNodes")
+                .and_then(|v| v.as_i64())
+        });
         let mut s = Summary {
             replicas,
+            pool_ready_nodes,
             ..Summary::default()
         };
         for n in &nodes {
@@ -738,6 +774,13 @@ impl Summary {
                 self.hollow_nodes_ready, self.hollow_nodes
             ),
         );
+        need(
+            self.pool_ready_nodes == Some(self.hollow_nodes as i64),
+            format!(
+                "HollowNodePool {HOLLOW_PREFIX} reports {:?} ready nodes, not {}",
+                self.pool_ready_nodes, self.hollow_nodes
+            ),
+        );
         need(self.real_nodes_ready >= 1, "no real node Ready".into());
         need(
             self.operator_pods_running == usize::try_from(self.replicas).unwrap_or(0),
@@ -817,8 +860,12 @@ impl fmt::Display for Summary {
         writeln!(f, "mock-kind sandbox summary")?;
         writeln!(
             f,
-            "  nodes      {}/{} hollow nodes Ready (annotated spoofed=\"true\"), {} real node Ready",
-            self.hollow_nodes_ready, self.hollow_nodes, self.real_nodes_ready
+            "  nodes      {}/{} hollow nodes Ready (annotated spoofed=\"true\"; HollowNodePool {HOLLOW_PREFIX}: {} ready), {} real node Ready",
+            self.hollow_nodes_ready,
+            self.hollow_nodes,
+            self.pool_ready_nodes
+                .map_or_else(|| "-".to_string(), |n| n.to_string()),
+            self.real_nodes_ready
         )?;
         writeln!(
             f,
@@ -898,6 +945,7 @@ mod tests {
         Summary {
             hollow_nodes_ready: 3,
             hollow_nodes: 3,
+            pool_ready_nodes: Some(3),
             real_nodes_ready: 1,
             replicas: 2,
             operator_pods_running: 2,
@@ -932,11 +980,16 @@ mod tests {
     #[test]
     fn problems_name_each_broken_promise() {
         type Case = (&'static str, fn(&mut Summary), &'static str);
-        let cases: [Case; 11] = [
+        let cases: [Case; 12] = [
             (
                 "node not ready",
                 |s| s.hollow_nodes_ready = 2,
                 "2/3 hollow nodes",
+            ),
+            (
+                "pool status behind",
+                |s| s.pool_ready_nodes = Some(1),
+                "reports Some(1) ready nodes, not 3",
             ),
             (
                 "pod on real",

@@ -13,8 +13,8 @@
 //! and a ConfigMap (checking Secrets in one namespace, bound by the README's RoleBinding
 //! template), repeats a Warning Event, reviews the token and rights of a kubelet API caller,
 //! finishes a pod's deletion and, on SIGTERM, deletes its Nodes; then, as `--pool`, it runs a
-//! HollowNodePool (finalizer, status, its Node) and deletes its Node and Lease when the pool is
-//! deleted. The harness's kube-scheduler runs as the cluster admin, as does `make sandbox`.
+//! HollowNodePool (membership Lease, finalizer, status, its Node), deletes its Node and Lease
+//! when the pool is deleted, and its membership Lease when it stops. The harness's kube-scheduler runs as the cluster admin, as does `make sandbox`.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -516,37 +516,18 @@ async fn every_granted_permission_is_used_by_the_services_or_a_named_exception()
     // --pool under the same account (installing the CRD is the cluster admin's part): the
     // pool's finalizer and status written, its Node registered; then the pool deleted, so its
     // Node and Lease go and the finalizer is removed.
-    run(
-        kubectl().args([
-            "apply",
-            "-f",
-            &workspace_root()
-                .join("deploy/base/crd-hollownodepools.yaml")
-                .display()
-                .to_string(),
-        ]),
-        None,
-    );
-    run(
-        kubectl().args([
-            "wait",
-            "--for=condition=established",
-            "--timeout=60s",
-            "crd/hollownodepools.mock-kind.io",
-        ]),
-        None,
-    );
+    e2e::pools::install_crd(&cp).expect("install the CRD");
     let pool = json!({
         "apiVersion": "mock-kind.io/v1alpha1",
         "kind": "HollowNodePool",
         "metadata": {"name": "lp"},
         "spec": {"replicas": 1},
-    })
-    .to_string();
-    run(kubectl().args(["apply", "-f", "-"]), Some(&pool));
+    });
+    e2e::pools::apply(&cp, &pool).expect("apply pool lp");
     let pool_args = vec![
         format!("--kubeconfig={}", kubeconfigs[2].display()),
         "--pool=lp".into(),
+        format!("--pool-namespace={NAMESPACE}"),
         format!("--listen=127.0.0.1:{}", e2e::free_port()),
         format!("--kubelet-port={}", e2e::free_port()),
         "--internal-ip=127.0.0.1".into(),
