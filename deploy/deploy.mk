@@ -9,7 +9,7 @@
 #   make deploy [OVERLAY=kind|dev|scale]  kubectl apply -k deploy/overlays/$(OVERLAY), wait for rollout
 #   make deploy PLACEMENT=affinity        = OVERLAY=affinity: no extender, the webhook places pods
 #   make undeploy [OVERLAY=...]           remove it (hollow nodes first, so they delete their Nodes)
-#   make nodes REPLICAS=10 NODES=100      resize the hollow-node StatefulSet
+#   make nodes REPLICAS=10 NODES=1000     resize the hollow nodes (the pool's nodes, shared by the replicas)
 #   make secret.load [FILE=~/.docker/config.json]  registry credentials for private images
 #   make kind.delete                      delete the kind cluster
 
@@ -121,6 +121,9 @@ deploy: ## Apply a Kustomize overlay (OVERLAY=kind|dev|scale|affinity, or PLACEM
 	  echo "  use the cluster from 'make kind', or an overlay that sets the extender Deployment's spec.template.spec.nodeName to your control-plane node" >&2; \
 	  exit 1; \
 	fi
+	@# The CRD first: the overlay's HollowNodePool cannot be applied before its kind exists.
+	$(KUBECTL_CTX) apply -f '$(DEPLOY_DIR)/base/crd-hollownodepools.yaml'
+	$(KUBECTL_CTX) wait --for=condition=Established --timeout=60s crd/hollownodepools.mock-kind.io
 	$(KUBECTL_CTX) apply -k '$(DEPLOY_DIR)/overlays/$(OVERLAY)'
 	@if $(KUBECTL) kustomize '$(DEPLOY_DIR)/overlays/$(OVERLAY)' | \
 	  awk '/^---/ { d = 0 } /^kind: Deployment$$/ { d = 1 } d && /^  name: mock-kind-scheduler$$/ { f = 1 } END { exit !f }'; then \
@@ -133,6 +136,10 @@ deploy: ## Apply a Kustomize overlay (OVERLAY=kind|dev|scale|affinity, or PLACEM
 undeploy: ## Remove it (hollow nodes first, so they delete their Nodes)
 	$(call need,$(KUBECTL),https://kubernetes.io/docs/tasks/tools/)
 	$(need_cluster)
+	@# Pools first, while hollow-node runs: its finalizer makes it delete their Nodes and Leases.
+	@if $(KUBECTL_CTX) get crd hollownodepools.mock-kind.io >/dev/null 2>&1; then \
+	  $(KUBECTL_CTX) delete hollownodepools --all --wait --timeout=180s; \
+	fi
 	@if $(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) get statefulset/hollow-node >/dev/null 2>&1; then \
 	  $(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) scale statefulset/hollow-node --replicas=0; \
 	  echo "waiting for the hollow-node pods to delete their Nodes and exit"; \
@@ -145,13 +152,24 @@ undeploy: ## Remove it (hollow nodes first, so they delete their Nodes)
 	$(KUBECTL_CTX) delete -k '$(DEPLOY_DIR)/overlays/$(OVERLAY)' --ignore-not-found --wait
 	$(if $(filter affinity,$(PLACEMENT)),,@echo "note: the cluster's kube-scheduler still calls the extender (ignorable: false): new pods stay Pending until 'make deploy' or 'make kind.delete kind'")
 
-nodes: ## Resize the hollow nodes: REPLICAS=<pods> NODES=<nodes per pod>
+nodes: ## Resize the hollow nodes: REPLICAS=<pods> NODES=<nodes: the pool's, or per pod on the flags>
 	$(call need,$(KUBECTL),https://kubernetes.io/docs/tasks/tools/)
-	@[ -n '$(REPLICAS)$(NODES)' ] || { echo "usage: make nodes REPLICAS=10 NODES=100 (either or both)" >&2; exit 1; }
+	@[ -n '$(REPLICAS)$(NODES)' ] || { echo "usage: make nodes REPLICAS=10 NODES=1000 (either or both)" >&2; exit 1; }
 	@case '$(REPLICAS)$(NODES)' in *[!0-9]*) echo "make nodes: REPLICAS and NODES must be whole numbers (got REPLICAS='$(REPLICAS)' NODES='$(NODES)')" >&2; exit 1;; esac
 	$(need_cluster)
 	@$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) get statefulset/hollow-node >/dev/null || { echo "make nodes: no StatefulSet $(DEPLOY_NAMESPACE)/hollow-node: run 'make deploy' first" >&2; exit 1; }
-	$(if $(NODES),$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) set env statefulset/hollow-node -c hollow-node MOCK_KIND_NODES=$(NODES))
+	@# A StatefulSet running a pool (MOCK_KIND_POOL) is resized by scaling the pool: its replicas
+	@# share the pool's nodes. On the flags, NODES is each replica's count.
+	@if [ -n '$(NODES)' ]; then \
+	  pool=$$($(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) get statefulset/hollow-node \
+	    -o jsonpath='{.spec.template.spec.containers[?(@.name=="hollow-node")].env[?(@.name=="MOCK_KIND_POOL")].value}'); \
+	  if [ -n "$$pool" ]; then \
+	    echo "hollownodepool/$$pool: $(NODES) nodes"; \
+	    $(KUBECTL_CTX) scale "hollownodepool/$$pool" --replicas=$(NODES); \
+	  else \
+	    $(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) set env statefulset/hollow-node -c hollow-node MOCK_KIND_NODES=$(NODES); \
+	  fi; \
+	fi
 	$(if $(REPLICAS),$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) scale statefulset/hollow-node --replicas=$(REPLICAS))
 	$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) rollout status statefulset/hollow-node --timeout=600s
 	@echo "note: 'make deploy' puts the overlay's size back; for a lasting size, use or write an overlay (deploy/overlays/scale)"

@@ -277,7 +277,8 @@ fn every_overlay_renders_what_it_promises() {
         scheduler_replicas: i64,
         webhook_replicas: i64,
         hollow_replicas: i64,
-        nodes_per_replica: &'static str,
+        /// The HollowNodePool `hollow`'s nodes, which the hollow-node replicas share.
+        pool_nodes: i64,
     }
     let version = workspace_version();
     let cases = [
@@ -287,7 +288,7 @@ fn every_overlay_renders_what_it_promises() {
             scheduler_replicas: 1,
             webhook_replicas: 2,
             hollow_replicas: 1,
-            nodes_per_replica: "100",
+            pool_nodes: 100,
         },
         Want {
             overlay: "dev",
@@ -295,7 +296,7 @@ fn every_overlay_renders_what_it_promises() {
             scheduler_replicas: 1,
             webhook_replicas: 1,
             hollow_replicas: 1,
-            nodes_per_replica: "100",
+            pool_nodes: 100,
         },
         Want {
             overlay: "scale",
@@ -303,7 +304,7 @@ fn every_overlay_renders_what_it_promises() {
             scheduler_replicas: 1,
             webhook_replicas: 2,
             hollow_replicas: 10,
-            nodes_per_replica: "100",
+            pool_nodes: 1000,
         },
     ];
     for want in &cases {
@@ -361,7 +362,7 @@ fn every_overlay_renders_what_it_promises() {
             "{o}: hollow-node replicas"
         );
 
-        // Hollow nodes: parallel replicas, N nodes each, named after the pod, at the pod's IP.
+        // Hollow nodes: parallel replicas sharing the pool, at the pod's IP.
         let sts = find(&objs, "StatefulSet", "hollow-node");
         assert_eq!(
             text(sts, "/spec/podManagementPolicy"),
@@ -376,9 +377,25 @@ fn every_overlay_renders_what_it_promises() {
         );
         let (_, hollow) = service_container(&objs, &SERVICES[2]);
         assert_eq!(
-            env_value(hollow, "MOCK_KIND_NODES").as_deref(),
-            Some(want.nodes_per_replica),
-            "{o}: nodes per replica"
+            env_value(hollow, "MOCK_KIND_POOL").as_deref(),
+            Some("hollow"),
+            "{o}: the replicas run the pool"
+        );
+        assert!(
+            env_var(hollow, "MOCK_KIND_NODES").is_none(),
+            "{o}: no flag-sized nodes beside the pool"
+        );
+        assert_eq!(
+            find(&objs, "HollowNodePool", "hollow")
+                .pointer("/spec/replicas")
+                .and_then(Value::as_i64),
+            Some(want.pool_nodes),
+            "{o}: the pool's nodes"
+        );
+        assert_eq!(
+            env_field_ref(hollow, "POD_NAMESPACE").as_deref(),
+            Some("metadata.namespace"),
+            "{o}: the membership Leases' namespace from the downward API"
         );
         assert_eq!(
             env_field_ref(hollow, "POD_NAME").as_deref(),
@@ -501,6 +518,8 @@ fn every_overlay_renders_what_it_promises() {
                 "ClusterRole",
                 "ClusterRoleBinding",
                 "MutatingWebhookConfiguration",
+                "CustomResourceDefinition",
+                "HollowNodePool",
             ];
             if !cluster_scoped.contains(&kind) {
                 let ns = text(obj, "/metadata/namespace");
@@ -1285,6 +1304,32 @@ fn apply(kubeconfig: &Path, objs: &[Value], extra: &[&str]) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
+/// `make deploy`'s order: the CRDs first, until Established (a HollowNodePool is refused while
+/// its kind does not exist), then every object. Returns kubectl's lines for every object.
+fn apply_deploy(kubeconfig: &Path, objs: &[Value]) -> Vec<String> {
+    let crds: Vec<Value> = objs
+        .iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .cloned()
+        .collect();
+    if !crds.is_empty() {
+        apply(kubeconfig, &crds, &[]);
+    }
+    for crd in &crds {
+        let name = format!("crd/{}", text(crd, "/metadata/name"));
+        succeed(
+            kubectl(kubeconfig).args([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &name,
+            ]),
+            None,
+        );
+    }
+    apply(kubeconfig, objs, &[])
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_overlay_passes_a_server_side_dry_run() {
     // The real kube-scheduler (1.20: config v1beta1, whose extender fields are v1's) runs with the
@@ -1308,6 +1353,9 @@ async fn every_overlay_passes_a_server_side_dry_run() {
     for ns in [NAMESPACE, EXTENDER_NAMESPACE] {
         succeed(kubectl(&kc).args(["create", "namespace", ns]), None);
     }
+    // Likewise the CRD, which `make deploy` applies and waits for before the overlay: a pool
+    // is refused while its kind does not exist.
+    e2e::pools::install_crd(&cp).expect("the HollowNodePool CRD");
 
     for o in OVERLAYS.into_iter().chain(["affinity"]) {
         let objs = render(o);
@@ -1389,7 +1437,7 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
     let objs = for_server(&render("kind"), &api_versions(&kc));
 
     // `make deploy` twice: the second apply changes nothing.
-    let first = apply(&kc, &objs, &[]);
+    let first = apply_deploy(&kc, &objs);
     assert_eq!(
         first.len(),
         objs.len(),
@@ -1408,6 +1456,7 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
     const HOLLOW: &str = "system:serviceaccount:mock-kind:hollow-node";
     const MWC: &str = "mutatingwebhookconfigurations.admissionregistration.k8s.io";
     const LEASES: &str = "leases.coordination.k8s.io";
+    const POOLS: &str = "hollownodepools.mock-kind.io";
     // (who, verb, resource[/name], namespace: "" none, "*" all; subresource, allowed)
     let cases: &[(&str, &str, &str, &str, &str, bool)] = &[
         (SCHED, "list", "nodes", "", "", true),
@@ -1519,6 +1568,20 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
         (HOLLOW, "get", LEASES, "kube-node-lease", "", false),
         (HOLLOW, "watch", LEASES, "kube-node-lease", "", false),
         (HOLLOW, "create", LEASES, "default", "", false),
+        // --pool: membership Leases in its own namespace; the pool, its finalizer and status.
+        (HOLLOW, "create", LEASES, "mock-kind", "", true),
+        (HOLLOW, "patch", LEASES, "mock-kind", "", true),
+        (HOLLOW, "list", LEASES, "mock-kind", "", true),
+        (HOLLOW, "delete", LEASES, "mock-kind", "", true),
+        (HOLLOW, "update", LEASES, "mock-kind", "", false),
+        (HOLLOW, "watch", LEASES, "mock-kind", "", false),
+        (HOLLOW, "list", POOLS, "", "", true),
+        (HOLLOW, "watch", POOLS, "", "", true),
+        (HOLLOW, "patch", POOLS, "", "", true),
+        (HOLLOW, "patch", POOLS, "", "status", true),
+        (HOLLOW, "create", POOLS, "", "", false),
+        (HOLLOW, "delete", POOLS, "", "", false),
+        (HOLLOW, "update", POOLS, "", "", false),
         (HOLLOW, "watch", "pods", "*", "", true),
         (HOLLOW, "delete", "pods", "default", "", true),
         (HOLLOW, "patch", "pods", "default", "status", true),
@@ -1684,7 +1747,7 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
     .expect("control plane");
     let kc = cp.kubeconfig();
     let objs = for_server(&render("kind"), &api_versions(&kc));
-    apply(&kc, &objs, &[]);
+    apply_deploy(&kc, &objs);
     let client = cp.client();
 
     // Start each service as its pod would: the container's environment (downward-API values
@@ -1853,22 +1916,14 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
         }
     }
 
-    // The hollow node's Nodes: as many as the manifest asks, named after the pod, Ready.
+    // The hollow node runs the overlay's pool: as many Nodes as the pool asks, Ready.
     let (_, hollow) = service_container(&objs, &SERVICES[2]);
-    let want: usize = env_value(hollow, "MOCK_KIND_NODES")
-        .and_then(|v| v.parse().ok())
-        .expect("MOCK_KIND_NODES");
+    let pool = env_value(hollow, "MOCK_KIND_POOL").expect("MOCK_KIND_POOL");
+    let want = find(&objs, "HollowNodePool", &pool)
+        .pointer("/spec/replicas")
+        .and_then(Value::as_u64)
+        .expect("the pool's replicas") as usize;
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());
-    let ours = |list: Vec<Node>| -> Vec<Node> {
-        list.into_iter()
-            .filter(|n| {
-                n.metadata
-                    .name
-                    .as_deref()
-                    .is_some_and(|name| name.starts_with("hollow-node-0-"))
-            })
-            .collect()
-    };
     let ready = |n: &Node| {
         n.status
             .as_ref()
@@ -1877,15 +1932,15 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True")
     };
-    let list_params = kube::api::ListParams::default();
+    let list_params = kube::api::ListParams::default().labels(&format!("mock-kind.io/pool={pool}"));
     let got = e2e::wait_for(
         Duration::from_secs(120),
-        &format!("{want} Ready nodes hollow-node-0-*"),
+        &format!("{want} Ready nodes of pool {pool}"),
         || {
             let nodes = nodes.clone();
             let lp = list_params.clone();
             async move {
-                let mine = ours(nodes.list(&lp).await?.items);
+                let mine = nodes.list(&lp).await?.items;
                 Ok((mine.len() == want && mine.iter().all(ready)).then_some(mine.len()))
             }
         },
@@ -1894,7 +1949,9 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&started)));
     assert_eq!(got, want);
 
-    // SIGTERM, as the kubelet stops the pod: the Nodes go away within the grace period.
+    // SIGTERM, as the kubelet stops the pod: the replica leaves the pool (its membership Lease
+    // in its namespace goes) and exits within the grace period; the pool's Nodes stay for the
+    // next replica to adopt.
     let grace = find(&objs, "StatefulSet", "hollow-node")
         .pointer("/spec/template/spec/terminationGracePeriodSeconds")
         .and_then(Value::as_u64)
@@ -1902,19 +1959,24 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
     let hollow_run = &mut started[2].run;
     let pid = hollow_run.child.id().to_string();
     succeed(Command::new("kill").args(["-TERM", &pid]), None);
-    let gone = e2e::wait_for(
-        Duration::from_secs(grace),
-        "the hollow node's Nodes to be deleted on SIGTERM",
-        || {
-            let nodes = nodes.clone();
-            let lp = list_params.clone();
-            async move { Ok(ours(nodes.list(&lp).await?.items).is_empty().then_some(())) }
-        },
-    )
-    .await;
-    if let Err(e) = gone {
-        panic!("{e}\n{}", hollow_run.tail());
+    let deadline = std::time::Instant::now() + Duration::from_secs(grace);
+    while !matches!(hollow_run.child.try_wait(), Ok(Some(_))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hollow-node still runs {grace} s after SIGTERM\n{}",
+            hollow_run.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let members: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.clone(), NAMESPACE);
+    let left = members
+        .get_opt(&format!("hollownodepool-{pool}-hollow-node-0"))
+        .await
+        .expect("get the membership Lease");
+    assert!(left.is_none(), "the replica's membership Lease outlived it");
+    let kept = nodes.list(&list_params).await.expect("list").items.len();
+    assert_eq!(kept, want, "the pool's Nodes stay when a replica stops");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1996,8 +2058,9 @@ async fn make_secret_load_nodes_and_deploy_guards_on_the_real_control_plane() {
         stderr_of(&out)
     );
 
-    // nodes: resizes the StatefulSet of the applied overlay (0 replicas: no kubelet runs pods here).
-    apply(&kc, &for_server(&render("kind"), &api_versions(&kc)), &[]);
+    // nodes: resizes the hollow nodes of the applied overlay (0 replicas: no kubelet runs pods
+    // here).
+    apply_deploy(&kc, &for_server(&render("kind"), &api_versions(&kc)));
     let out = make(&kc, &["nodes", "REPLICAS=0", "NODES=7"]);
     assert!(out.status.success(), "make nodes: {}", stderr_of(&out));
     let sts: kube::Api<StatefulSet> = kube::Api::namespaced(client.clone(), NAMESPACE);
@@ -2008,11 +2071,42 @@ async fn make_secret_load_nodes_and_deploy_guards_on_the_real_control_plane() {
         Some(0),
         "replicas"
     );
+    // The overlay runs the pool `hollow`: NODES is the pool's size.
+    let pool = succeed(
+        kubectl(&kc).args([
+            "get",
+            "hollownodepool/hollow",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ]),
+        None,
+    );
+    assert_eq!(pool.trim(), "7", "the pool's nodes");
+    let (_, container) = service_container(std::slice::from_ref(&set), &SERVICES[2]);
+    assert!(env_value(container, "MOCK_KIND_NODES").is_none());
+    // On the flags (no MOCK_KIND_POOL), NODES is each replica's count.
+    succeed(
+        kubectl(&kc).args([
+            "-n",
+            NAMESPACE,
+            "set",
+            "env",
+            "statefulset/hollow-node",
+            "-c",
+            "hollow-node",
+            "MOCK_KIND_POOL-",
+        ]),
+        None,
+    );
+    let out = make(&kc, &["nodes", "NODES=5"]);
+    assert!(out.status.success(), "make nodes: {}", stderr_of(&out));
+    let set =
+        serde_json::to_value(sts.get("hollow-node").await.expect("StatefulSet")).expect("JSON");
     let (_, container) = service_container(std::slice::from_ref(&set), &SERVICES[2]);
     assert_eq!(
         env_value(container, "MOCK_KIND_NODES").as_deref(),
-        Some("7"),
-        "nodes per replica"
+        Some("5"),
+        "nodes per replica on the flags"
     );
     for (args, needle) in [
         (&["nodes"][..], "usage: make nodes"),
