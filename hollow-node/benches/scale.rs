@@ -16,9 +16,12 @@
 //! hollow-node's --workers (0: its automatic count); BENCH_DUMP=<file> writes the per-pod ramp
 //! timeline as CSV.
 //!
-//! BENCH_CONTROL_PLANE_NICE=<n> (root only) gives etcd's and kube-apiserver's threads nice n
-//! before the pods are created: an experiment on what the apiserver's share of the machine does
-//! to the Lease lane, not a setting the README's figures use unless they say so.
+//! BENCH_CONTROL_PLANE_NICE (root only) sets the control plane's CPU weight before the pods are
+//! created. `kind`: the weights a kind cluster gives its pods from their CPU requests (cgroup
+//! shares ∝ requests: kube-apiserver 250m, kube-controller-manager 200m, kube-scheduler and etcd
+//! 100m, hollow-node 100m), as nice values over the weight of 100m: kube-apiserver -4 (×2.44),
+//! kube-controller-manager -3 (×1.94), the rest 0. A number n: etcd and kube-apiserver at nice n
+//! (an experiment). Unset: every process at the same weight, which no kind cluster has.
 //!
 //! Lease margin: a watch on kube-node-lease follows every node's renewTime, and once a second
 //! the bench notes how far the oldest Lease is past its renew time (renewTime + the 10 s
@@ -444,15 +447,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    // An experiment, not a default: the control plane's storage ahead of everything else in the
-    // machine's scheduler, to see what the Lease lane does when the apiserver is not starved.
-    if let Ok(nice) = std::env::var("BENCH_CONTROL_PLANE_NICE")
-        && let Ok(nice) = nice.parse::<i32>()
-    {
-        for name in ["etcd", "kube-apiserver"] {
-            let threads = cp.pid(name).map_or(0, |pid| renice(pid, nice));
-            println!("{name}: {threads} threads at nice {nice}");
-        }
+    // Processes on one machine share it by thread; in a kind cluster the pods' cgroups share it
+    // by their CPU requests.
+    let weights: Vec<(&str, i32)> = match std::env::var("BENCH_CONTROL_PLANE_NICE").as_deref() {
+        Ok("kind") => vec![("kube-apiserver", -4), ("kube-controller-manager", -3)],
+        Ok(n) => n
+            .parse::<i32>()
+            .map(|n| vec![("etcd", n), ("kube-apiserver", n)])
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    for (name, nice) in weights {
+        let threads = cp.pid(name).map_or(0, |pid| renice(pid, nice));
+        println!("{name}: {threads} threads at nice {nice}");
     }
 
     // The pods: ten Deployments so the ReplicaSet controller works in parallel.

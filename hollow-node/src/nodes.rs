@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, Patch, PostParams};
 use kube::core::PartialObjectMeta;
@@ -150,6 +150,28 @@ pub fn health(shared: &Shared, i: usize) -> (Health, Option<Duration>) {
     }
 }
 
+/// What adopting a Node reads of it (`ensure_node`): its name, UID, annotations, podCIDR and
+/// conditions. The rest (managedFields above all) would be held for every Node until the first
+/// round ends: tens of MB at a few thousand Nodes.
+fn adoptable(n: Node) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: n.metadata.name,
+            uid: n.metadata.uid,
+            annotations: n.metadata.annotations,
+            ..Default::default()
+        },
+        spec: n.spec.map(|s| NodeSpec {
+            pod_cidr: s.pod_cidr,
+            ..Default::default()
+        }),
+        status: n.status.map(|s| NodeStatus {
+            conditions: s.conditions,
+            ..Default::default()
+        }),
+    }
+}
+
 /// Our Nodes that exist already, or none when they cannot be listed (after the registration
 /// backoff's attempts): the creates then meet 409 and adopt the Node one by one.
 async fn existing_nodes(shared: &Shared) -> HashMap<String, Node> {
@@ -164,10 +186,12 @@ async fn existing_nodes(shared: &Shared) -> HashMap<String, Node> {
                 // Adopted Nodes (a pool's, a restart's) arrive with their managedFields, which
                 // nothing here reads and which outweigh the rest of a Node.
                 // A replica sharing a pool keeps only its own.
-                found.extend(page.items.into_iter().filter_map(|mut n| {
-                    n.metadata.managed_fields = None;
+                found.extend(page.items.into_iter().filter_map(|n| {
                     let name = n.metadata.name.clone()?;
-                    shared.node_index.contains_key(&name).then_some((name, n))
+                    shared
+                        .node_index
+                        .contains_key(&name)
+                        .then(|| (name, adoptable(n)))
                 }));
                 match page.metadata.continue_.filter(|c| !c.is_empty()) {
                     Some(next) => {
@@ -556,4 +580,35 @@ pub async fn delete_all(shared: &Shared) {
         })
         .await;
     tracing::info!(nodes = shared.nodes.len(), "deleted nodes on exit");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_adopted_node_keeps_what_adoption_reads() {
+        let mut node = new_node(
+            &crate::Config::new("p", 1).template,
+            "p-0",
+            10250,
+            "10.0.0.0/24",
+            jiff::Timestamp::UNIX_EPOCH,
+        );
+        node.metadata.uid = Some("u".into());
+        node.metadata.annotations = Some([(NODE_HEALTH.to_string(), "sick".to_string())].into());
+        node.metadata.managed_fields = Some(vec![Default::default()]);
+        let want_conditions = node.status.as_ref().and_then(|s| s.conditions.clone());
+        let kept = adoptable(node);
+        assert_eq!(kept.metadata.name.as_deref(), Some("p-0"));
+        assert_eq!(kept.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(health_annotation(&kept.metadata).as_deref(), Some("sick"));
+        assert!(kept.metadata.managed_fields.is_none() && kept.metadata.labels.is_none());
+        let spec = kept.spec.as_ref().expect("spec");
+        assert_eq!(spec.pod_cidr.as_deref(), Some("10.0.0.0/24"));
+        let status = kept.status.as_ref().expect("status");
+        assert!(want_conditions.is_some());
+        assert_eq!(status.conditions, want_conditions);
+        assert!(status.capacity.is_none() && status.node_info.is_none());
+    }
 }
