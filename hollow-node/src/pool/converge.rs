@@ -3,12 +3,16 @@
 //! their Leases). Every replica of a pool may do this; the writes are idempotent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, watcher};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
 use super::plan::NodePlan;
 use super::spec::POOL_LABEL;
@@ -20,6 +24,71 @@ use crate::node_status::new_node;
 use crate::nodes::LEASE_NAMESPACE;
 use crate::{Result, api_err, is_not_found, patch_params};
 
+/// Whether each of the pool's Nodes is Ready, kept from a watch: the status's counts without
+/// listing every Node every few seconds (a page of full Nodes at each status write kept the
+/// process's RSS tens of MB higher).
+#[derive(Clone, Default)]
+pub struct ReadyNodes(Arc<Mutex<HashMap<String, bool>>>);
+
+impl ReadyNodes {
+    /// (registered, ready) as the watch has seen them; `None` until it has listed once.
+    pub fn counts(&self) -> Option<(i64, i64)> {
+        let map = self.0.lock().ok()?;
+        let synced = map.get(SYNCED).copied().unwrap_or(false);
+        synced.then(|| {
+            let nodes = map.iter().filter(|(k, _)| k.as_str() != SYNCED);
+            let (mut all, mut ready) = (0, 0);
+            for (_, r) in nodes {
+                all += 1;
+                ready += i64::from(*r);
+            }
+            (all, ready)
+        })
+    }
+
+    /// Follows the pool's Nodes until `stop`.
+    pub async fn watch(self, client: kube::Client, pool: String, stop: CancellationToken) {
+        let api: Api<Node> = Api::all(client);
+        let cfg = watcher::Config::default().labels(&format!("{POOL_LABEL}={pool}"));
+        let mut events = watcher(api, cfg).default_backoff().boxed();
+        let mut fresh: HashMap<String, bool> = HashMap::new();
+        loop {
+            let ev = tokio::select! {
+                _ = stop.cancelled() => return,
+                ev = events.next() => ev,
+            };
+            let Ok(mut map) = self.0.lock() else { return };
+            match ev {
+                None => return,
+                Some(Err(e)) => tracing::debug!(%pool, error = %e, "watching the pool's nodes"),
+                Some(Ok(watcher::Event::Init)) => fresh.clear(),
+                Some(Ok(watcher::Event::InitApply(n))) => {
+                    if let Some(name) = n.metadata.name.clone() {
+                        fresh.insert(name, ready(&n));
+                    }
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    *map = std::mem::take(&mut fresh);
+                    map.insert(SYNCED.into(), true);
+                }
+                Some(Ok(watcher::Event::Apply(n))) => {
+                    if let Some(name) = n.metadata.name.clone() {
+                        map.insert(name, ready(&n));
+                    }
+                }
+                Some(Ok(watcher::Event::Delete(n))) => {
+                    if let Some(name) = &n.metadata.name {
+                        map.remove(name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A key no Node name can be (names are DNS subdomains): set once the watch has listed.
+const SYNCED: &str = " synced";
+
 /// Node writes in flight at once while bringing the Nodes to a plan.
 const WRITES_IN_FLIGHT: usize = 32;
 /// Nodes per page when listing a pool's Nodes.
@@ -27,17 +96,16 @@ const LIST_PAGE: u32 = 250;
 /// The template label keys a Node was given, so a later template can remove the ones it drops.
 pub const TEMPLATE_LABELS: &str = "mock-kind.io/pool-labels";
 
-pub(super) fn ready(node: &Node) -> bool {
+fn ready(node: &Node) -> bool {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// The pool's Nodes, read a page at a time and cut to what the reconciler reads: a whole
-/// list of 2,000 Nodes with their status and managedFields, every few seconds, kept the
-/// process's RSS about 100 MB above what the same nodes take under `--nodes`.
-pub(super) async fn pool_nodes(client: &kube::Client, pool: &str) -> Result<Vec<Node>> {
+/// The pool's Nodes, read a page at a time and cut to what the reconciler reads (a whole list
+/// of 2,000 Nodes with their status and managedFields is tens of MB).
+async fn pool_nodes(client: &kube::Client, pool: &str) -> Result<Vec<Node>> {
     let api: Api<Node> = Api::all(client.clone());
     let mut params = ListParams::default()
         .labels(&format!("{POOL_LABEL}={pool}"))
@@ -290,6 +358,20 @@ pub(super) async fn delete_nodes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_wait_for_the_first_listing() {
+        let nodes = ReadyNodes::default();
+        assert_eq!(nodes.counts(), None, "nothing listed yet");
+        if let Ok(mut map) = nodes.0.lock() {
+            map.extend([("p-0".into(), true), ("p-1".into(), false)]);
+        }
+        assert_eq!(nodes.counts(), None, "still not listed");
+        if let Ok(mut map) = nodes.0.lock() {
+            map.insert(SYNCED.into(), true);
+        }
+        assert_eq!(nodes.counts(), Some((2, 1)));
+    }
 
     #[test]
     fn a_listed_node_keeps_only_what_the_reconciler_reads() {

@@ -21,7 +21,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::converge::{converge, delete_nodes, pool_nodes, ready};
+use super::converge::{ReadyNodes, converge, delete_nodes};
 use super::finalizer::{Finalizer, finalizer};
 use super::members::decide;
 use super::membership::Membership;
@@ -106,6 +106,12 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
         .default_backoff()
         .boxed();
     let mut members = Membership::new(&client, &base.pool_namespace, &name, &base.replica);
+    let ready_nodes = ReadyNodes::default();
+    let nodes_watch = tokio::spawn(ready_nodes.clone().watch(
+        client.clone(),
+        name.clone(),
+        shutdown.clone(),
+    ));
     let mut tick = tokio::time::interval(MEMBERS_EVERY);
     let mut current: Option<HollowNodePool> = None;
     let mut desired: Option<Desired> = None;
@@ -208,15 +214,18 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
                 }
             }
         }
-        if Instant::now() >= status_due {
+        // One writer of the status: the first live replica by name (each would write the same).
+        let first = read.live.iter().map(|m| m.id.as_str()).min();
+        if first == Some(members.me()) && Instant::now() >= status_due {
             status_due = Instant::now() + STATUS_EVERY;
-            if let Err(e) = write_status(&client, pool, phase).await {
+            if let Err(e) = write_status(&client, pool, &ready_nodes, phase).await {
                 tracing::warn!(pool = %name, error = %e, "writing the pool's status");
             }
         }
     }
     stop(&mut running).await;
     members.leave().await;
+    let _ = nodes_watch.await;
     let _ = server.await;
     Ok(())
 }
@@ -296,14 +305,18 @@ async fn write_finalizers(
 async fn write_status(
     client: &kube::Client,
     pool: &HollowNodePool,
+    nodes: &ReadyNodes,
     phase: Phase<'_>,
 ) -> Result<()> {
     let name = pool.name();
-    let nodes = pool_nodes(client, name).await?;
+    // Not before the watch has listed the Nodes: counts of nothing would read as a fact.
+    let Some((registered, ready)) = nodes.counts() else {
+        return Ok(());
+    };
     let counts = Counts {
         desired: pool.spec.replicas.max(0),
-        registered: nodes.len() as i64,
-        ready: nodes.iter().filter(|n| ready(n)).count() as i64,
+        registered,
+        ready,
     };
     let prev: Option<&PoolStatus> = pool.status.as_ref();
     let next = status(
