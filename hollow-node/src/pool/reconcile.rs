@@ -171,6 +171,7 @@ pub async fn run(base: Config, name: String, shutdown: CancellationToken) -> Res
                     tracing::warn!(pool = %name, error = %e, "bringing the nodes to the pool's spec; retrying")
                 }
                 Ok(()) => {
+                    crate::release_freed_memory();
                     desired = Some(Desired {
                         generation,
                         config,
