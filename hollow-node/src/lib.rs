@@ -92,6 +92,30 @@ pub(crate) fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// Lists `params`' objects a page of `page` at a time, handing each to `keep` as it arrives, so
+/// no more than a page of whole objects is ever decoded at once (the callers keep a cut-down
+/// copy). A failed page fails the whole list; the caller retries from the start.
+pub(crate) async fn list_paged<K, T>(
+    api: &kube::Api<K>,
+    params: &kube::api::ListParams,
+    page: u32,
+    mut keep: impl FnMut(K) -> Option<T>,
+) -> std::result::Result<Vec<T>, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = params.clone().limit(page);
+    let mut kept = Vec::new();
+    loop {
+        let list = api.list(&params).await?;
+        kept.extend(list.items.into_iter().filter_map(&mut keep));
+        match list.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(next) => params = params.continue_token(&next),
+            None => return Ok(kept),
+        }
+    }
+}
+
 pub(crate) fn patch_params() -> PatchParams {
     PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
@@ -226,11 +250,18 @@ impl Ops {
 /// `/metrics` on `config.listen`, registers (or adopts) the nodes, then keeps them and their
 /// pods alive.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
-    let config = config.validate()?;
     let (ops, server) = Ops::serve(config.listen, shutdown.clone())?;
-    let result = run_set(config, &ops, shutdown).await;
-    let _ = server.await;
-    result
+    match run_set(config, &ops, shutdown).await {
+        Ok(()) => {
+            let _ = server.await;
+            Ok(())
+        }
+        // The ops server stops only at shutdown; a set that never started must not wait for it.
+        Err(e) => {
+            server.abort();
+            Err(e)
+        }
+    }
 }
 
 /// The node set of `config` until `shutdown`, reporting through `ops` (which outlives it).

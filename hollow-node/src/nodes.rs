@@ -178,34 +178,22 @@ async fn existing_nodes(shared: &Shared) -> HashMap<String, Node> {
     let api: Api<Node> = Api::all(shared.client.clone());
     let selector = owner_selector(&shared.config.prefix);
     let mut failures = 0;
-    let mut found = HashMap::new();
-    let mut params = ListParams::default().labels(&selector).limit(LIST_PAGE);
+    let params = ListParams::default().labels(&selector);
     loop {
-        let err = match api.list(&params).await {
-            Ok(page) => {
-                // Adopted Nodes (a pool's, a restart's) arrive with their managedFields, which
-                // nothing here reads and which outweigh the rest of a Node.
-                // A replica sharing a pool keeps only its own.
-                found.extend(page.items.into_iter().filter_map(|n| {
-                    let name = n.metadata.name.clone()?;
-                    shared
-                        .node_index
-                        .contains_key(&name)
-                        .then(|| (name, adoptable(n)))
-                }));
-                match page.metadata.continue_.filter(|c| !c.is_empty()) {
-                    Some(next) => {
-                        params = params.continue_token(&next);
-                        continue;
-                    }
-                    None => return found,
-                }
-            }
+        // A replica sharing a pool keeps only its own; adoption reads little of a Node
+        // (`adoptable`), and managedFields outweigh the rest.
+        let listed = crate::list_paged(&api, &params, LIST_PAGE, |n: Node| {
+            let name = n.metadata.name.clone()?;
+            shared
+                .node_index
+                .contains_key(&name)
+                .then(|| (name, adoptable(n)))
+        })
+        .await;
+        let err = match listed {
+            Ok(found) => return found.into_iter().collect(),
             Err(e) => e,
         };
-        // A continue token can expire: the retry lists from the start.
-        found.clear();
-        params = ListParams::default().labels(&selector).limit(LIST_PAGE);
         failures += 1;
         let next = retry::registration(
             retry::classify(&err),

@@ -84,9 +84,7 @@ async fn pool_scales_edits_and_refuses() {
     .expect("control plane");
     let client = cp.client();
     common::install_crd(&cp).await;
-    let file = cp.dir().join("gpu-pool.yaml");
-    std::fs::write(&file, POOL).expect("write pool");
-    kubectl_ok(&cp, &["apply", "-f", &file.display().to_string()]).await;
+    common::apply_yaml(&cp, "gpu-pool.yaml", POOL).await;
 
     let hollow = common::start_pool(&cp, "gpu");
     let long = Duration::from_secs(120);
@@ -326,9 +324,7 @@ async fn a_node_set_that_cannot_start_fails_healthz() {
     let cp = common::apiserver_only().await;
     common::install_crd(&cp).await;
     let pool = POOL.replace("replicas: 3", "replicas: 1");
-    let file = cp.dir().join("gpu-pool.yaml");
-    std::fs::write(&file, pool).expect("write pool");
-    kubectl_ok(&cp, &["apply", "-f", &file.display().to_string()]).await;
+    common::apply_yaml(&cp, "gpu-pool.yaml", &pool).await;
     // The kubelet port the set binds is held by someone else.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let mut config = common::config(&cp, "flags-prefix-unused", 1);

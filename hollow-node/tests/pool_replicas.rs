@@ -99,10 +99,7 @@ async fn two_replicas_share_a_pool_and_one_killed_hands_its_nodes_over() {
     .expect("control plane");
     let client = cp.client();
     common::install_crd(&cp).await;
-    let file = cp.dir().join("shared-pool.yaml");
-    std::fs::write(&file, POOL).expect("write pool");
-    let o = common::kubectl(&cp, &["apply", "-f", &file.display().to_string()]).await;
-    assert!(o.status.success(), "{}", common::output_text(&o));
+    common::apply_yaml(&cp, "shared-pool.yaml", POOL).await;
 
     let mut a = spawn(&cp, "a", "127.0.0.2");
     wait_split(&client, "a runs all 8 nodes", |a, b| a == NODES && b == 0).await;

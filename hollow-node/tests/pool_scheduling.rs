@@ -69,14 +69,7 @@ async fn the_scheduler_honours_a_pools_taints_and_capacity() {
     let hollow = common::start_pool(&cp, "gpu");
     common::wait_nodes_ready(&client, "gpu", 4, Duration::from_secs(120)).await;
     common::create_namespace(&client, NS).await;
-    let file = cp.dir().join("pods.yaml");
-    std::fs::write(&file, PODS).expect("write pods");
-    let o = common::kubectl(&cp, &["apply", "-f", &file.display().to_string()]).await;
-    assert!(
-        o.status.success(),
-        "apply pods: {}",
-        common::output_text(&o)
-    );
+    common::apply_yaml(&cp, "pods.yaml", PODS).await;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let trains = common::wait_pod(&pods, "trains", "Running and Ready", |p| {

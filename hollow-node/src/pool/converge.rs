@@ -22,27 +22,28 @@ use crate::config::Config;
 use crate::ipam::node_pod_cidr;
 use crate::node_status::new_node;
 use crate::nodes::LEASE_NAMESPACE;
-use crate::{Result, api_err, is_not_found, patch_params};
+use crate::{Result, api_err, is_not_found, list_paged, patch_params};
 
 /// Whether each of the pool's Nodes is Ready, kept from a watch: the status's counts without
 /// listing every Node every few seconds (a page of full Nodes at each status write kept the
 /// process's RSS tens of MB higher).
 #[derive(Clone, Default)]
-pub struct ReadyNodes(Arc<Mutex<HashMap<String, bool>>>);
+pub struct ReadyNodes(Arc<Mutex<Seen>>);
+
+/// Each Node's readiness, and whether the watch has listed them yet.
+#[derive(Default)]
+struct Seen {
+    ready: HashMap<String, bool>,
+    synced: bool,
+}
 
 impl ReadyNodes {
     /// (registered, ready) as the watch has seen them; `None` until it has listed once.
     pub fn counts(&self) -> Option<(i64, i64)> {
-        let map = self.0.lock().ok()?;
-        let synced = map.get(SYNCED).copied().unwrap_or(false);
-        synced.then(|| {
-            let nodes = map.iter().filter(|(k, _)| k.as_str() != SYNCED);
-            let (mut all, mut ready) = (0, 0);
-            for (_, r) in nodes {
-                all += 1;
-                ready += i64::from(*r);
-            }
-            (all, ready)
+        let seen = self.0.lock().ok()?;
+        seen.synced.then(|| {
+            let ready = seen.ready.values().filter(|r| **r).count();
+            (seen.ready.len() as i64, ready as i64)
         })
     }
 
@@ -57,7 +58,7 @@ impl ReadyNodes {
                 _ = stop.cancelled() => return,
                 ev = events.next() => ev,
             };
-            let Ok(mut map) = self.0.lock() else { return };
+            let Ok(mut seen) = self.0.lock() else { return };
             match ev {
                 None => return,
                 Some(Err(e)) => tracing::debug!(%pool, error = %e, "watching the pool's nodes"),
@@ -68,26 +69,23 @@ impl ReadyNodes {
                     }
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
-                    *map = std::mem::take(&mut fresh);
-                    map.insert(SYNCED.into(), true);
+                    seen.ready = std::mem::take(&mut fresh);
+                    seen.synced = true;
                 }
                 Some(Ok(watcher::Event::Apply(n))) => {
                     if let Some(name) = n.metadata.name.clone() {
-                        map.insert(name, ready(&n));
+                        seen.ready.insert(name, ready(&n));
                     }
                 }
                 Some(Ok(watcher::Event::Delete(n))) => {
                     if let Some(name) = &n.metadata.name {
-                        map.remove(name);
+                        seen.ready.remove(name);
                     }
                 }
             }
         }
     }
 }
-
-/// A key no Node name can be (names are DNS subdomains): set once the watch has listed.
-const SYNCED: &str = " synced";
 
 /// Node writes in flight at once while bringing the Nodes to a plan: each is a connection the
 /// reconciler's client then keeps idle (HTTP/1.1), beside the node set's own. 16 brings 2,000
@@ -109,21 +107,10 @@ fn ready(node: &Node) -> bool {
 /// of 2,000 Nodes with their status and managedFields is tens of MB).
 async fn pool_nodes(client: &kube::Client, pool: &str) -> Result<Vec<Node>> {
     let api: Api<Node> = Api::all(client.clone());
-    let mut params = ListParams::default()
-        .labels(&format!("{POOL_LABEL}={pool}"))
-        .limit(LIST_PAGE);
-    let mut nodes = Vec::new();
-    loop {
-        let page = api
-            .list(&params)
-            .await
-            .map_err(api_err(format!("list nodes of pool {pool}")))?;
-        nodes.extend(page.items.into_iter().map(trimmed));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(next) => params = params.continue_token(&next),
-            None => return Ok(nodes),
-        }
-    }
+    let params = ListParams::default().labels(&format!("{POOL_LABEL}={pool}"));
+    list_paged(&api, &params, LIST_PAGE, |n| Some(trimmed(n)))
+        .await
+        .map_err(api_err(format!("list nodes of pool {pool}")))
 }
 
 /// What [`update`], [`ready`] and the deletions read of a Node: name, labels, the template
@@ -365,12 +352,13 @@ mod tests {
     fn counts_wait_for_the_first_listing() {
         let nodes = ReadyNodes::default();
         assert_eq!(nodes.counts(), None, "nothing listed yet");
-        if let Ok(mut map) = nodes.0.lock() {
-            map.extend([("p-0".into(), true), ("p-1".into(), false)]);
+        if let Ok(mut seen) = nodes.0.lock() {
+            seen.ready
+                .extend([("p-0".into(), true), ("p-1".into(), false)]);
         }
         assert_eq!(nodes.counts(), None, "still not listed");
-        if let Ok(mut map) = nodes.0.lock() {
-            map.insert(SYNCED.into(), true);
+        if let Ok(mut seen) = nodes.0.lock() {
+            seen.synced = true;
         }
         assert_eq!(nodes.counts(), Some((2, 1)));
     }

@@ -56,8 +56,9 @@ impl Membership {
     }
 
     /// Writes this replica's Lease (renewTime now, `view` as its published view), creating it
-    /// when missing. On success `view` is what the others read as published.
-    async fn write(&mut self, view: &[String]) -> Result<()> {
+    /// when missing. On success `view` is what the others read as published: the others may
+    /// count on this replica running only its share of it.
+    pub async fn publish(&mut self, view: &[String]) -> Result<()> {
         let began = Instant::now();
         let name = self.lease_name();
         let lease = Lease {
@@ -96,7 +97,7 @@ impl Membership {
     /// a cache): a replica starts nodes only on what the others have written.
     pub async fn sync(&mut self) -> Read {
         let view = self.published.clone();
-        if let Err(e) = self.write(&view).await {
+        if let Err(e) = self.publish(&view).await {
             tracing::warn!(pool = %self.pool, error = %e, "renewing this replica's pool membership");
         }
         let fenced = self.renewed.is_none_or(|t| t.elapsed() > FENCE);
@@ -154,11 +155,6 @@ impl Membership {
             }
         }
         Read { live, fenced }
-    }
-
-    /// Publishes `view`: the others may now count on this replica running only its share.
-    pub async fn publish(&mut self, view: &[String]) -> Result<()> {
-        self.write(view).await
     }
 
     /// Deletes a member Lease long unrenewed (its replica is gone for good).

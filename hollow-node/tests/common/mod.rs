@@ -464,22 +464,18 @@ pub fn output_text(o: &std::process::Output) -> String {
     )
 }
 
+/// `kubectl apply -f` of `yaml` (kept as `<name>` in the control plane's directory, for the
+/// record), failing the test with kubectl's output when it is refused.
+pub async fn apply_yaml(cp: &e2e::ControlPlane, name: &str, yaml: &str) {
+    let file = cp.dir().join(name);
+    std::fs::write(&file, yaml).expect("write manifest");
+    let o = kubectl(cp, &["apply", "-f", &file.display().to_string()]).await;
+    assert!(o.status.success(), "apply {name}: {}", output_text(&o));
+}
+
 /// Applies the CRD and waits until the apiserver serves it.
 pub async fn install_crd(cp: &e2e::ControlPlane) {
-    let crd = repo("deploy/base/crd-hollownodepools.yaml");
-    let o = kubectl(cp, &["apply", "-f", &crd]).await;
-    assert!(o.status.success(), "apply CRD: {}", output_text(&o));
-    let o = kubectl(
-        cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/hollownodepools.mock-kind.io",
-        ],
-    )
-    .await;
-    assert!(o.status.success(), "CRD established: {}", output_text(&o));
+    tokio::task::block_in_place(|| e2e::pools::install_crd(cp)).expect("install the CRD");
 }
 
 /// The apiserver alone (no scheduler, no controller-manager): enough where no controller acts.
