@@ -22,6 +22,7 @@ pub mod nodes;
 pub mod pod_status;
 pub mod pods;
 pub mod pool;
+pub mod protowire;
 pub mod queue;
 pub mod reserved;
 pub mod retry;

@@ -125,6 +125,8 @@ pub struct Metrics {
     pub nodes_unregistered: Gauge,
     /// Pods whose annotations were out of range or malformed (handled as if absent).
     pub invalid_annotations: Counter,
+    /// TokenReviews and SubjectAccessReviews the kubelet API sent to the apiserver.
+    pub kubelet_reviews: Counter,
 }
 
 impl Metrics {
@@ -149,6 +151,7 @@ impl Metrics {
             registration_failures: Counter::default(),
             nodes_unregistered: Gauge::default(),
             invalid_annotations: Counter::default(),
+            kubelet_reviews: Counter::default(),
         };
         registry.register(
             "nodes_managed",
@@ -220,6 +223,11 @@ impl Metrics {
             "invalid_annotations",
             "Pod evaluations that met a malformed or out-of-range annotation (handled as absent)",
             m.invalid_annotations.clone(),
+        );
+        registry.register(
+            "kubelet_auth_reviews",
+            "TokenReviews and SubjectAccessReviews the kubelet API sent (answers are cached and shared)",
+            m.kubelet_reviews.clone(),
         );
         m
     }

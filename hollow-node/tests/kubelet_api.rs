@@ -2,7 +2,8 @@
 //! `kubectl logs` (plain, `--tail`, `--limit-bytes`, `--since`, `--since-time`, `--previous`
 //! after a crash-loop restart, `-f` ended by the pod's deletion, a scripted line), the messages of `kubectl exec`, `attach` and
 //! `port-forward`, and direct HTTPS requests to the kubelet port: anonymous → 401, a
-//! ServiceAccount without rights → 403, one with `nodes/proxy` → 200, a pod that is not on
+//! ServiceAccount without rights → 403, one with `nodes/proxy` → 200, one granted a node by
+//! name → 200 there and 403 on the other, a burst from a new token costs one review, a pod that is not on
 //! this process's nodes → 404.
 
 mod common;
@@ -244,8 +245,16 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
         .expect("kubectl status");
     assert!(status.success(), "kubectl logs -f: {status}");
 
-    // Direct requests to the kubelet port.
-    for (sa, rights) in [("nobody", false), ("reader", true)] {
+    // Direct requests to the kubelet port. `one-node` may proxy to NODE only, by name.
+    let everywhere = json!([{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]);
+    let by_name = json!([{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"],
+        "resourceNames": [NODE]}]);
+    for (sa, rules) in [
+        ("nobody", None),
+        ("reader", Some(everywhere.clone())),
+        ("one-node", Some(by_name)),
+        ("burst", Some(everywhere)),
+    ] {
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
         accounts
             .create(
@@ -254,10 +263,9 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
             )
             .await
             .expect("create sa");
-        if rights {
+        if let Some(rules) = rules {
             let roles: Api<ClusterRole> = Api::all(client.clone());
-            let role = json!({"metadata": {"name": "node-proxy"}, "rules": [
-                {"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}]});
+            let role = json!({"metadata": {"name": sa}, "rules": rules});
             roles
                 .create(
                     &PostParams::default(),
@@ -266,8 +274,8 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
                 .await
                 .expect("create role");
             let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
-            let binding = json!({"metadata": {"name": "node-proxy"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-proxy"},
+            let binding = json!({"metadata": {"name": sa},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sa},
                 "subjects": [{"kind": "ServiceAccount", "namespace": "default", "name": sa}]});
             bindings
                 .create(
@@ -282,6 +290,9 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
         .await
         .expect("token");
     let reader = e2e::accounts::token(&client, "default", "reader")
+        .await
+        .expect("token");
+    let one_node = e2e::accounts::token(&client, "default", "one-node")
         .await
         .expect("token");
     let logs = "/containerLogs/default/crasher/app";
@@ -308,6 +319,44 @@ async fn kubectl_logs_exec_and_kubelet_auth() {
     // /stats is nodes/stats: the reader may not.
     let (code, _) = curl(port, "/stats/summary", Some(&reader)).await;
     assert_eq!(code, 403, "nodes/stats is not nodes/proxy");
+
+    // A grant by node name: denied on every node, so the node itself is asked, as its own
+    // kubelet would ask. The pod on the other node stays forbidden.
+    let mut far = pod("far", json!({}));
+    if let Some(spec) = far.spec.as_mut() {
+        spec.node_name = Some(format!("{PREFIX}-1"));
+    }
+    pods.create(&PostParams::default(), &far)
+        .await
+        .expect("create far");
+    wait_pod(&pods, "far", "Running", |p| common::phase(p) == "Running").await;
+    let (code, body) = curl(port, logs, Some(&one_node)).await;
+    assert_eq!(code, 200, "nodes/proxy on {NODE} by name: {body}");
+    let (code, body) = curl(port, "/containerLogs/default/far/app", Some(&one_node)).await;
+    assert_eq!(code, 403, "not granted on {PREFIX}-1: {body}");
+
+    // Many requests at once from a new caller cost one TokenReview and one review for every
+    // node, shared by all (the kubelet would ask once per node; this process is many).
+    let burst_token = e2e::accounts::token(&client, "default", "burst")
+        .await
+        .expect("token");
+    let reviews = || async {
+        let (_, text) = common::get(hollow.addr, "/metrics").await;
+        text.lines()
+            .find_map(|l| l.strip_prefix("hollow_node_kubelet_auth_reviews_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("hollow_node_kubelet_auth_reviews_total")
+    };
+    let before = reviews().await;
+    let burst = (0..20).map(|_| curl(port, logs, Some(&burst_token)));
+    for (code, body) in futures::future::join_all(burst).await {
+        assert_eq!(code, 200, "{body}");
+    }
+    assert_eq!(
+        reviews().await - before,
+        2.0,
+        "one TokenReview and one SubjectAccessReview for 20 requests"
+    );
 
     hollow.stop().await;
 }

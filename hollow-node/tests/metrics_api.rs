@@ -2,7 +2,8 @@
 //! real kubectl and the real controller-manager's HPA: `kubectl top pods` shows each pod's
 //! `mock-kind.io/usage` (or half its requests), `kubectl top nodes` the sum plus the fixed
 //! overhead, a changed annotation shows at once, a bad one gives an InvalidAnnotation Warning,
-//! a caller without the front proxy's certificate gets 401,
+//! a caller without the front proxy's certificate gets 401, protobuf (what kubectl and the
+//! HPA ask for first) and JSON answers agree,
 //! and an HPA scales a Deployment from 2 to 6 replicas when the annotation rises and back to
 //! 2 when it falls.
 
@@ -209,6 +210,42 @@ async fn kubectl_top_and_hpa_read_the_usage_annotation() {
     .await;
     assert!(ok, "{err}");
     assert_eq!(rows(&out).keys().collect::<Vec<_>>(), ["plain"], "{out}");
+
+    // kubectl asks for protobuf (`--use-protocol-buffers`, on by default) and the rows above
+    // were decoded from it; the apiserver's aggregator hands it on as metrics-server's would
+    // be. Asked for JSON, the same rows.
+    let req = http::Request::get(format!("/apis/metrics.k8s.io/v1beta1/namespaces/{NS}/pods"))
+        .header("Accept", "application/vnd.kubernetes.protobuf, */*")
+        .body(kube::client::Body::empty())
+        .expect("request");
+    let resp = client.send(req).await.expect("protobuf list");
+    let content_type = resp.headers().get("content-type").cloned();
+    let body = resp.into_body().collect_bytes().await.expect("body");
+    assert_eq!(
+        content_type.as_ref().and_then(|v| v.to_str().ok()),
+        Some("application/vnd.kubernetes.protobuf")
+    );
+    assert!(body.starts_with(b"k8s\0"), "the protobuf envelope");
+    let (ok, json_rows, err) = kubectl(
+        &cp,
+        &[
+            "top",
+            "pods",
+            "-n",
+            NS,
+            "--use-protocol-buffers=false",
+            "--no-headers",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, proto_rows, err) = kubectl(&cp, &["top", "pods", "-n", NS, "--no-headers"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(
+        rows(&json_rows),
+        rows(&proto_rows),
+        "JSON and protobuf agree"
+    );
 
     // Changed at run time: read from the pod as the watch delivers it.
     let (ok, _, err) = kubectl(

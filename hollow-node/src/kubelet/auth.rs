@@ -5,6 +5,12 @@
 //! Answers are cached as the kubelet caches them (tokens 2 min, allowed 5 min, denied 30 s),
 //! in bounded caches (tokens by their SHA-256, never the token itself), so a busy caller costs
 //! no review per request.
+//!
+//! One process is many kubelets, so it first asks whether the user may act on *every* node
+//! (the review without a name, as RBAC grants a rule without `resourceNames`); only when that
+//! is denied does it ask node by node, as each kubelet would. A scrape of 2,000 nodes thus
+//! costs one SubjectAccessReview, not 2,000, and concurrent misses share one review
+//! ([`super::flights`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -16,8 +22,10 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 
+use crate::kubelet::flights::Flights;
 use crate::kubelet::routes::Attributes;
 
 /// How long a TokenReview's answer is trusted (the kubelet's `authentication.webhook.cacheTTL`).
@@ -153,21 +161,37 @@ pub fn describe(user: &User, attrs: Attributes) -> String {
     )
 }
 
+/// (user, verb, subresource, node); the node is empty for the question about every node.
 type DecisionKey = (User, &'static str, &'static str, String);
+
+/// Which node a SubjectAccessReview names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReviewName<'a> {
+    /// No name: every node, as a rule without `resourceNames` grants.
+    Every,
+    Node(&'a str),
+}
 
 /// Authenticates and authorizes kubelet API requests against the apiserver.
 pub struct Gate {
     client: kube::Client,
     tokens: Mutex<TtlCache<TokenKey, Option<User>>>,
     decisions: Mutex<TtlCache<DecisionKey, bool>>,
+    token_flights: Flights<TokenKey, Option<User>>,
+    decision_flights: Flights<DecisionKey, bool>,
+    /// Reviews sent to the apiserver.
+    reviews: Counter,
 }
 
 impl Gate {
-    pub fn new(client: kube::Client) -> Self {
+    pub fn new(client: kube::Client, reviews: Counter) -> Self {
         Gate {
             client,
             tokens: Mutex::new(TtlCache::new(MAX_CACHED)),
             decisions: Mutex::new(TtlCache::new(MAX_CACHED)),
+            token_flights: Flights::default(),
+            decision_flights: Flights::default(),
+            reviews,
         }
     }
 
@@ -198,12 +222,34 @@ impl Gate {
         }
     }
 
-    async fn token_user(&self, token: &str) -> Result<Option<User>, kube::Error> {
-        let now = Instant::now();
+    async fn token_user(&self, token: &str) -> Result<Option<User>, String> {
         let key = token_key(token);
-        if let Some(hit) = self.tokens.lock().ok().and_then(|c| c.get(&key, now)) {
+        if let Some(hit) = self
+            .tokens
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key, Instant::now()))
+        {
             return Ok(hit);
         }
+        self.token_flights
+            .share(&key, || async {
+                let user = self.review_token(token).await.map_err(|e| e.to_string())?;
+                let ttl = if user.is_some() {
+                    TOKEN_TTL
+                } else {
+                    BAD_TOKEN_TTL
+                };
+                if let Ok(mut c) = self.tokens.lock() {
+                    c.insert(key, user.clone(), ttl, Instant::now());
+                }
+                Ok(user)
+            })
+            .await
+    }
+
+    async fn review_token(&self, token: &str) -> Result<Option<User>, kube::Error> {
+        self.reviews.inc();
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
@@ -213,7 +259,7 @@ impl Gate {
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
         let got = api.create(&PostParams::default(), &review).await?;
-        let user = got
+        Ok(got
             .status
             .filter(|s| s.authenticated == Some(true))
             .and_then(|s| s.user)
@@ -224,34 +270,68 @@ impl Gate {
                     groups: u.groups.unwrap_or_default(),
                     extra: u.extra.unwrap_or_default(),
                 })
-            });
-        let ttl = if user.is_some() {
-            TOKEN_TTL
-        } else {
-            BAD_TOKEN_TTL
-        };
-        if let Ok(mut c) = self.tokens.lock() {
-            c.insert(key, user.clone(), ttl, now);
-        }
-        Ok(user)
+            }))
     }
 
-    async fn allowed(
+    /// Whether `user` may `attrs` on `node`: on every node, else on this one by name.
+    async fn allowed(&self, user: &User, attrs: Attributes, node: &str) -> Result<bool, String> {
+        if self.decision(user, attrs, ReviewName::Every).await? {
+            return Ok(true);
+        }
+        self.decision(user, attrs, ReviewName::Node(node)).await
+    }
+
+    /// One question, from the cache or asked once however many wait for it.
+    async fn decision(
         &self,
         user: &User,
         attrs: Attributes,
-        node: &str,
-    ) -> Result<bool, kube::Error> {
-        let now = Instant::now();
+        scope: ReviewName<'_>,
+    ) -> Result<bool, String> {
+        let name = match scope {
+            ReviewName::Every => "",
+            ReviewName::Node(n) => n,
+        };
         let key = (
             user.clone(),
             attrs.verb,
             attrs.subresource,
-            node.to_string(),
+            name.to_string(),
         );
-        if let Some(hit) = self.decisions.lock().ok().and_then(|c| c.get(&key, now)) {
+        if let Some(hit) = self
+            .decisions
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key, Instant::now()))
+        {
             return Ok(hit);
         }
+        self.decision_flights
+            .share(&key, || async {
+                let allowed = self
+                    .review_access(user, attrs, scope)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
+                if let Ok(mut c) = self.decisions.lock() {
+                    c.insert(key.clone(), allowed, ttl, Instant::now());
+                }
+                Ok(allowed)
+            })
+            .await
+    }
+
+    async fn review_access(
+        &self,
+        user: &User,
+        attrs: Attributes,
+        scope: ReviewName<'_>,
+    ) -> Result<bool, kube::Error> {
+        self.reviews.inc();
+        let name = match scope {
+            ReviewName::Every => None,
+            ReviewName::Node(n) => Some(n.to_string()),
+        };
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.name.clone()),
@@ -264,7 +344,7 @@ impl Gate {
                     version: Some("v1".into()),
                     resource: Some("nodes".into()),
                     subresource: Some(attrs.subresource.to_string()),
-                    name: Some(node.to_string()),
+                    name,
                     ..ResourceAttributes::default()
                 }),
                 ..SubjectAccessReviewSpec::default()
@@ -273,12 +353,7 @@ impl Gate {
         };
         let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
         let got = api.create(&PostParams::default(), &review).await?;
-        let allowed = got.status.is_some_and(|s| s.allowed);
-        let ttl = if allowed { ALLOWED_TTL } else { DENIED_TTL };
-        if let Ok(mut c) = self.decisions.lock() {
-            c.insert(key, allowed, ttl, now);
-        }
-        Ok(allowed)
+        Ok(got.status.is_some_and(|s| s.allowed))
     }
 }
 

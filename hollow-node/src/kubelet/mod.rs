@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cpu;
 pub mod decode;
 pub mod endpoints;
+pub mod flights;
 pub mod life;
 pub mod logs;
 pub mod routes;

@@ -55,7 +55,10 @@ pub fn limits() -> serving::Limits {
 
 pub fn api(shared: Arc<Shared>) -> Arc<Api> {
     Arc::new(Api {
-        gate: Gate::new(shared.client.clone()),
+        gate: Gate::new(
+            shared.client.clone(),
+            shared.metrics.kubelet_reviews.clone(),
+        ),
         shared,
         followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
     })

@@ -16,9 +16,10 @@
 //! - `LeaseSpec` {holderIdentity 1, leaseDurationSeconds 2, renewTime 4 (`MicroTime`
 //!   {seconds 1, nanos 2})}
 
+use crate::protowire::{DecodeError, bytes, envelope, find, int, message, open};
+
 /// The media type of both the request and the answer.
-pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
-const MAGIC: &[u8] = b"k8s\0";
+pub const CONTENT_TYPE: &str = crate::protowire::MEDIA_TYPE;
 
 /// Everything a renewal writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,36 +32,6 @@ pub struct Renewal<'a> {
     pub duration_secs: i32,
     /// Seconds and nanoseconds since the epoch.
     pub renew_time: (i64, i32),
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn key(out: &mut Vec<u8>, field: u32, wire: u8) {
-    varint(out, (u64::from(field) << 3) | u64::from(wire));
-}
-
-fn bytes(out: &mut Vec<u8>, field: u32, value: &[u8]) {
-    key(out, field, 2);
-    varint(out, value.len() as u64);
-    out.extend_from_slice(value);
-}
-
-/// An integer field; proto2 `int64`/`int32` encode negatives as ten-byte varints.
-fn int(out: &mut Vec<u8>, field: u32, value: i64) {
-    key(out, field, 0);
-    varint(out, value as u64);
-}
-
-fn message(out: &mut Vec<u8>, field: u32, build: impl FnOnce(&mut Vec<u8>)) {
-    let mut inner = Vec::with_capacity(64);
-    build(&mut inner);
-    bytes(out, field, &inner);
 }
 
 /// The PUT body for `r`.
@@ -87,81 +58,17 @@ pub fn encode(r: &Renewal<'_>) -> Vec<u8> {
             int(t, 2, i64::from(r.renew_time.1));
         });
     });
-    let mut out = Vec::with_capacity(lease.len() + 48);
-    out.extend_from_slice(MAGIC);
-    message(&mut out, 1, |t| {
-        bytes(t, 1, b"coordination.k8s.io/v1");
-        bytes(t, 2, b"Lease");
-    });
-    bytes(&mut out, 2, &lease);
-    out
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("not a Kubernetes protobuf message (no k8s\\0 prefix)")]
-    NoMagic,
-    #[error("truncated or malformed protobuf")]
-    Malformed,
-    #[error("the answer holds no {0}")]
-    Missing(&'static str),
-    #[error("metadata.resourceVersion is not UTF-8")]
-    NotUtf8,
-}
-
-/// Reads a varint at `*at`; at most ten bytes, as protobuf allows.
-fn read_varint(buf: &[u8], at: &mut usize) -> Result<u64, DecodeError> {
-    let mut v = 0u64;
-    for shift in (0..70).step_by(7) {
-        let byte = *buf.get(*at).ok_or(DecodeError::Malformed)?;
-        *at += 1;
-        v |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-        if byte < 0x80 {
-            return Ok(v);
-        }
-    }
-    Err(DecodeError::Malformed)
-}
-
-/// The last length-delimited field `field` of `buf` (later occurrences win, as in protobuf).
-fn find(buf: &[u8], field: u64) -> Result<Option<&[u8]>, DecodeError> {
-    let mut at = 0;
-    let mut found = None;
-    while at < buf.len() {
-        let k = read_varint(buf, &mut at)?;
-        match k & 7 {
-            0 => {
-                read_varint(buf, &mut at)?;
-            }
-            1 => at = at.checked_add(8).ok_or(DecodeError::Malformed)?,
-            5 => at = at.checked_add(4).ok_or(DecodeError::Malformed)?,
-            2 => {
-                let len = usize::try_from(read_varint(buf, &mut at)?)
-                    .map_err(|_| DecodeError::Malformed)?;
-                let end = at.checked_add(len).ok_or(DecodeError::Malformed)?;
-                let value = buf.get(at..end).ok_or(DecodeError::Malformed)?;
-                if k >> 3 == field {
-                    found = Some(value);
-                }
-                at = end;
-            }
-            _ => return Err(DecodeError::Malformed),
-        }
-        if at > buf.len() {
-            return Err(DecodeError::Malformed);
-        }
-    }
-    Ok(found)
+    envelope("coordination.k8s.io/v1", "Lease", &lease)
 }
 
 /// The resourceVersion of the Lease in an answer (`Unknown.raw` → `Lease.metadata` →
 /// `ObjectMeta.resourceVersion`), for the next renewal's precondition.
 pub fn resource_version(answer: &[u8]) -> Result<String, DecodeError> {
-    let unknown = answer.strip_prefix(MAGIC).ok_or(DecodeError::NoMagic)?;
-    let raw = find(unknown, 2)?.ok_or(DecodeError::Missing("object"))?;
+    let raw = open(answer)?.raw;
     let meta = find(raw, 1)?.ok_or(DecodeError::Missing("metadata"))?;
     let rv = find(meta, 6)?.ok_or(DecodeError::Missing("metadata.resourceVersion"))?;
-    let rv = std::str::from_utf8(rv).map_err(|_| DecodeError::NotUtf8)?;
+    let rv =
+        std::str::from_utf8(rv).map_err(|_| DecodeError::NotUtf8("metadata.resourceVersion"))?;
     if rv.is_empty() {
         return Err(DecodeError::Missing("metadata.resourceVersion"));
     }
@@ -171,6 +78,7 @@ pub fn resource_version(answer: &[u8]) -> Result<String, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protowire::MAGIC;
     use proptest::prelude::*;
 
     /// A Lease as kube-apiserver 1.20.2 answered a GET in protobuf (resourceVersion "72").

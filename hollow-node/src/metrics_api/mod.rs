@@ -12,6 +12,7 @@
 //!
 //! `resources` and `selector` are the decisions; this module is the glue.
 
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 use crate::kubelet::{KubeletError, auth};
 use crate::usage::{self, Usage};
-use resources::Request as Req;
+use resources::{NodeSample, PodSample, Request as Req};
 
 /// The ConfigMap where the apiserver publishes its request-header CA, read by extension
 /// apiservers.
@@ -162,8 +163,20 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     let now = jiff::Timestamp::now()
         .round(jiff::Unit::Second)
-        .unwrap_or_default()
-        .to_string();
+        .unwrap_or_default();
+    let now = Now {
+        text: now.to_string(),
+        seconds: now.as_second(),
+    };
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let format = if protobuf::wants_protobuf(accept) {
+        Format::Protobuf
+    } else {
+        Format::Json
+    };
     match resources::route(path) {
         Req::Group => json(StatusCode::OK, &resources::group()),
         Req::Resources => json(StatusCode::OK, &resources::resources()),
@@ -172,10 +185,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             "NotFound",
             "the server could not find the requested resource",
         ),
-        Req::Nodes { name } => nodes(&shared, name.as_deref(), &reqs, &now),
-        Req::Pods { namespace, name } => {
-            pods(&shared, namespace.as_deref(), name.as_deref(), &reqs, &now)
-        }
+        Req::Nodes { name } => nodes(&shared, name.as_deref(), &reqs, &now, format),
+        Req::Pods { namespace, name } => pods(
+            &shared,
+            namespace.as_deref(),
+            name.as_deref(),
+            &reqs,
+            &now,
+            format,
+        ),
     }
 }
 
@@ -188,11 +206,71 @@ fn running(life: &crate::kubelet::life::PodLife) -> Vec<(&str, Usage)> {
         .collect()
 }
 
+/// How an answer is written: what the caller's `Accept` prefers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Json,
+    Protobuf,
+}
+
+/// The moment an answer is for: RFC 3339 for JSON, seconds for protobuf.
+struct Now {
+    text: String,
+    seconds: i64,
+}
+
+fn protobuf(body: Vec<u8>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, protobuf::MEDIA_TYPE)],
+        body,
+    )
+        .into_response()
+}
+
+/// How one resource's samples are written, in either format.
+struct Kind<T> {
+    list: &'static str,
+    one: &'static str,
+    resource: &'static str,
+    json: fn(&T, &str) -> Value,
+    protobuf_list: fn(&[T], i64) -> Vec<u8>,
+    protobuf_one: fn(&T, i64) -> Vec<u8>,
+}
+
+/// The list, or the one item `name` asks for (404 when it is not among `items`).
+fn answer<T>(
+    kind: &Kind<T>,
+    items: &[T],
+    name: Option<&str>,
+    now: &Now,
+    format: Format,
+) -> Response {
+    match (name, items.first(), format) {
+        (None, _, Format::Json) => {
+            let items = items.iter().map(|i| (kind.json)(i, &now.text)).collect();
+            json(StatusCode::OK, &resources::list(kind.list, items))
+        }
+        (None, _, Format::Protobuf) => protobuf((kind.protobuf_list)(items, now.seconds)),
+        (Some(_), Some(item), Format::Json) => json(
+            StatusCode::OK,
+            &resources::object(kind.one, (kind.json)(item, &now.text)),
+        ),
+        (Some(_), Some(item), Format::Protobuf) => protobuf((kind.protobuf_one)(item, now.seconds)),
+        (Some(n), None, _) => failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("{}.metrics.k8s.io {n:?} not found", kind.resource),
+        ),
+    }
+}
+
 fn nodes(
     shared: &Shared,
     name: Option<&str>,
     reqs: &[selector::Requirement],
-    now: &str,
+    now: &Now,
+    format: Format,
 ) -> Response {
     let mut per_node: Vec<Vec<Usage>> = vec![Vec::new(); shared.nodes.len()];
     for (_, life) in shared.lives.all() {
@@ -201,28 +279,32 @@ fn nodes(
         }
     }
     let tpl = &shared.config.template;
-    let items = shared.nodes.iter().zip(per_node).filter(|(slot, _)| {
-        name.is_none_or(|n| n == slot.name)
-            && (reqs.is_empty() || {
-                let mut labels = tpl.labels.clone();
-                labels.insert("kubernetes.io/hostname".into(), slot.name.clone());
-                selector::matches(reqs, &labels)
-            })
-    });
-    let items: Vec<Value> = items
-        .map(|(slot, used)| resources::node_metrics(&slot.name, now, usage::node(used)))
+    let items: Vec<NodeSample<'_>> = shared
+        .nodes
+        .iter()
+        .zip(per_node)
+        .filter(|(slot, _)| {
+            name.is_none_or(|n| n == slot.name)
+                && (reqs.is_empty() || {
+                    let mut labels = tpl.labels.clone();
+                    labels.insert("kubernetes.io/hostname".into(), slot.name.clone());
+                    selector::matches(reqs, &labels)
+                })
+        })
+        .map(|(slot, used)| NodeSample {
+            name: &slot.name,
+            usage: usage::node(used),
+        })
         .collect();
-    match name {
-        None => json(StatusCode::OK, &resources::list("NodeMetricsList", items)),
-        Some(n) => match items.into_iter().next() {
-            Some(item) => json(StatusCode::OK, &resources::object("NodeMetrics", item)),
-            None => failure(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("nodemetrics.metrics.k8s.io {n:?} not found"),
-            ),
-        },
-    }
+    let kind = Kind {
+        list: "NodeMetricsList",
+        one: "NodeMetrics",
+        resource: "nodemetrics",
+        json: resources::node_metrics,
+        protobuf_list: protobuf::node_metrics_list,
+        protobuf_one: protobuf::node_metrics_object,
+    };
+    answer(&kind, &items, name, now, format)
 }
 
 fn pods(
@@ -230,12 +312,13 @@ fn pods(
     namespace: Option<&str>,
     name: Option<&str>,
     reqs: &[selector::Requirement],
-    now: &str,
+    now: &Now,
+    format: Format,
 ) -> Response {
-    let mut items = Vec::new();
     let mut lives = shared.lives.all();
     lives.sort_by(|a, b| a.0.cmp(&b.0));
-    for (key, life) in lives {
+    let mut items = Vec::new();
+    for (key, life) in &lives {
         let Some((ns, pod)) = key.split_once('/') else {
             continue;
         };
@@ -245,22 +328,24 @@ fn pods(
         if !selector::matches(reqs, &life.labels) {
             continue;
         }
-        let containers = running(&life);
+        let containers = running(life);
         // metrics-server lists only pods it has a sample of: those with a running container.
         if containers.is_empty() {
             continue;
         }
-        items.push(resources::pod_metrics(ns, pod, now, &containers));
+        items.push(PodSample {
+            namespace: ns,
+            name: pod,
+            containers,
+        });
     }
-    match name {
-        None => json(StatusCode::OK, &resources::list("PodMetricsList", items)),
-        Some(n) => match items.into_iter().next() {
-            Some(item) => json(StatusCode::OK, &resources::object("PodMetrics", item)),
-            None => failure(
-                StatusCode::NOT_FOUND,
-                "NotFound",
-                &format!("podmetrics.metrics.k8s.io {n:?} not found"),
-            ),
-        },
-    }
+    let kind = Kind {
+        list: "PodMetricsList",
+        one: "PodMetrics",
+        resource: "podmetrics",
+        json: resources::pod_metrics,
+        protobuf_list: protobuf::pod_metrics_list,
+        protobuf_one: protobuf::pod_metrics_object,
+    };
+    answer(&kind, &items, name, now, format)
 }

@@ -9,6 +9,22 @@ pub const GROUP: &str = "metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
 /// The window each answer covers, metrics-server's default `--metric-resolution` (0.5+).
 pub const WINDOW: &str = "15s";
+pub const WINDOW_SECS: i64 = 15;
+
+/// A node's usage at the moment of the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeSample<'a> {
+    pub name: &'a str,
+    pub usage: Usage,
+}
+
+/// A pod's running containers' usage, by container name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSample<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub containers: Vec<(&'a str, Usage)>,
+}
 
 /// What a path asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,34 +101,42 @@ pub fn resources() -> Value {
     })
 }
 
-/// A quantity map as metrics-server writes it: CPU in nanocores, memory in bytes (Ki when
-/// whole).
-pub fn quantities(u: Usage) -> Value {
-    let memory = if u.memory_bytes.is_multiple_of(1024) {
+/// CPU as metrics-server writes it: nanocores.
+pub fn cpu_quantity(u: Usage) -> String {
+    format!("{}n", u.cpu_nanos)
+}
+
+/// Memory as metrics-server writes it: bytes, in Ki when whole.
+pub fn memory_quantity(u: Usage) -> String {
+    if u.memory_bytes.is_multiple_of(1024) {
         format!("{}Ki", u.memory_bytes / 1024)
     } else {
         u.memory_bytes.to_string()
-    };
-    json!({"cpu": format!("{}n", u.cpu_nanos), "memory": memory})
+    }
 }
 
-pub fn node_metrics(name: &str, now: &str, usage: Usage) -> Value {
+/// A quantity map as metrics-server writes it.
+pub fn quantities(u: Usage) -> Value {
+    json!({"cpu": cpu_quantity(u), "memory": memory_quantity(u)})
+}
+
+pub fn node_metrics(n: &NodeSample<'_>, now: &str) -> Value {
     json!({
-        "metadata": {"name": name, "creationTimestamp": now},
+        "metadata": {"name": n.name, "creationTimestamp": now},
         "timestamp": now,
         "window": WINDOW,
-        "usage": quantities(usage),
+        "usage": quantities(n.usage),
     })
 }
 
-/// A pod's metrics from its running containers' `(name, usage)`.
-pub fn pod_metrics(namespace: &str, name: &str, now: &str, containers: &[(&str, Usage)]) -> Value {
-    let containers: Vec<Value> = containers
+pub fn pod_metrics(p: &PodSample<'_>, now: &str) -> Value {
+    let containers: Vec<Value> = p
+        .containers
         .iter()
         .map(|(n, u)| json!({"name": n, "usage": quantities(*u)}))
         .collect();
     json!({
-        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": now},
+        "metadata": {"name": p.name, "namespace": p.namespace, "creationTimestamp": now},
         "timestamp": now,
         "window": WINDOW,
         "containers": containers,
