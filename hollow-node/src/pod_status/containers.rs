@@ -158,6 +158,20 @@ fn crash_loop_back_off(backoff: Duration, container: &str, pod: &PodId) -> Conta
     }
 }
 
+/// Runs of a container that have exited, as its status says: restarts, plus the one in
+/// back-off or stopped. Comparing it with the runs exited now records each exit's Events once.
+pub fn exited_runs(prev: Option<&ContainerStatus>) -> i32 {
+    let Some(c) = prev else { return 0 };
+    let state = c.state.as_ref();
+    let exited = state.is_some_and(|s| {
+        s.terminated.is_some()
+            || s.waiting
+                .as_ref()
+                .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+    });
+    c.restart_count.saturating_add(i32::from(exited))
+}
+
 pub fn previous_container<'a>(
     prev: &'a PodStatus,
     name: &str,

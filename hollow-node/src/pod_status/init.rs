@@ -18,8 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::containers::{Exit, Run, previous_container};
 use super::phases::{RestartPolicy, back_off_event, first_start_of, restart_at};
 use super::probes::Probes;
-use super::restarts::start_of;
-use super::sidecars::{Sidecar, is_sidecar, started_after};
+use super::restarts::{Runs, start_of};
+use super::sidecars::{self, Sidecar, is_sidecar, started_after};
 use super::status::{BuildArgs, Builder};
 use super::{MIN_REQUEUE, Outcome, PodEvent, add, pod_key, time_diff};
 use crate::annotations::Lifecycle;
@@ -116,17 +116,18 @@ fn completed_before(prev: &PodStatus, inits: &[Container]) -> bool {
         })
 }
 
-/// When the first init container first started, from its status.
-fn anchor(prev: &PodStatus, first: &Container, script: &InitScript) -> Option<jiff::Timestamp> {
+/// When the first init container, whose runs last as `runs` says, first started, from its
+/// status.
+fn anchor(prev: &PodStatus, first: &Container, runs: &Runs) -> Option<jiff::Timestamp> {
     let c = previous_container(prev, &first.name, true)?;
     match c.state.as_ref()?.terminated.as_ref() {
         Some(t) => {
             let started = t.started_at.as_ref()?.0;
-            let offset = start_of(script.run, c.restart_count);
+            let offset = runs.start_of(c.restart_count);
             let ms = i64::try_from(offset.as_millis()).ok()?;
             jiff::Timestamp::from_millisecond(started.as_millisecond().checked_sub(ms)?).ok()
         }
-        None => first_start_of(c, script.run),
+        None => first_start_of(c, runs),
     }
 }
 
@@ -162,7 +163,13 @@ pub fn progress(b: &Builder<'_, '_>, spec: &PodSpec, lifecycle: &Lifecycle) -> I
         .collect();
     let restarts = RestartPolicy::of(spec).restarts(false);
     let now = b.ctx.now;
-    let t0 = anchor(&b.prev, &inits[0], &scripts[0]).unwrap_or(now);
+    // A sidecar's kills count among its restarts.
+    let first_script = scripts.first().copied().unwrap_or_default();
+    let first_runs = match probes.first().and_then(Option::as_ref) {
+        Some(p) => sidecars::runs(&first_script, p.kill().map(|(after, _)| after)),
+        None => Runs::every(first_script.run),
+    };
+    let t0 = anchor(&b.prev, &inits[0], &first_runs).unwrap_or(now);
     let at = sequence_at(&plans, restarts, time_diff(now, t0));
     let ip = b
         .ctx
@@ -180,6 +187,7 @@ pub fn progress(b: &Builder<'_, '_>, spec: &PodSpec, lifecycle: &Lifecycle) -> I
                 container: &inits[i],
                 script: scripts[i],
                 probes,
+                prev: previous_container(&b.prev, &inits[i].name, true),
                 never_ready: lifecycle.never_ready,
                 ip: &ip,
             };
@@ -254,11 +262,14 @@ pub fn progress(b: &Builder<'_, '_>, spec: &PodSpec, lifecycle: &Lifecycle) -> I
                 runs.push(run);
             } else {
                 let s = &scripts[index];
-                let r = restart_at(add(t0, since), now, s.run, ("Error", 1), false);
+                let every = Runs::every(s.run);
+                let r = restart_at(add(t0, since), now, &every, |_| ("Error", 1), false);
                 if r.backing_off {
                     events.push(back_off_event());
                 }
-                due(&mut next, r.next);
+                if let Some(n) = r.next {
+                    due(&mut next, n);
+                }
                 runs.push(r.run);
             }
         }

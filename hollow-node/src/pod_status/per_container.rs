@@ -9,15 +9,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, ContainerStatus};
 
-use super::containers::{Run, previous_container};
-use super::phases::{RestartPolicy, first_start_of, restart_at};
-use super::probes::{Kill, Probes, failure_message};
+use super::containers::{Run, exited_runs, previous_container};
+use super::phases::{RestartPolicy, back_off_event, first_start_of, restart_at};
+use super::probes::{KILLED, Kill, Killing, Probes, failure_message};
+use super::restarts::Runs;
 use super::status::Builder;
 use super::{EventKind, PodEvent, add, time_diff};
 use crate::annotations::Lifecycle;
-
-/// The reason and exit code of a container killed for a failed probe.
-const KILLED: (&str, i32) = ("Error", 137);
 
 /// The containers' runs after their probes.
 #[derive(Debug, Default)]
@@ -35,19 +33,6 @@ impl Probed {
     fn due(&mut self, after: Duration) {
         self.next = Some(self.next.map_or(after, |n| n.min(after)));
     }
-}
-
-/// Runs that have exited, as the status says: restarts, plus the one in back-off or stopped.
-fn exits(prev: Option<&ContainerStatus>) -> i32 {
-    let Some(c) = prev else { return 0 };
-    let state = c.state.as_ref();
-    let exited = state.is_some_and(|s| {
-        s.terminated.is_some()
-            || s.waiting
-                .as_ref()
-                .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
-    });
-    c.restart_count.saturating_add(i32::from(exited))
 }
 
 fn running_since(prev: Option<&ContainerStatus>) -> Option<jiff::Timestamp> {
@@ -96,7 +81,13 @@ pub fn apply(b: &Builder<'_, '_>, lifecycle: &Lifecycle, base: &Run) -> Probed {
                     }
                 }
                 Some((kill, why)) => {
-                    let killed = Killed { c, prev, kill, why };
+                    let killed = Killed {
+                        c,
+                        prev,
+                        kill,
+                        why,
+                        ip: &ip,
+                    };
                     match killed.run(b, policy, *ready, &mut out) {
                         KilledRun::Stopped(run) => {
                             terminated += 1;
@@ -148,6 +139,8 @@ struct Killed<'a> {
     prev: Option<&'a ContainerStatus>,
     kill: Duration,
     why: Kill,
+    /// The pod's IP, for the probes' failure messages.
+    ip: &'a str,
 }
 
 enum KilledRun {
@@ -177,19 +170,19 @@ impl Killed<'_> {
             let (reason, exit_code) = KILLED;
             return KilledRun::Stopped(Run::Terminated { reason, exit_code });
         }
+        let runs = Runs::every(self.kill);
         let first = self
             .prev
-            .and_then(|p| first_start_of(p, self.kill))
+            .and_then(|p| first_start_of(p, &runs))
             .or_else(|| running_since(self.prev))
             .unwrap_or(now);
         let (run, exits_now) = if restarts {
-            let r = restart_at(first, now, self.kill, KILLED, ready);
-            out.due(r.next);
+            let r = restart_at(first, now, &runs, |_| KILLED, ready);
+            if let Some(next) = r.next {
+                out.due(next);
+            }
             if r.backing_off {
-                out.events.push(PodEvent {
-                    kind: EventKind::BackOff,
-                    message: "Back-off restarting failed container".into(),
-                });
+                out.events.push(back_off_event());
             }
             let run = match &r.run {
                 Run::Restarting {
@@ -213,45 +206,14 @@ impl Killed<'_> {
                 (KilledRun::RunningSince(first, run), 0)
             }
         };
-        if exits_now > exits(self.prev) {
-            self.record(b, restarts, out);
+        if exits_now > exited_runs(self.prev) {
+            let killing = if restarts {
+                Killing::Restarted
+            } else {
+                Killing::Stopped
+            };
+            out.events.extend(self.why.events(self.c, killing, self.ip));
         }
         run
-    }
-
-    /// The events of a kill, once per kill (the status we wrote says how many runs exited).
-    fn record(&self, b: &Builder<'_, '_>, restarts: bool, out: &mut Probed) {
-        let ip = b
-            .ctx
-            .pod_ip
-            .map_or_else(|| b.ctx.host_ip.to_string(), |ip| ip.to_string());
-        let (kind, probe, title) = match self.why {
-            Kill::Liveness => (
-                EventKind::LivenessFailed,
-                self.c.liveness_probe.as_ref(),
-                "Liveness",
-            ),
-            Kill::Startup => (
-                EventKind::StartupFailed,
-                self.c.startup_probe.as_ref(),
-                "Startup",
-            ),
-        };
-        out.events.push(PodEvent {
-            kind,
-            message: failure_message(title, probe, &ip),
-        });
-        let mut message = format!(
-            "Container {} failed {} probe",
-            self.c.name,
-            self.why.probe()
-        );
-        if restarts {
-            message.push_str(", will be restarted");
-        }
-        out.events.push(PodEvent {
-            kind: EventKind::Killing,
-            message,
-        });
     }
 }

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::containers::{Exit, Run};
 use super::per_container;
-use super::restarts::{Restarting, Span, crash_loop_at, restarting_at, start_of};
+use super::restarts::{Restarting, Runs, Span, crash_loop_at};
 use super::status::{BuildArgs, Builder};
 use super::{EventKind, MIN_REQUEUE, Outcome, PodEvent, add, time_diff};
 use crate::annotations::Lifecycle;
@@ -268,42 +268,50 @@ fn restarting(
     ready: bool,
     mut events: Vec<PodEvent>,
 ) -> Outcome {
-    let first = first_start(&b.prev, run).unwrap_or(b.now.0);
-    let (reason, exit_code) = exit_reason(success);
-    let r = restart_at(first, b.ctx.now, run, (reason, exit_code), ready);
+    let runs = Runs::every(run);
+    let first = first_start(&b.prev, &runs).unwrap_or(b.now.0);
+    let r = restart_at(first, b.ctx.now, &runs, |_| exit_reason(success), ready);
     if r.backing_off {
         events.push(back_off_event());
     }
-    in_phase_running(b, lifecycle, &r.run, events, Some(r.next.max(MIN_REQUEUE)))
+    in_phase_running(
+        b,
+        lifecycle,
+        &r.run,
+        events,
+        r.next.map(|n| n.max(MIN_REQUEUE)),
+    )
 }
 
-/// Where a container that exits `run` after each start is, restarted by the kubelet.
+/// Where a container whose runs exit as `runs` says is, restarted by the kubelet.
 pub struct Restart {
     pub run: Run,
-    /// Time until that changes.
-    pub next: Duration,
+    /// Time until that changes (`None`: it runs on for good).
+    pub next: Option<Duration>,
     /// Runs that have exited so far.
     pub exits: i32,
     pub backing_off: bool,
 }
 
-/// The restart state at `now` of a container first started at `first` that exits `run` after
-/// each start with `exit` (reason, code).
+/// The restart state at `now` of a container first started at `first` whose runs last as
+/// `runs` says, run `k` (0: the first) exiting with `exit(k)` (reason, code).
 pub fn restart_at(
     first: jiff::Timestamp,
     now: jiff::Timestamp,
-    run: Duration,
-    exit: (&'static str, i32),
+    runs: &Runs,
+    exit: impl Fn(i32) -> (&'static str, i32),
     ready: bool,
 ) -> Restart {
-    let (state, next) = restarting_at(run, time_diff(now, first));
+    let (state, next) = runs.at(time_diff(now, first));
     let at = |d: Duration| Time(seconds(add(first, d)));
-    let (reason, exit_code) = exit;
-    let exit = |s: Span| Exit {
-        reason,
-        exit_code,
-        started: at(s.started),
-        finished: at(s.finished),
+    let exit = |k: i32, s: Span| {
+        let (reason, exit_code) = exit(k);
+        Exit {
+            reason,
+            exit_code,
+            started: at(s.started),
+            finished: at(s.finished),
+        }
     };
     match state {
         Restarting::Running {
@@ -317,7 +325,7 @@ pub fn restart_at(
                 ready,
                 started: true,
                 backoff: Duration::ZERO,
-                last: last.map(exit),
+                last: last.map(|s| exit(restarts.saturating_sub(1), s)),
             },
             next,
             exits: restarts,
@@ -334,7 +342,7 @@ pub fn restart_at(
                 ready: false,
                 started: false,
                 backoff,
-                last: Some(exit(last)),
+                last: Some(exit(restarts, last)),
             },
             next,
             exits: restarts.saturating_add(1),
@@ -345,17 +353,17 @@ pub fn restart_at(
 
 /// When the containers first started, from the status we wrote (the first container that
 /// says).
-fn first_start(prev: &PodStatus, run: Duration) -> Option<jiff::Timestamp> {
+fn first_start(prev: &PodStatus, runs: &Runs) -> Option<jiff::Timestamp> {
     prev.container_statuses
         .iter()
         .flatten()
-        .find_map(|c| first_start_of(c, run))
+        .find_map(|c| first_start_of(c, runs))
 }
 
 /// When a container first started, from its status: the current run's start (or the exited
-/// run's, while backing off) less the schedule up to its restart count. Survives restarts of
+/// run's, while backing off) less the schedule of `runs` up to its restart count. Survives restarts of
 /// this process.
-pub fn first_start_of(c: &ContainerStatus, run: Duration) -> Option<jiff::Timestamp> {
+pub fn first_start_of(c: &ContainerStatus, runs: &Runs) -> Option<jiff::Timestamp> {
     let state = c.state.as_ref()?;
     let started = match (&state.running, &state.waiting) {
         (Some(r), _) => r.started_at.clone()?,
@@ -368,6 +376,6 @@ pub fn first_start_of(c: &ContainerStatus, run: Duration) -> Option<jiff::Timest
             .clone()?,
         (None, None) => return None,
     };
-    let offset = i64::try_from(start_of(run, c.restart_count).as_millis()).ok()?;
+    let offset = i64::try_from(runs.start_of(c.restart_count).as_millis()).ok()?;
     jiff::Timestamp::from_millisecond(started.0.as_millisecond().checked_sub(offset)?).ok()
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 
+use super::{EventKind, PodEvent};
 use crate::annotations::Lifecycle;
 
 /// One probe's timing, from the container spec with the API's defaults.
@@ -179,6 +180,22 @@ pub enum Kill {
     Startup,
 }
 
+/// The reason and exit code of a container killed for a failed probe: the runtime's SIGKILL
+/// after the grace period (an application that exits on SIGTERM would show 143 or 0).
+pub const KILLED: (&str, i32) = ("Error", 137);
+
+/// Which container the kubelet kills, for the wording of its `Killing` Event:
+/// `computePodActions` words a main container's, `computeInitContainerActions` a sidecar's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Killing {
+    /// A main container that is started again.
+    Restarted,
+    /// A main container left exited (restartPolicy Never).
+    Stopped,
+    /// A native sidecar (always started again; the kubelet does not say so).
+    Sidecar,
+}
+
 impl Kill {
     /// The probe type as the kubelet names it in events.
     pub fn probe(self) -> &'static str {
@@ -186,6 +203,34 @@ impl Kill {
             Kill::Liveness => "liveness",
             Kill::Startup => "startup",
         }
+    }
+
+    /// The Events of one kill of `c`: the prober's `Unhealthy` with the probe's failure, then
+    /// the kubelet's `Killing`.
+    pub fn events(self, c: &Container, killing: Killing, pod_ip: &str) -> [PodEvent; 2] {
+        let (kind, probe, title) = match self {
+            Kill::Liveness => (EventKind::LivenessFailed, &c.liveness_probe, "Liveness"),
+            Kill::Startup => (EventKind::StartupFailed, &c.startup_probe, "Startup"),
+        };
+        let probe_type = self.probe();
+        let message = match killing {
+            Killing::Restarted => format!(
+                "Container {} failed {probe_type} probe, will be restarted",
+                c.name
+            ),
+            Killing::Stopped => format!("Container {} failed {probe_type} probe", c.name),
+            Killing::Sidecar => format!("Init container {} failed {probe_type} probe", c.name),
+        };
+        [
+            PodEvent {
+                kind,
+                message: failure_message(title, probe.as_ref(), pod_ip),
+            },
+            PodEvent {
+                kind: EventKind::Killing,
+                message,
+            },
+        ]
     }
 }
 

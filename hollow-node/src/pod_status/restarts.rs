@@ -52,12 +52,94 @@ pub enum Restarting {
     },
 }
 
+/// How long each run of a container lasts before it exits: the first `count` runs last
+/// `first` each, the later ones `then` each (`None`: the first of them never exits). Two
+/// lengths, because a sidecar's scripted failing runs come before the runs its probes kill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runs {
+    pub first: Duration,
+    pub count: i32,
+    pub then: Option<Duration>,
+}
+
+impl Runs {
+    /// Every run lasts `run`.
+    pub fn every(run: Duration) -> Self {
+        Runs {
+            first: run,
+            count: 0,
+            then: Some(run),
+        }
+    }
+
+    /// How long run `k` (0: the first) lasts; `None`: it never exits.
+    fn len(&self, k: i32) -> Option<Duration> {
+        if k < self.count {
+            Some(self.first)
+        } else {
+            self.then
+        }
+    }
+
+    /// Whether run `k` is one of the first `count`.
+    pub fn is_first(&self, k: i32) -> bool {
+        k < self.count
+    }
+
+    /// The state at `elapsed` since the first start, and the time until it changes (`None`:
+    /// running for good).
+    pub fn at(&self, elapsed: Duration) -> (Restarting, Option<Duration>) {
+        let mut s = Schedule::new(*self);
+        let mut last = None;
+        loop {
+            let (restarts, started) = (s.restarts, s.start);
+            let running = |next| {
+                let state = Restarting::Running {
+                    restarts,
+                    started,
+                    last,
+                };
+                (state, next)
+            };
+            let Some(run) = self.len(restarts) else {
+                return running(None);
+            };
+            let end = started.saturating_add(run);
+            if elapsed < end || restarts >= MAX_RUNS {
+                return running(Some(end.saturating_sub(elapsed)));
+            }
+            let (span, wait) = s.exit_after(run);
+            if elapsed < s.start {
+                let state = Restarting::BackOff {
+                    restarts,
+                    backoff: wait,
+                    last: span,
+                };
+                return (state, Some(s.start - elapsed));
+            }
+            last = Some(span);
+        }
+    }
+
+    /// When the run after `restarts` restarts starts, counted from the first start (saturating
+    /// at the end of a run that never exits).
+    pub fn start_of(&self, restarts: i32) -> Duration {
+        let mut s = Schedule::new(*self);
+        while s.restarts < restarts.min(MAX_RUNS) {
+            if s.exit().is_none() {
+                break;
+            }
+        }
+        s.start
+    }
+}
+
 /// The kubelet's restarts (`kuberuntime` `doBackOff` with `flowcontrol.Backoff`), one run at a
 /// time: the first exit restarts at once and starts a back-off of 10 s; each later exit waits
 /// the back-off, then doubles it up to 5 min; an exit more than 10 min after the previous
 /// back-off update (a long run) finds the back-off expired and restarts at once again.
 struct Schedule {
-    run: Duration,
+    runs: Runs,
     start: Duration,
     restarts: i32,
     /// The back-off entry: current back-off and when it was last updated (an exit).
@@ -65,9 +147,9 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn new(run: Duration) -> Self {
+    fn new(runs: Runs) -> Self {
         Schedule {
-            run,
+            runs,
             start: Duration::ZERO,
             restarts: 0,
             entry: None,
@@ -75,8 +157,15 @@ impl Schedule {
     }
 
     /// The current run's exit and the wait before the next start; advances to that start.
-    fn exit(&mut self) -> (Span, Duration) {
-        let finished = self.start + self.run;
+    /// `None`: the current run never exits.
+    fn exit(&mut self) -> Option<(Span, Duration)> {
+        let run = self.runs.len(self.restarts)?;
+        Some(self.exit_after(run))
+    }
+
+    /// [`Schedule::exit`] of a current run that lasts `run`.
+    fn exit_after(&mut self, run: Duration) -> (Span, Duration) {
+        let finished = self.start.saturating_add(run);
         let expiry = MAX_BACKOFF * 2;
         let (wait, entry) = match self.entry {
             Some((b, updated)) if finished.saturating_sub(updated) <= expiry => {
@@ -89,7 +178,7 @@ impl Schedule {
             finished,
         };
         self.entry = Some(entry);
-        self.start = finished + wait;
+        self.start = finished.saturating_add(wait);
         self.restarts = self.restarts.saturating_add(1);
         (span, wait)
     }
@@ -99,41 +188,10 @@ impl Schedule {
 /// pod would need years of restarts to reach it.
 const MAX_RUNS: i32 = 10_000_000;
 
-/// The state at `elapsed` since the first start of a container that exits `run` after each
-/// start, and the time until that state changes.
-pub fn restarting_at(run: Duration, elapsed: Duration) -> (Restarting, Duration) {
-    let mut s = Schedule::new(run);
-    let mut last = None;
-    loop {
-        let (restarts, started) = (s.restarts, s.start);
-        if elapsed < started + run || restarts >= MAX_RUNS {
-            let state = Restarting::Running {
-                restarts,
-                started,
-                last,
-            };
-            return (state, (started + run).saturating_sub(elapsed));
-        }
-        let (span, wait) = s.exit();
-        if elapsed < s.start {
-            let state = Restarting::BackOff {
-                restarts,
-                backoff: wait,
-                last: span,
-            };
-            return (state, s.start - elapsed);
-        }
-        last = Some(span);
-    }
-}
-
-/// When the run after `restarts` restarts starts, counted from the first start.
+/// When the run after `restarts` restarts starts, counted from the first start, for a
+/// container whose every run lasts `run`.
 pub fn start_of(run: Duration, restarts: i32) -> Duration {
-    let mut s = Schedule::new(run);
-    while s.restarts < restarts.min(MAX_RUNS) {
-        s.exit();
-    }
-    s.start
+    Runs::every(run).start_of(restarts)
 }
 
 #[cfg(test)]
@@ -142,6 +200,12 @@ mod tests {
 
     fn s(secs: u64) -> Duration {
         Duration::from_secs(secs)
+    }
+
+    /// The state of a container whose every run lasts `run`, which always changes.
+    fn restarting_at(run: Duration, elapsed: Duration) -> (Restarting, Duration) {
+        let (state, next) = Runs::every(run).at(elapsed);
+        (state, next.unwrap_or(Duration::MAX))
     }
 
     fn span(started: u64, finished: u64) -> Span {

@@ -3,8 +3,9 @@
 //! is *started* (at once, or once its startupProbe passed); a sidecar then runs on for the
 //! pod's life, reported in `initContainerStatuses` as Running with `started: true` and `ready`
 //! per its readinessProbe, counts for the pod's ContainersReady and Ready, is restarted with
-//! the usual back-off when it exits whatever the pod's restartPolicy, and is stopped once the
-//! main containers of a pod that does not restart them have ended.
+//! the usual back-off when it exits or its liveness or startup probe kills it, whatever the
+//! pod's restartPolicy, and is stopped once the main containers of a pod that does not restart
+//! them have ended.
 //!
 //! Kubernetes 1.20 has no container `restartPolicy` (its apiserver drops the field on create);
 //! k8s-openapi's `earliest` (1.33) types keep it, so a pod from a newer apiserver says here
@@ -12,16 +13,15 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, ContainerStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::containers::{Exit, Run};
+use super::containers::{Exit, Run, exited_runs};
 use super::phases::{back_off_event, restart_at};
-use super::probes::{Probes, failure_message};
-use super::restarts::{Restarting, Span, restarting_at, start_of};
-use super::{EventKind, PodEvent, add, time_diff};
+use super::probes::{KILLED, Killing, Probes, failure_message};
+use super::restarts::{Runs, start_of};
+use super::{EventKind, PodEvent, time_diff};
 use crate::annotations::init::InitScript;
-use crate::node_status::seconds;
 
 /// Whether init container `c` is a native sidecar (`restartPolicy: Always`, the only value the
 /// API allows on a container).
@@ -32,8 +32,9 @@ pub fn is_sidecar(c: &Container) -> bool {
 /// How long after its first start a sidecar is first *started* (its startupProbe passed
 /// `startup` after a start; zero without one), when its first `script.failures` runs exit
 /// after `script.run` each: a run that ends before its startup probe passes never starts, so
-/// the next init container waits for the first run that lasts long enough, or the last (which
-/// runs on). `None` when the startup probe never passes.
+/// the next init container waits for the first run that lasts long enough, or the first run
+/// after the script (which runs on, or is killed no sooner than its startup probe passed).
+/// `None` when the startup probe never passes.
 pub fn started_after(script: &InitScript, startup: Option<Duration>) -> Option<Duration> {
     let up = startup?;
     if script.failures == 0 || script.run > up {
@@ -43,29 +44,31 @@ pub fn started_after(script: &InitScript, startup: Option<Duration>) -> Option<D
     Some(start_of(script.run, failures).saturating_add(up))
 }
 
-/// Where a sidecar is at `elapsed` after its first start, as offsets from that start: its
-/// first `script.failures` runs exit 1 after `script.run` each and are restarted with the
-/// kubelet's back-off; the run after them never ends.
-pub fn life_at(script: &InitScript, elapsed: Duration) -> (Restarting, Option<Duration>) {
-    let failures = i32::try_from(script.failures).unwrap_or(i32::MAX);
-    let last_start = start_of(script.run, failures);
-    if failures == 0 || elapsed >= last_start {
-        let last = (failures > 0).then(|| {
-            let started = start_of(script.run, failures - 1);
-            Span {
-                started,
-                finished: started.saturating_add(script.run),
-            }
-        });
-        let state = Restarting::Running {
-            restarts: failures,
-            started: last_start,
-            last,
-        };
-        return (state, None);
+/// How long each run of a sidecar lasts: its first `script.failures` runs exit 1 after
+/// `script.run` each; each later run runs on, or is killed `kill` after its start when its
+/// liveness or startup probe fails ([`Probes::kill`]).
+///
+/// The scripted exits come first: a scripted run ends at its scripted exit even if its probes
+/// would kill it sooner, and the kills apply from the run after the script on. The annotations
+/// say how those runs end, so they win; the probes then govern the run that would otherwise
+/// run on, as they do a main container's, and the back-off carries on from the scripted exits
+/// (the kubelet keeps one back-off per container, whatever ended the run).
+pub fn runs(script: &InitScript, kill: Option<Duration>) -> Runs {
+    Runs {
+        first: script.run,
+        count: i32::try_from(script.failures).unwrap_or(i32::MAX),
+        then: kill,
     }
-    let (state, next) = restarting_at(script.run, elapsed);
-    (state, Some(next))
+}
+
+/// The reason and exit code of run `k` of a sidecar that runs as `runs`: a scripted failure,
+/// or a probe's kill.
+fn exit_of(runs: &Runs, k: i32) -> (&'static str, i32) {
+    if runs.is_first(k) {
+        ("Error", 1)
+    } else {
+        KILLED
+    }
 }
 
 /// A sidecar's run at the moment being evaluated, and what comes with it.
@@ -82,6 +85,8 @@ pub struct Sidecar<'a> {
     pub container: &'a Container,
     pub script: InitScript,
     pub probes: &'a Probes,
+    /// Its status as we last wrote it: each kill's Events are recorded once.
+    pub prev: Option<&'a ContainerStatus>,
     /// `neverReady`: it never passes readiness.
     pub never_ready: bool,
     /// The pod's IP, for the probes' failure messages.
@@ -89,46 +94,23 @@ pub struct Sidecar<'a> {
 }
 
 impl Sidecar<'_> {
-    /// Its run at `now`, first started at `start`.
+    /// Its run at `now`, first started at `start`: restarted by the kubelet after each
+    /// scripted exit and each kill, whatever the pod's restartPolicy.
     pub fn run_at(&self, start: jiff::Timestamp, now: jiff::Timestamp) -> SidecarRun {
-        let elapsed = time_diff(now, start);
+        let kill = self.probes.kill();
+        let runs = runs(&self.script, kill.map(|(after, _)| after));
+        let r = restart_at(start, now, &runs, |k| exit_of(&runs, k), true);
         let mut events = Vec::new();
-        let (restarting, next) = life_at(&self.script, elapsed);
-        let (mut run, mut next) = match (restarting, next) {
-            // Past its scripted failures: it runs on.
-            (
-                Restarting::Running {
-                    restarts,
-                    started,
-                    last,
-                },
-                None,
-            ) => {
-                let at = |d: Duration| Time(seconds(add(start, d)));
-                let run = Run::Restarting {
-                    restarts,
-                    running_since: Some(at(started)),
-                    ready: true,
-                    started: true,
-                    backoff: Duration::ZERO,
-                    last: last.map(|s| Exit {
-                        reason: "Error",
-                        exit_code: 1,
-                        started: at(s.started),
-                        finished: at(s.finished),
-                    }),
-                };
-                (run, None)
+        if r.backing_off {
+            events.push(back_off_event());
+        }
+        if let Some((_, why)) = kill {
+            let killed = r.exits > 0 && !runs.is_first(r.exits - 1);
+            if killed && r.exits > exited_runs(self.prev) {
+                events.extend(why.events(self.container, Killing::Sidecar, self.ip));
             }
-            // Still in its failing runs: the kubelet's restarts, as for any container.
-            _ => {
-                let r = restart_at(start, now, self.script.run, ("Error", 1), true);
-                if r.backing_off {
-                    events.push(back_off_event());
-                }
-                (r.run, Some(r.next))
-            }
-        };
+        }
+        let (mut run, mut next) = (r.run, r.next);
         if let Run::Restarting {
             running_since: Some(since),
             ready,
@@ -203,6 +185,7 @@ pub fn stop(runs: &mut [Run], inits: &[Container], at: &Time) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pod_status::restarts::{Restarting, Span};
     use proptest::prelude::*;
 
     fn s(secs: u64) -> Duration {
@@ -238,6 +221,15 @@ mod tests {
         }
     }
 
+    /// Where a sidecar that runs as `runs(script, kill)` is `elapsed` after its first start.
+    fn life_at(
+        sc: &InitScript,
+        kill: Option<u64>,
+        elapsed: Duration,
+    ) -> (Restarting, Option<Duration>) {
+        runs(sc, kill.map(s)).at(elapsed)
+    }
+
     #[test]
     fn life() {
         let running = |restarts, started, last: Option<(u64, u64)>| Restarting::Running {
@@ -248,19 +240,36 @@ mod tests {
                 finished: s(b),
             }),
         };
-        // (name, script, elapsed, state, next change)
+        let back_off = |restarts, backoff, (a, b)| Restarting::BackOff {
+            restarts,
+            backoff: s(backoff),
+            last: Span {
+                started: s(a),
+                finished: s(b),
+            },
+        };
+        // (name, script, killed after, elapsed, state, next change)
         let cases = [
             (
                 "runs for good",
                 script(5, 0),
+                None,
                 1_000,
                 running(0, 0, None),
                 None,
             ),
-            ("first run", script(5, 2), 3, running(0, 0, None), Some(2)),
+            (
+                "first run",
+                script(5, 2),
+                None,
+                3,
+                running(0, 0, None),
+                Some(2),
+            ),
             (
                 "restarted at once",
                 script(5, 2),
+                None,
                 5,
                 running(1, 5, Some((0, 5))),
                 Some(5),
@@ -268,27 +277,67 @@ mod tests {
             (
                 "backs off 10 s",
                 script(5, 2),
+                None,
                 12,
-                Restarting::BackOff {
-                    restarts: 1,
-                    backoff: s(10),
-                    last: Span {
-                        started: s(5),
-                        finished: s(10),
-                    },
-                },
+                back_off(1, 10, (5, 10)),
                 Some(8),
             ),
             (
                 "the third run never ends",
                 script(5, 2),
+                None,
                 5_000,
                 running(2, 20, Some((5, 10))),
                 None,
             ),
+            // Killed 25 s into each run: at 25 (restarted at once), at 50 (back-off 10 s).
+            (
+                "killed, restarted at once",
+                script(0, 0),
+                Some(25),
+                30,
+                running(1, 25, Some((0, 25))),
+                Some(20),
+            ),
+            (
+                "killed again, backs off",
+                script(0, 0),
+                Some(25),
+                55,
+                back_off(1, 10, (25, 50)),
+                Some(5),
+            ),
+            // The script first: exits at 5 and 10, the run from 20 is killed at 50 and waits
+            // the doubled back-off the scripted exits left.
+            (
+                "the run after the script is killed",
+                script(5, 2),
+                Some(30),
+                55,
+                back_off(2, 20, (20, 50)),
+                Some(15),
+            ),
+            (
+                "a kill sooner than a scripted exit waits for it",
+                script(5, 2),
+                Some(3),
+                4,
+                running(0, 0, None),
+                Some(1),
+            ),
         ];
-        for (name, sc, elapsed, state, next) in cases {
-            assert_eq!(life_at(&sc, s(elapsed)), (state, next.map(s)), "{name}");
+        for (name, sc, kill, elapsed, state, next) in cases {
+            assert_eq!(
+                life_at(&sc, kill, s(elapsed)),
+                (state, next.map(s)),
+                "{name}"
+            );
+        }
+    }
+
+    fn restarts_of(state: Restarting) -> i32 {
+        match state {
+            Restarting::Running { restarts, .. } | Restarting::BackOff { restarts, .. } => restarts,
         }
     }
 
@@ -300,12 +349,8 @@ mod tests {
             elapsed in 0u64..100_000,
         ) {
             let sc = script(run, failures);
-            let (state, next) = life_at(&sc, s(elapsed));
-            let restarts = match state {
-                Restarting::Running { restarts, .. } | Restarting::BackOff { restarts, .. } => {
-                    restarts
-                }
-            };
+            let (state, next) = life_at(&sc, None, s(elapsed));
+            let restarts = restarts_of(state);
             prop_assert!(restarts <= i32::try_from(failures).unwrap_or(i32::MAX));
             // Running for good exactly when every scripted failure is behind it.
             let settled = matches!(state, Restarting::Running { restarts: r, .. }
@@ -314,17 +359,42 @@ mod tests {
         }
 
         #[test]
+        fn killed_sidecars_keep_restarting(
+            run in 0u64..60,
+            failures in 0u32..6,
+            kill in 0u64..120,
+            elapsed in 0u64..20_000,
+            later in 0u64..2_000,
+        ) {
+            let sc = script(run, failures);
+            let (state, next) = life_at(&sc, Some(kill), s(elapsed));
+            let (after, _) = life_at(&sc, Some(kill), s(elapsed + later));
+            prop_assert!(restarts_of(after) >= restarts_of(state), "{state:?} then {after:?}");
+            // A sidecar its probes kill never runs for good; the back-off caps at 5 min.
+            prop_assert!(next.is_some(), "{state:?}");
+            if let Restarting::BackOff { backoff, .. } = state {
+                prop_assert!(backoff <= s(300), "{state:?}");
+            }
+            // The script is kept: as many scripted exits, as long, as without the kills.
+            if restarts_of(state) < i32::try_from(failures).unwrap_or(i32::MAX) {
+                prop_assert_eq!((state, next), life_at(&sc, None, s(elapsed)));
+            }
+        }
+
+        #[test]
         fn started_after_is_a_started_moment(
             run in 0u64..60,
             failures in 0u32..6,
             up in 0u64..60,
+            kill in proptest::option::of(1u64..60),
         ) {
             let sc = script(run, failures);
             let Some(at) = started_after(&sc, Some(s(up))) else {
                 return Err(TestCaseError::fail("a passing probe starts the sidecar"));
             };
-            // At that moment the sidecar runs, and has run at least `up` in this run.
-            let (state, _) = life_at(&sc, at);
+            // At that moment the sidecar runs, and has run at least `up` in this run (a
+            // liveness kill comes after the startup probe passed).
+            let (state, _) = life_at(&sc, kill.map(|k| up + k), at);
             let Restarting::Running { started, .. } = state else {
                 return Err(TestCaseError::fail(format!("{state:?} at {at:?}")));
             };
