@@ -141,7 +141,8 @@ pub struct Shared {
     pub nodes: Vec<nodes::NodeSlot>,
     /// The kubelet port each node advertises, and what each listener answers for.
     pub endpoints: kubelet::endpoints::Endpoints,
-    /// Each node's memory and ephemeral storage, as `/stats/summary` reports them.
+    /// Each node's CPU, memory and ephemeral storage, as `/stats/summary` and
+    /// `/metrics/cadvisor` report them.
     pub capacity: kubelet::stats::Capacity,
     pub node_index: HashMap<String, u32>,
     pub pods: Mutex<pods::PodTable>,

@@ -208,6 +208,7 @@ pub fn node_status(
         }
     })
     .collect();
+    let ids = machine_ids(name);
     NodeStatus {
         capacity: Some(quantities(&tpl.capacity)),
         allocatable: Some(quantities(&tpl.allocatable)),
@@ -233,9 +234,9 @@ pub fn node_status(
             container_runtime_version: "containerd://1.4.0-mock".into(),
             kubelet_version: tpl.kubelet_version.clone(),
             kube_proxy_version: tpl.kubelet_version.clone(),
-            machine_id: hex_id(&format!("machine/{name}"), 32),
-            system_uuid: uuid_like(&format!("system/{name}")),
-            boot_id: uuid_like(&format!("boot/{name}")),
+            machine_id: ids.machine_id,
+            system_uuid: ids.system_uuid,
+            boot_id: ids.boot_id,
             ..Default::default()
         }),
         ..Default::default()
@@ -256,6 +257,24 @@ pub fn reported_version(git_version: &str) -> Option<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-'));
     ok.then(|| git_version.to_string())
+}
+
+/// A node's `nodeInfo` machine ID, system UUID and boot ID, which cAdvisor's machine metrics
+/// carry as labels too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineIds {
+    pub machine_id: String,
+    pub system_uuid: String,
+    pub boot_id: String,
+}
+
+/// The stable IDs of node `name`.
+pub fn machine_ids(name: &str) -> MachineIds {
+    MachineIds {
+        machine_id: hex_id(&format!("machine/{name}"), 32),
+        system_uuid: uuid_like(&format!("system/{name}")),
+        boot_id: uuid_like(&format!("boot/{name}")),
+    }
 }
 
 fn uuid_like(seed: &str) -> String {

@@ -36,7 +36,7 @@ use crate::annotations::Lifecycle;
 use containers::Run;
 use status::Builder;
 
-pub use containers::normalize_image;
+pub use containers::{container_id, normalize_image};
 pub use ephemeral::as_container;
 pub use references::{ObjRef, RefKind, RefState, has_key, references};
 pub use restarts::crash_loop_at;

@@ -4,6 +4,9 @@
 //! annotations say (the CPU rate read from two scrapes as metrics-server reads it), the node
 //! the sum plus the overhead; the Nodes advertise the ports that answer; a node's port knows
 //! none of another node's pods; a caller without `nodes/metrics` or `nodes/stats` gets 403.
+//! `…/proxy/metrics/cadvisor` gives the same usage as cAdvisor's series of each container, its
+//! pod's cgroup and the node's root, labelled with the pod's status (container ID, image) and
+//! the machine's capacity; `…/proxy/metrics` names the node and counts its pods and containers.
 
 mod common;
 
@@ -11,7 +14,7 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use hollow_node::kubelet::decode::{self, Decoded};
+use hollow_node::kubelet::decode::{self, Decoded, Series};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
@@ -54,6 +57,22 @@ async fn raw(cp: &e2e::ControlPlane, path: &str) -> String {
 async fn scrape(cp: &e2e::ControlPlane, node: &str) -> Decoded {
     let text = raw(cp, &format!("/api/v1/nodes/{node}/proxy/metrics/resource")).await;
     decode::decode(&text).unwrap_or_else(|e| panic!("{node}: {e}\n{text}"))
+}
+
+/// Every sample of a node's Prometheus answer at `path` (`metrics/cadvisor`, `metrics`).
+async fn samples(cp: &e2e::ControlPlane, node: &str, path: &str) -> Vec<Series> {
+    let text = raw(cp, &format!("/api/v1/nodes/{node}/proxy/{path}")).await;
+    decode::samples(&text).unwrap_or_else(|e| panic!("{node} {path}: {e}\n{text}"))
+}
+
+/// The one sample of family `name` whose labels include `labels`.
+fn one<'a>(all: &'a [Series], name: &str, labels: &[(&str, &str)]) -> &'a Series {
+    let found: Vec<&Series> = all
+        .iter()
+        .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == *v))
+        .collect();
+    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
+    found[0]
 }
 
 /// A base port whose next port is free too (two nodes, two listeners).
@@ -249,12 +268,147 @@ async fn per_node_resource_metrics_and_stats_summary() {
         assert_eq!(names, [pod_name], "{node}: its own pods only");
     }
 
+    // /metrics/cadvisor: the same usage as cAdvisor's series of each container, of its pod's
+    // cgroup and of the node's root cgroup, labelled from the pod's status.
+    type Cadvisor = (&'static str, Vec<(&'static str, f64, u64)>, f64, u64);
+    let cases: [(&str, Cadvisor); 2] = [
+        (
+            n0.as_str(),
+            ("zero", vec![("app", 0.25, 300 * MI)], 0.35, 556 * MI),
+        ),
+        (
+            n1.as_str(),
+            (
+                "one",
+                vec![("app", 0.1, 64 * MI), ("side", 0.02, 16 * MI)],
+                0.22,
+                (256 + 80) * MI,
+            ),
+        ),
+    ];
+    for (node, (pod_name, containers, node_cores, node_mem)) in cases {
+        let p = pods.get(pod_name).await.expect("pod");
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let statuses = p
+            .status
+            .clone()
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default();
+        let first = samples(&cp, node, "metrics/cadvisor").await;
+        let cpu = |all: &[Series], labels: &[(&str, &str)]| {
+            let s = one(all, "container_cpu_usage_seconds_total", labels);
+            assert_eq!(s.label("cpu"), "total", "{node} {labels:?}");
+            (
+                (s.value * 1e9) as u64,
+                s.timestamp_ms.expect("a CPU sample's timestamp"),
+            )
+        };
+        let root: &[(&str, &str)] = &[("id", "/")];
+        let t0 = cpu(&first, root).1;
+        let second = e2e::wait_for(T, "a later /metrics/cadvisor", || async {
+            let s = samples(&cp, node, "metrics/cadvisor").await;
+            Ok((cpu(&s, root).1 > t0).then_some(s))
+        })
+        .await
+        .expect("a later scrape");
+        let pod_cgroup = format!("/kubepods/besteffort/pod{uid}");
+        let mut pod_mem = 0;
+        for &(c, cores, mem) in &containers {
+            let status = statuses.iter().find(|s| s.name == c).expect("status");
+            let cid = status
+                .container_id
+                .as_deref()
+                .and_then(|id| id.strip_prefix("containerd://"))
+                .expect("a containerd ID");
+            let id = format!("{pod_cgroup}/{cid}");
+            let labels = [
+                ("namespace", "default"),
+                ("pod", pod_name),
+                ("container", c),
+                ("id", id.as_str()),
+                ("name", cid),
+                ("image", status.image.as_str()),
+            ];
+            let got = rate(cpu(&first, &labels), cpu(&second, &labels));
+            assert!(close(got, cores), "{node} {c}: {got} cores, want {cores}");
+            for family in [
+                "container_memory_working_set_bytes",
+                "container_memory_usage_bytes",
+                "container_memory_rss",
+            ] {
+                let v = one(&second, family, &labels).value;
+                assert_eq!(v as u64, mem, "{node} {c} {family}");
+            }
+            let started = status
+                .state
+                .as_ref()
+                .and_then(|s| s.running.as_ref())
+                .and_then(|r| r.started_at.as_ref())
+                .map(|t| t.0.as_second());
+            let start = one(&second, "container_start_time_seconds", &labels);
+            assert_eq!(Some(start.value as i64), started, "{node} {c} start");
+            pod_mem += mem;
+        }
+        let pod_labels = [
+            ("namespace", "default"),
+            ("pod", pod_name),
+            ("container", ""),
+            ("id", pod_cgroup.as_str()),
+            ("image", ""),
+        ];
+        let pod_cores: f64 = containers.iter().map(|c| c.1).sum();
+        let got = rate(cpu(&first, &pod_labels), cpu(&second, &pod_labels));
+        assert!(
+            close(got, pod_cores),
+            "{node} pod {pod_name}: {got} cores, want {pod_cores}"
+        );
+        let ws = one(&second, "container_memory_working_set_bytes", &pod_labels);
+        assert_eq!(
+            ws.value as u64, pod_mem,
+            "{node} pod {pod_name} working set"
+        );
+        let got = rate(cpu(&first, root), cpu(&second, root));
+        assert!(close(got, node_cores), "{node} root: {got} cores");
+        let ws = one(&second, "container_memory_working_set_bytes", root);
+        assert_eq!(ws.value as u64, node_mem, "{node} root working set");
+        let others: Vec<&str> = second
+            .iter()
+            .map(|s| s.label("pod"))
+            .filter(|p| !p.is_empty() && *p != pod_name)
+            .collect();
+        assert!(others.is_empty(), "{node}: other pods {others:?}");
+        // The machine is the Node's capacity (4 CPUs, 16Gi), labelled with its nodeInfo IDs.
+        let n = nodes.get(node).await.expect("node");
+        let info = n.status.and_then(|s| s.node_info).expect("nodeInfo");
+        let ids = [
+            ("machine_id", info.machine_id.as_str()),
+            ("system_uuid", info.system_uuid.as_str()),
+            ("boot_id", info.boot_id.as_str()),
+        ];
+        assert_eq!(one(&second, "machine_cpu_cores", &ids).value, 4.0);
+        assert_eq!(
+            one(&second, "machine_memory_bytes", &ids).value as u64,
+            16 << 30
+        );
+
+        // /metrics: the kubelet's own, for the same node.
+        let own = samples(&cp, node, "metrics").await;
+        assert_eq!(one(&own, "kubelet_node_name", &[("node", node)]).value, 1.0);
+        assert_eq!(one(&own, "kubelet_running_pods", &[]).value, 1.0, "{node}");
+        let running = one(
+            &own,
+            "kubelet_running_containers",
+            &[("container_state", "running")],
+        );
+        assert_eq!(running.value as usize, containers.len(), "{node}");
+    }
+
     // Directly on the kubelet ports: authorization and which pods each port knows.
     let proxy = common::account_with(&client, "proxy-only", &["nodes/proxy"]).await;
     let stats =
         common::account_with(&client, "stats-reader", &["nodes/metrics", "nodes/stats"]).await;
     let url = |port: u16, path: &str| format!("https://127.0.0.1:{port}{path}");
-    for path in ["/metrics/resource", "/stats/summary"] {
+    for path in ["/metrics/resource", "/metrics/cadvisor", "/stats/summary"] {
         let (code, body) = e2e::process::curl_insecure(&url(base, path), Some(&proxy))
             .await
             .expect("curl");
@@ -274,6 +428,19 @@ async fn per_node_resource_metrics_and_stats_summary() {
             "{path} on node 1: {body}"
         );
     }
+    let (code, body) = e2e::process::curl_insecure(&url(base, "/metrics"), Some(&proxy))
+        .await
+        .expect("curl");
+    assert_eq!(code, 403, "/metrics with nodes/proxy only: {body}");
+    assert!(body.contains("subresource=metrics"), "{body}");
+    let (code, body) = e2e::process::curl_insecure(&url(base + 1, "/metrics"), Some(&stats))
+        .await
+        .expect("curl");
+    assert_eq!(code, 200, "/metrics with nodes/metrics: {body}");
+    assert!(
+        body.contains(&format!("kubelet_node_name{{node=\"{n1}\"}} 1")),
+        "{body}"
+    );
     // Node 1's port does not know node 0's pod, as a kubelet would not; node 0's does.
     let logs = "/containerLogs/default/zero/app";
     let (code, body) = e2e::process::curl_insecure(&url(base + 1, logs), Some(&proxy))

@@ -4,7 +4,9 @@
 //! seconds turned into core-nanoseconds, timestamps in milliseconds. Stricter than
 //! metrics-server where that checks the shape a kubelet gives: every sample's family has a
 //! TYPE line first, the labels are exactly the kubelet's, and CPU and memory samples carry a
-//! timestamp while start times do not. For the tests and the scale bench; pure.
+//! timestamp while start times do not. [`samples`] reads any of the kubelet's Prometheus
+//! answers (`/metrics/cadvisor`, `/metrics`) line by line. For the tests and the scale bench;
+//! pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -107,6 +109,87 @@ fn want_labels(l: &Labels, names: &[&str]) -> Result<(), String> {
 
 fn label(l: &Labels, k: &str) -> String {
     l.get(k).cloned().unwrap_or_default()
+}
+
+/// One sample line of the text format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Series {
+    /// A label's value; "" when absent.
+    pub fn label(&self, k: &str) -> &str {
+        self.labels.get(k).map_or("", String::as_str)
+    }
+}
+
+fn is_name(s: &str, colon: bool) -> bool {
+    let ok = |c: char, first: bool| {
+        c == '_' || c.is_ascii_alphabetic() || (!first && c.is_ascii_digit()) || (colon && c == ':')
+    };
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| ok(c, true)) && chars.all(|c| ok(c, false))
+}
+
+/// Every sample of a Prometheus text answer, read strictly: each line is a comment (`# HELP
+/// name …`, `# TYPE name counter|gauge|…`) or a sample (a metric name, optional `{label="…"}`
+/// with the format's escapes, a float, an optional integer timestamp); a sample's family has
+/// its TYPE line first; names are well formed.
+pub fn samples(text: &str) -> Result<Vec<Series>, DecodeError> {
+    if text.len() > MAX_TEXT {
+        return Err(DecodeError {
+            line: 0,
+            reason: format!("longer than {MAX_TEXT} bytes"),
+        });
+    }
+    let mut typed: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let err = |reason: String| DecodeError {
+            line: i + 1,
+            reason,
+        };
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let kinds = ["counter", "gauge", "histogram", "summary", "untyped"];
+            if !is_name(name, true) || !kinds.contains(&kind) {
+                return Err(err(format!("a bad TYPE line: {rest}")));
+            }
+            typed.insert(name);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if !is_name(name, true) {
+                return Err(err(format!("a bad HELP line: {rest}")));
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (name, labels, value, timestamp_ms) = series(line).map_err(err)?;
+        if !is_name(name, true) {
+            return Err(err(format!("a bad metric name {name:?}")));
+        }
+        if let Some(bad) = labels.keys().find(|k| !is_name(k, false)) {
+            return Err(err(format!("a bad label name {bad:?}")));
+        }
+        if !typed.contains(name) {
+            return Err(err(format!("{name} before its TYPE line")));
+        }
+        out.push(Series {
+            name: name.to_string(),
+            labels,
+            value,
+            timestamp_ms,
+        });
+    }
+    Ok(out)
 }
 
 /// Decodes a `/metrics/resource` answer.

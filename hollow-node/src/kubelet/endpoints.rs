@@ -29,6 +29,22 @@ pub enum Scope {
     Node(u32),
 }
 
+/// Why a path that names no pod gets 404 on the shared port.
+pub const NO_NODE: &str = "this port serves every node of the process and the path names no \
+                           node: start hollow-node with --kubelet-port-per-node";
+
+impl Scope {
+    /// The node a path that names no pod (`/metrics`, `/metrics/resource`,
+    /// `/metrics/cadvisor`, `/stats/summary`) asks about on a listener of this scope: its
+    /// node; on the shared port none, and why.
+    pub fn node_wide(self) -> Result<u32, &'static str> {
+        match self {
+            Scope::Node(i) => Ok(i),
+            Scope::Shared => Err(NO_NODE),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EndpointsError {
     #[error("port {0}: must be from 1 to 65535")]
@@ -189,6 +205,13 @@ mod tests {
             [None, Some(Scope::Node(0)), Some(Scope::Node(2)), None],
             "ports outside the range answer for no node"
         );
+    }
+
+    #[test]
+    fn only_a_node_port_answers_for_a_node() {
+        assert_eq!(Scope::Node(3).node_wide(), Ok(3));
+        assert_eq!(Scope::Shared.node_wide(), Err(NO_NODE));
+        assert!(NO_NODE.contains("--kubelet-port-per-node"));
     }
 
     proptest! {

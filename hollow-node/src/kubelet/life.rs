@@ -60,11 +60,44 @@ impl ContainerLife {
     }
 }
 
+/// A pod's QoS class, which names its cgroup (`/kubepods[/burstable|/besteffort]/pod<uid>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Qos {
+    Guaranteed,
+    #[default]
+    Burstable,
+    BestEffort,
+}
+
+impl Qos {
+    /// `status.qosClass` as the apiserver sets it at creation; else what the kubelet computes
+    /// from the spec.
+    pub fn of(pod: &Pod) -> Qos {
+        let class = pod.status.as_ref().and_then(|s| s.qos_class.as_deref());
+        match class.unwrap_or_else(|| crate::pod_status::qos_class(pod)) {
+            "Guaranteed" => Qos::Guaranteed,
+            "BestEffort" => Qos::BestEffort,
+            _ => Qos::Burstable,
+        }
+    }
+
+    /// The QoS cgroup under `/kubepods` with the cgroupfs driver: none for Guaranteed.
+    pub fn cgroup(self) -> &'static str {
+        match self {
+            Qos::Guaranteed => "",
+            Qos::Burstable => "/burstable",
+            Qos::BestEffort => "/besteffort",
+        }
+    }
+}
+
 /// One pod on one of this process's nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodLife {
     pub uid: String,
     pub node: u32,
+    /// One byte, in what was padding after `node` (`PodLife` keeps its size).
+    pub qos: Qos,
     /// `status.startTime`.
     pub started: Option<Timestamp>,
     pub containers: Vec<ContainerLife>,
@@ -219,6 +252,7 @@ pub fn of(pod: &Pod, node: u32) -> PodLife {
     PodLife {
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         node,
+        qos: Qos::of(pod),
         started: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
         containers,
         script: script(value),
@@ -447,6 +481,74 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn qos_classes_name_the_cgroup() {
+        let pod = |status: serde_json::Value, resources: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "ns", "uid": "u1"},
+                "spec": {"containers": [{"name": "app", "image": "nginx", "resources": resources}]},
+                "status": status,
+            }))
+            .expect("pod")
+        };
+        let equal = serde_json::json!({"requests": {"cpu": "1", "memory": "1Gi"},
+            "limits": {"cpu": "1", "memory": "1Gi"}});
+        let cases = [
+            (
+                "status says Guaranteed",
+                pod(
+                    serde_json::json!({"qosClass": "Guaranteed"}),
+                    serde_json::json!({}),
+                ),
+                Qos::Guaranteed,
+                "",
+            ),
+            (
+                "no class in the status: requests equal limits",
+                pod(serde_json::json!({}), equal),
+                Qos::Guaranteed,
+                "",
+            ),
+            (
+                "requests only",
+                pod(
+                    serde_json::json!({}),
+                    serde_json::json!({"requests": {"cpu": "1"}}),
+                ),
+                Qos::Burstable,
+                "/burstable",
+            ),
+            (
+                "nothing requested",
+                pod(serde_json::json!({}), serde_json::json!({})),
+                Qos::BestEffort,
+                "/besteffort",
+            ),
+        ];
+        for (name, p, want, cgroup) in cases {
+            let life = of(&p, 0);
+            assert_eq!((life.qos, life.qos.cgroup()), (want, cgroup), "{name}");
+        }
+    }
+
+    /// The QoS class sits in what was padding: a pod's life is no larger than without it.
+    #[test]
+    fn the_qos_class_costs_no_memory() {
+        #[allow(dead_code)]
+        struct WithoutQos {
+            uid: String,
+            node: u32,
+            started: Option<Timestamp>,
+            containers: Vec<ContainerLife>,
+            script: Arc<[String]>,
+            labels: BTreeMap<String, String>,
+        }
+        assert_eq!(
+            std::mem::size_of::<PodLife>(),
+            std::mem::size_of::<WithoutQos>()
+        );
     }
 
     proptest! {

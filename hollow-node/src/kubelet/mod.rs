@@ -4,14 +4,16 @@
 //! per node (`endpoints`). `endpoints` (which port is which node's), `routes` (paths and the
 //! authorization they need), `auth` (client certificates, TokenReview, SubjectAccessReview),
 //! `life` (what a pod's containers did, kept from the pod watch), `logs` (the log those lives
-//! make) and `stats` (resource metrics and the stats summary) are the decisions; `server` is
-//! the axum glue.
+//! make), `stats` (resource metrics and the stats summary), `cadvisor` (`/metrics/cadvisor`)
+//! and `kubelet_metrics` (`/metrics`) are the decisions; `server` is the axum glue.
 
 pub mod auth;
+pub mod cadvisor;
 pub mod cpu;
 pub mod decode;
 pub mod endpoints;
 pub mod flights;
+pub mod kubelet_metrics;
 pub mod life;
 pub mod logs;
 pub mod routes;

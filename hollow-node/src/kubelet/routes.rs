@@ -10,6 +10,10 @@ pub enum Route {
     Healthz,
     /// `/metrics/resource`: the node's resource metrics (Prometheus text).
     ResourceMetrics,
+    /// `/metrics/cadvisor`: the node's cAdvisor container metrics (Prometheus text).
+    CadvisorMetrics,
+    /// `/metrics`: the kubelet's own metrics (Prometheus text).
+    KubeletMetrics,
     /// `/stats/summary`: the node's stats summary (JSON).
     StatsSummary,
     ContainerLogs {
@@ -119,7 +123,9 @@ pub fn route(path: &str) -> Route {
     };
     match segs.as_slice() {
         ["healthz"] => Route::Healthz,
+        ["metrics"] => Route::KubeletMetrics,
         ["metrics", "resource"] => Route::ResourceMetrics,
+        ["metrics", "cadvisor"] => Route::CadvisorMetrics,
         ["stats", "summary"] => Route::StatsSummary,
         ["containerLogs", ns, pod, container] => Route::ContainerLogs {
             namespace: ns.to_string(),
@@ -147,7 +153,7 @@ mod tests {
             &'static str,
             Option<(&'static str, &'static str)>,
         );
-        let cases: [Case; 10] = [
+        let cases: [Case; 12] = [
             (
                 "logs of a container",
                 Method::GET,
@@ -170,6 +176,18 @@ mod tests {
                 "metrics",
                 Method::GET,
                 "/metrics/resource",
+                Some(("get", "metrics")),
+            ),
+            (
+                "cadvisor metrics",
+                Method::GET,
+                "/metrics/cadvisor",
+                Some(("get", "metrics")),
+            ),
+            (
+                "the kubelet's metrics",
+                Method::GET,
+                "/metrics",
                 Some(("get", "metrics")),
             ),
             (
@@ -215,7 +233,13 @@ mod tests {
                 Route::ResourceMetrics,
             ),
             ("stats summary", "/stats/summary/", Route::StatsSummary),
-            ("other metrics", "/metrics/cadvisor", Route::NotFound),
+            (
+                "cadvisor metrics",
+                "/metrics/cadvisor",
+                Route::CadvisorMetrics,
+            ),
+            ("kubelet metrics", "/metrics/", Route::KubeletMetrics),
+            ("probe metrics", "/metrics/probes", Route::NotFound),
             ("stats of a container", "/stats/ns/p/uid/c", Route::NotFound),
             (
                 "logs",

@@ -20,7 +20,7 @@ use crate::kubelet::endpoints::Scope;
 use crate::kubelet::life::PodLife;
 use crate::kubelet::logs::{self, Instance, LogOptions};
 use crate::kubelet::routes::{self, Action, Route};
-use crate::kubelet::stats;
+use crate::kubelet::{cadvisor, kubelet_metrics, stats};
 
 /// `kubectl logs -f` streams open at once; one more gets 503.
 pub const MAX_FOLLOWERS: usize = 256;
@@ -104,7 +104,12 @@ async fn handle(State(Listener { api, scope }): State<Listener>, req: Request) -
         Route::ContainerLogs { namespace, pod, .. } | Route::Refused { namespace, pod, .. } => {
             Some(format!("{namespace}/{pod}"))
         }
-        Route::Healthz | Route::ResourceMetrics | Route::StatsSummary | Route::NotFound => None,
+        Route::Healthz
+        | Route::ResourceMetrics
+        | Route::CadvisorMetrics
+        | Route::KubeletMetrics
+        | Route::StatsSummary
+        | Route::NotFound => None,
     };
     let life = pod_key.as_deref().and_then(|k| api.shared.lives.get(k));
     // A node's own port knows only that node's pods, as a kubelet does.
@@ -143,14 +148,13 @@ async fn handle(State(Listener { api, scope }): State<Listener>, req: Request) -
     tracing::debug!(user = %user.name, %method, %path, "kubelet API request");
     match route {
         Route::Healthz => text(StatusCode::OK, "ok"),
-        Route::ResourceMetrics | Route::StatsSummary => match scope {
-            Scope::Node(i) => node_stats(&api.shared, i, node, &route, &query),
+        Route::ResourceMetrics
+        | Route::CadvisorMetrics
+        | Route::KubeletMetrics
+        | Route::StatsSummary => match scope.node_wide() {
+            Ok(i) => node_stats(&api.shared, i, node, &route, &query),
             // The shared port serves several nodes and the path names none.
-            Scope::Shared => text(
-                StatusCode::NOT_FOUND,
-                "this port serves every node of the process and the path names no node: \
-                 start hollow-node with --kubelet-port-per-node",
-            ),
+            Err(why) => text(StatusCode::NOT_FOUND, why),
         },
         Route::NotFound => text(StatusCode::NOT_FOUND, "404 page not found"),
         Route::Refused { action, pod, .. } => match life {
@@ -167,31 +171,37 @@ async fn handle(State(Listener { api, scope }): State<Listener>, req: Request) -
     }
 }
 
-/// `/metrics/resource` or `/stats/summary` of node `i`, from one sample of its pods.
+/// `/metrics/resource`, `/metrics/cadvisor`, `/metrics` or `/stats/summary` of node `i`, from
+/// one sample of its pods.
 fn node_stats(shared: &Shared, i: u32, node: &str, route: &Route, query: &str) -> Response {
     let lives = shared.lives.node(i);
     let now = Timestamp::now();
-    if *route == Route::ResourceMetrics {
-        // Whole milliseconds: the counters are read at the instant the timestamps say.
-        let at = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
+    if *route == Route::StatsSummary {
+        let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
         let sample = stats::sample(node, lives.boot, &lives.cpu, &lives.pods, at);
+        let body = stats::summary(&sample, shared.capacity, stats::only_cpu_and_memory(query));
         return (
             StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            stats::prometheus(&sample),
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
         )
             .into_response();
     }
-    let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    // Whole milliseconds: the counters are read at the instant the timestamps say.
+    let at = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
     let sample = stats::sample(node, lives.boot, &lives.cpu, &lives.pods, at);
-    let body = stats::summary(&sample, shared.capacity, stats::only_cpu_and_memory(query));
+    let body = match route {
+        Route::CadvisorMetrics => cadvisor::text(&sample, shared.capacity),
+        Route::KubeletMetrics => kubelet_metrics::text(&sample),
+        _ => stats::prometheus(&sample),
+    };
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
     )
         .into_response()
 }

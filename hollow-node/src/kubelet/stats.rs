@@ -3,7 +3,8 @@
 //! HELP/TYPE lines of kubernetes pkg/kubelet/metrics/collectors/resource_metrics.go as a 1.29+
 //! kubelet writes them) and `/stats/summary` (the `Summary` of
 //! k8s.io/kubelet/pkg/apis/stats/v1alpha1). Both are built from one [`Sample`] of the node's
-//! running containers taken at one instant. Pure.
+//! running containers taken at one instant, as are `/metrics/cadvisor` (`cadvisor`) and the
+//! kubelet's own `/metrics` (`kubelet_metrics`), which share the text helpers here. Pure.
 
 use std::fmt::Write;
 
@@ -11,13 +12,17 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::kubelet::cpu::CpuCounter;
-use crate::kubelet::life::PodLife;
+use crate::kubelet::life::{PodLife, Qos, State};
 use crate::usage::{self, Usage};
 
 /// One running container at the sample's instant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerSample<'a> {
     pub name: &'a str,
+    /// The image as the pod's spec names it.
+    pub image: &'a str,
+    /// Its restart count: with the pod's UID, what names the instance (its container ID).
+    pub restarts: i32,
     pub started: Timestamp,
     pub usage: Usage,
     /// Core-nanoseconds since it started.
@@ -29,6 +34,7 @@ pub struct PodSample<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub uid: &'a str,
+    pub qos: Qos,
     pub started: Timestamp,
     pub containers: Vec<ContainerSample<'a>>,
 }
@@ -56,6 +62,25 @@ pub struct Sample<'a> {
     pub cpu_total: u64,
     /// Sorted by namespace and name.
     pub pods: Vec<PodSample<'a>>,
+    /// Pods whose sandbox would run: some container not terminated.
+    pub running_pods: usize,
+    /// Dead containers the runtime would keep: each container that terminated or has a
+    /// previous instance counts one (the kubelet's GC keeps one dead container per container).
+    pub exited_containers: usize,
+}
+
+/// Whether `life`'s sandbox would run, and how many dead containers it keeps.
+fn sandbox(life: &PodLife) -> (bool, usize) {
+    let running = life
+        .containers
+        .iter()
+        .any(|c| !matches!(c.state, State::Terminated(_)));
+    let exited = life
+        .containers
+        .iter()
+        .filter(|c| matches!(c.state, State::Terminated(_)) || c.last.is_some())
+        .count();
+    (running, exited)
 }
 
 /// The sample of node `node` at `time` from its pods' lives (`namespace/name` keys) and its
@@ -79,6 +104,8 @@ pub fn sample<'a>(
                     let cpu = c.cpu.as_ref()?;
                     Some(ContainerSample {
                         name: &c.name,
+                        image: &c.image,
+                        restarts: c.restarts,
                         started: cpu.started(),
                         usage: c.usage,
                         cpu_total: cpu.at(time),
@@ -90,12 +117,17 @@ pub fn sample<'a>(
                 namespace,
                 name,
                 uid: &life.uid,
+                qos: life.qos,
                 started: life.started.unwrap_or(first),
                 containers,
             })
         })
         .collect();
     out.sort_by(|a, b| (a.namespace, a.name).cmp(&(b.namespace, b.name)));
+    let (running_pods, exited_containers) = pods.iter().fold((0, 0), |(r, e), (_, life)| {
+        let (running, exited) = sandbox(life);
+        (r + usize::from(running), e + exited)
+    });
     let memory = usage::node(out.iter().map(PodSample::usage)).memory_bytes;
     Sample {
         time,
@@ -107,6 +139,8 @@ pub fn sample<'a>(
         },
         cpu_total: node_cpu.at(time),
         pods: out,
+        running_pods,
+        exited_containers,
     }
 }
 
@@ -133,12 +167,12 @@ pub fn go_float(v: f64) -> String {
     format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
 }
 
-fn seconds(core_nanos: u64) -> String {
+pub(crate) fn seconds(core_nanos: u64) -> String {
     go_float(core_nanos as f64 / 1e9)
 }
 
 /// A label value escaped as the text format wants it.
-fn escape(v: &str) -> String {
+pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -265,17 +299,22 @@ pub fn prometheus(s: &Sample) -> String {
             }
             _ => lines.push(" 0".into()),
         }
-        // client_golang writes no family without a sample.
-        if lines.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for l in lines {
-            let _ = writeln!(out, "{name}{l}");
-        }
+        family(&mut out, (name, help, kind), &lines);
     }
     out
+}
+
+/// One family as client_golang writes it: HELP, TYPE, then each sample (`lines` hold what
+/// follows the name: labels, value, timestamp). None without a sample, as client_golang.
+pub(crate) fn family(out: &mut String, (name, help, kind): (&str, &str, &str), lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for l in lines {
+        let _ = writeln!(out, "{name}{l}");
+    }
 }
 
 /// A `metav1.Time` as the kubelet writes it: RFC 3339, whole seconds, UTC.
@@ -309,9 +348,10 @@ fn memory(at: &str, usage: Usage, capacity: Option<u64>) -> Value {
     m
 }
 
-/// The node's capacity as the summary reports it.
+/// The node's capacity as the summary and cAdvisor's machine metrics report it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Capacity {
+    pub cpu_nanos: Option<u64>,
     pub memory_bytes: Option<u64>,
     pub ephemeral_storage_bytes: Option<u64>,
 }
@@ -321,6 +361,7 @@ impl Capacity {
     pub fn of(capacity: &std::collections::BTreeMap<String, String>) -> Self {
         let bytes = |k: &str| capacity.get(k).and_then(|q| usage::memory_bytes(q).ok());
         Capacity {
+            cpu_nanos: capacity.get("cpu").and_then(|q| usage::cpu_nanos(q).ok()),
             memory_bytes: bytes("memory"),
             ephemeral_storage_bytes: bytes("ephemeral-storage"),
         }
@@ -388,4 +429,4 @@ pub fn only_cpu_and_memory(query: &str) -> bool {
 
 #[cfg(test)]
 #[path = "stats_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -5,15 +5,15 @@ use crate::kubelet::decode::{self, Point};
 use crate::kubelet::life;
 use proptest::prelude::*;
 
-fn t(s: i64) -> Timestamp {
+pub(crate) fn t(s: i64) -> Timestamp {
     Timestamp::from_second(s).expect("ts")
 }
 
-const START: i64 = 1_700_000_000;
+pub(crate) const START: i64 = 1_700_000_000;
 
 /// A pod with `containers` running since `START` (none when `running` is false), its usage
 /// annotation and its CPU counters as first seen at `START`.
-fn pod(
+pub(crate) fn pod(
     ns: &str,
     name: &str,
     containers: &[&str],
@@ -48,8 +48,21 @@ fn pod(
     (format!("{ns}/{name}").into(), Arc::new(l))
 }
 
+/// A pod of one container `app` (image `busybox`) with status `status`, seen at `START`.
+pub(crate) fn pod_with(ns: &str, name: &str, status: Value) -> (Arc<str>, Arc<PodLife>) {
+    let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns, "uid": format!("uid-{name}")},
+        "spec": {"containers": [{"name": "app", "image": "busybox"}]},
+        "status": status,
+    }))
+    .expect("pod");
+    let mut l = life::of(&p, 0);
+    life::carry_cpu(&mut l, None, t(START));
+    (format!("{ns}/{name}").into(), Arc::new(l))
+}
+
 /// The node's counter: 100m from `START - 1000`, then 400m from `START`.
-fn node_cpu() -> CpuCounter {
+pub(crate) fn node_cpu() -> CpuCounter {
     let idle = CpuCounter::new(t(START - 1000), usage::NODE_OVERHEAD_CPU_NANOS);
     CpuCounter::next(Some(&idle), t(START - 1000), 400_000_000, t(START))
 }
@@ -264,7 +277,63 @@ fn the_decoder_refuses_what_a_kubelet_never_writes() {
     }
 }
 
+#[test]
+fn samples_reads_strictly() {
+    let typed = "# HELP a_b A help.\n# TYPE a_b gauge\n";
+    let ok = decode::samples(&format!(
+        "{typed}a_b{{x=\"q\\\"\\\\\\n\",y=\"\"}} 1.5e+09 17\na_b -2\n"
+    ))
+    .expect("parses");
+    let got: Vec<_> = ok
+        .iter()
+        .map(|s| (s.name.as_str(), s.label("x"), s.value, s.timestamp_ms))
+        .collect();
+    assert_eq!(
+        got,
+        [("a_b", "q\"\\\n", 1.5e9, Some(17)), ("a_b", "", -2.0, None)]
+    );
+    let cases = [
+        ("before its TYPE", "a_b 1\n".to_string(), "before its TYPE"),
+        (
+            "a bad kind",
+            "# TYPE a_b gauges\na_b 1\n".to_string(),
+            "bad TYPE",
+        ),
+        ("a bad name", format!("{typed}a-b 1\n"), "bad metric name"),
+        (
+            "a bad label name",
+            format!("{typed}a_b{{1x=\"v\"}} 1\n"),
+            "bad label name",
+        ),
+        (
+            "a bad escape",
+            format!("{typed}a_b{{x=\"\\t\"}} 1\n"),
+            "bad escape",
+        ),
+        ("no value", format!("{typed}a_b\n"), "no value"),
+        (
+            "a timestamp that is a float",
+            format!("{typed}a_b 1 1.5\n"),
+            "no integer",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let got = decode::samples(&text)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert!(
+            got.as_ref().is_err_and(|e| e.contains(want)),
+            "{name}: {got:?}"
+        );
+    }
+}
+
 proptest! {
+    #[test]
+    fn samples_never_panics(text in "[a-z_{}=\",. 0-9#\\\\\n]{0,300}") {
+        let _ = decode::samples(&text);
+    }
+
     #[test]
     fn go_float_parses_back(v in proptest::num::f64::NORMAL | proptest::num::f64::ZERO | proptest::num::f64::SUBNORMAL) {
         prop_assert_eq!(go_float(v).parse::<f64>().ok(), Some(v));

@@ -37,6 +37,12 @@ pub fn normalize_image(image: &str) -> String {
     }
 }
 
+/// The runtime's ID of instance `restarts` of container `container` in the pod with UID `uid`
+/// (`containerID` without `containerd://`; cAdvisor's cgroup and alias of the container).
+pub fn container_id(uid: &str, container: &str, restarts: i32) -> String {
+    stable_id(&format!("{uid}/{container}/{restarts}"))
+}
+
 fn image_id(image: &str) -> String {
     let normalized = normalize_image(image);
     if normalized.contains("@sha256:") {
@@ -202,12 +208,8 @@ pub fn container_status(
         | Run::Exited { restarts, .. } => *restarts,
         _ => prev.map(|p| p.restart_count).unwrap_or(0),
     };
-    let id_of = |restarts: i32| {
-        format!(
-            "containerd://{}",
-            stable_id(&format!("{}/{}/{restarts}", pod.uid, c.name))
-        )
-    };
+    let id_of =
+        |restarts: i32| format!("containerd://{}", container_id(&pod.uid, &c.name, restarts));
     let container_id = id_of(restarts);
     let (state, ready, started, id, last_state) = match run {
         Run::Waiting { reason, message } => (
