@@ -7,6 +7,7 @@
 #   make images.push IMAGE_PREFIX=ghcr.io/you [PLATFORMS=linux/amd64,linux/arm64]
 #   make load                             put the images on the kind nodes
 #   make deploy [OVERLAY=kind|dev|scale]  kubectl apply -k deploy/overlays/$(OVERLAY), wait for rollout
+#   make deploy OVERLAY=metrics           kind + hollow-node's own metrics.k8s.io (kubectl top, HPA; no metrics-server)
 #   make deploy PLACEMENT=affinity        = OVERLAY=affinity: no extender, the webhook places pods
 #   make undeploy [OVERLAY=...]           remove it (hollow nodes first, so they delete their Nodes)
 #   make nodes REPLICAS=10 NODES=1000     resize the hollow nodes (the pool's nodes, shared by the replicas)
@@ -111,7 +112,7 @@ load: ## Load the images into the kind cluster's nodes
 	  $(KIND) load docker-image --name '$(KIND_CLUSTER)' "$$img"; \
 	done
 
-deploy: ## Apply a Kustomize overlay (OVERLAY=kind|dev|scale|affinity, or PLACEMENT=affinity) and wait for it
+deploy: ## Apply a Kustomize overlay (OVERLAY=kind|dev|scale|metrics|affinity, or PLACEMENT=affinity) and wait for it
 	$(call need,$(KUBECTL),https://kubernetes.io/docs/tasks/tools/)
 	@[ -f '$(DEPLOY_DIR)/overlays/$(OVERLAY)/kustomization.yaml' ] || { echo "make deploy: no overlay '$(OVERLAY)' (deploy/overlays/: $$(ls '$(DEPLOY_DIR)/overlays' | tr '\n' ' '))" >&2; exit 1; }
 	$(need_cluster)
@@ -131,6 +132,11 @@ deploy: ## Apply a Kustomize overlay (OVERLAY=kind|dev|scale|affinity, or PLACEM
 	else echo "no extender Deployment in overlay $(OVERLAY) (affinity mode)"; fi
 	$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) rollout status deployment/mock-kind-webhook --timeout=180s
 	$(KUBECTL_CTX) -n $(DEPLOY_NAMESPACE) rollout status statefulset/hollow-node --timeout=300s
+	@# An overlay that registers hollow-node's metrics.k8s.io (components/metrics-api): wait until
+	@# the aggregator reaches it, so `kubectl top` works when make returns.
+	@if $(KUBECTL) kustomize '$(DEPLOY_DIR)/overlays/$(OVERLAY)' | grep -q '^kind: APIService$$'; then \
+	  $(KUBECTL_CTX) wait --for=condition=Available --timeout=180s apiservice/v1beta1.metrics.k8s.io; \
+	fi
 	@$(KUBECTL_CTX) get nodes -l spoofed=true --no-headers 2>/dev/null | awk '{n++; if ($$2 == "Ready") r++} END {printf "hollow nodes: %d, Ready: %d\n", n, r}'
 
 undeploy: ## Remove it (hollow nodes first, so they delete their Nodes)

@@ -80,6 +80,19 @@ pub async fn available(client: &kube::Client) -> Result<bool, Error> {
         .any(|c| c.type_ == "Available" && c.status == "True"))
 }
 
+/// Waits up to `timeout` until the aggregator reports the APIService Available.
+pub async fn wait_available(
+    client: &kube::Client,
+    timeout: std::time::Duration,
+) -> Result<(), Error> {
+    crate::wait_for(
+        timeout,
+        "APIService v1beta1.metrics.k8s.io Available",
+        || async { Ok(available(client).await?.then_some(())) },
+    )
+    .await
+}
+
 /// How many NodeMetrics `metrics.k8s.io` lists (what `kubectl top nodes` reads), or the error.
 pub async fn node_metrics(client: &kube::Client) -> Result<usize, String> {
     let req = http::Request::get(format!("/apis/metrics.k8s.io/{}/nodes", "v1beta1"))

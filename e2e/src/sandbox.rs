@@ -310,15 +310,7 @@ impl Sandbox {
         }
         step("registering hollow-node's metrics.k8s.io (kubectl top, HPA)");
         crate::metrics_api::register(&client, metrics_port).await?;
-        wait_for(
-            Duration::from_secs(60),
-            "APIService v1beta1.metrics.k8s.io Available",
-            || {
-                let client = client.clone();
-                async move { Ok(crate::metrics_api::available(&client).await?.then_some(())) }
-            },
-        )
-        .await?;
+        crate::metrics_api::wait_available(&client, Duration::from_secs(60)).await?;
         let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
         wait_for(Duration::from_secs(60), "the webhook's caBundle", || {
             let configs = configs.clone();

@@ -26,7 +26,10 @@ use e2e::{ControlPlane, Options, workspace_root};
 use serde::Deserialize;
 use serde_json::Value;
 
-const OVERLAYS: [&str; 3] = ["kind", "dev", "scale"];
+const OVERLAYS: [&str; 4] = ["kind", "dev", "scale", "metrics"];
+/// The kind overlay plus components/metrics-api: what the tests that apply one overlay for real
+/// apply, so the opt-in component is exercised with everything `kind` has.
+const APPLIED: &str = "metrics";
 const NAMESPACE: &str = "mock-kind";
 /// The extender's namespace: it alone needs hostNetwork, so it alone is not "restricted".
 const EXTENDER_NAMESPACE: &str = "mock-kind-extender";
@@ -299,6 +302,14 @@ fn every_overlay_renders_what_it_promises() {
             pool_nodes: 100,
         },
         Want {
+            overlay: "metrics",
+            tag: version.clone(),
+            scheduler_replicas: 1,
+            webhook_replicas: 2,
+            hollow_replicas: 1,
+            pool_nodes: 100,
+        },
+        Want {
             overlay: "scale",
             tag: version,
             scheduler_replicas: 1,
@@ -520,11 +531,17 @@ fn every_overlay_renders_what_it_promises() {
                 "MutatingWebhookConfiguration",
                 "CustomResourceDefinition",
                 "HollowNodePool",
+                "APIService",
             ];
             if !cluster_scoped.contains(&kind) {
                 let ns = text(obj, "/metadata/namespace");
                 let want_ns = if kind.starts_with("Role") && ns == "kube-node-lease" {
                     "kube-node-lease"
+                } else if kind == "RoleBinding"
+                    && text(obj, "/metadata/name") == "mock-kind-hollow-node-auth-reader"
+                {
+                    // components/metrics-api: binds the apiserver's own Role, which is there.
+                    "kube-system"
                 } else if text(obj, "/metadata/name") == "mock-kind-scheduler" {
                     EXTENDER_NAMESPACE
                 } else {
@@ -1434,7 +1451,7 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
     .await
     .expect("control plane");
     let kc = cp.kubeconfig();
-    let objs = for_server(&render("kind"), &api_versions(&kc));
+    let objs = for_server(&render(APPLIED), &api_versions(&kc));
 
     // `make deploy` twice: the second apply changes nothing.
     let first = apply_deploy(&kc, &objs);
@@ -1603,6 +1620,24 @@ async fn applied_rbac_grants_each_service_what_it_needs_and_no_more() {
         (HOLLOW, "watch", "secrets", "default", "", false),
         (HOLLOW, "list", "configmaps", "*", "", true),
         (HOLLOW, "get", "configmaps", "default", "", false),
+        // overlays/metrics: the apiserver's front-proxy CA, that one ConfigMap only.
+        (
+            HOLLOW,
+            "get",
+            "configmaps/extension-apiserver-authentication",
+            "kube-system",
+            "",
+            true,
+        ),
+        (
+            HOLLOW,
+            "get",
+            "configmaps/kube-proxy",
+            "kube-system",
+            "",
+            false,
+        ),
+        (HOLLOW, "update", "configmaps", "kube-system", "", false),
         (HOLLOW, "watch", "persistentvolumeclaims", "*", "", true),
         (
             HOLLOW,
@@ -1746,9 +1781,10 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
     .await
     .expect("control plane");
     let kc = cp.kubeconfig();
-    let objs = for_server(&render("kind"), &api_versions(&kc));
+    let objs = for_server(&render(APPLIED), &api_versions(&kc));
     apply_deploy(&kc, &objs);
     let client = cp.client();
+    let mut metrics_port = None;
 
     // Start each service as its pod would: the container's environment (downward-API values
     // filled in as the kubelet would), its ServiceAccount's token, and only the listen address
@@ -1800,8 +1836,14 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
             cmd.env(name, value);
         }
         if s.bin == "hollow-node" {
-            // Its kubelet API binds <InternalIP>:10250 by default; tests run side by side.
+            // Its kubelet API binds <InternalIP>:10250 by default, its metrics API
+            // <InternalIP>:6443; tests run side by side.
             cmd.env("MOCK_KIND_KUBELET_PORT", e2e::free_port().to_string());
+            if env_value(c, "MOCK_KIND_METRICS_API_PORT").is_some() {
+                let port = e2e::free_port();
+                cmd.env("MOCK_KIND_METRICS_API_PORT", port.to_string());
+                metrics_port = Some(port);
+            }
         }
         let (manifest_port, port) = listen
             .unwrap_or_else(|| panic!("{}: no listen address in the environment", s.workload));
@@ -1948,6 +1990,54 @@ async fn services_run_with_the_manifests_env_probes_and_rbac() {
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", logs(&started)));
     assert_eq!(got, want);
+
+    // Its metrics API (components/metrics-api) came up under the ServiceAccount's RBAC alone
+    // (it read the front-proxy CA through the overlay's RoleBinding) and answers `kubectl top`
+    // through the real aggregator. The overlay's APIService points at a Service of pods that
+    // do not run here; it is pointed at the process on loopback instead.
+    let port = metrics_port.expect("overlays/metrics sets MOCK_KIND_METRICS_API_PORT");
+    let api = find(&objs, "APIService", "v1beta1.metrics.k8s.io");
+    let svc = find(&objs, "Service", text(api, "/spec/service/name"));
+    let target = svc
+        .pointer("/spec/ports/0/targetPort")
+        .and_then(Value::as_str)
+        .expect("the Service's named targetPort");
+    let named = hollow["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == target)
+        .and_then(|p| p["containerPort"].as_u64());
+    assert_eq!(
+        named.map(|p| p.to_string()),
+        env_value(hollow, "MOCK_KIND_METRICS_API_PORT"),
+        "the Service's targetPort {target} is the port the metrics API listens on"
+    );
+    e2e::metrics_api::register(&client, port)
+        .await
+        .expect("point the APIService at the process");
+    e2e::metrics_api::wait_available(&client, Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&started)));
+    let top = e2e::wait_for(
+        Duration::from_secs(60),
+        "kubectl top nodes lists the pool's nodes",
+        || {
+            let kc = kc.clone();
+            async move {
+                // The harness runs no kubelet: every node listed is a hollow one.
+                let out = output(kubectl(&kc).args(["top", "nodes", "--no-headers"]), None);
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                Ok((out.status.success() && text.lines().count() == want).then_some(text))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs(&started)));
+    assert!(
+        top.lines().all(|l| l.contains("100m")),
+        "each idle node's overhead:\n{top}"
+    );
 
     // SIGTERM, as the kubelet stops the pod: the replica leaves the pool (its membership Lease
     // in its namespace goes) and exits within the grace period; the pool's Nodes stay for the

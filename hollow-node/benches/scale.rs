@@ -578,15 +578,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     log_lat.sort_by(f64::total_cmp);
     // kubectl top pods -A: the aggregator asks hollow-node's metrics.k8s.io for every pod.
     e2e::metrics_api::register(&client, metrics_port).await?;
-    e2e::wait_for(
-        Duration::from_secs(60),
-        "APIService v1beta1.metrics.k8s.io Available",
-        || {
-            let client = client.clone();
-            async move { Ok(e2e::metrics_api::available(&client).await?.then_some(())) }
-        },
-    )
-    .await?;
+    e2e::metrics_api::wait_available(&client, Duration::from_secs(60)).await?;
     // Available is set before every apiserver routes the group: wait for a first answer.
     let kc = cp.kubeconfig();
     e2e::wait_for(

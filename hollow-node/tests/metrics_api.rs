@@ -141,12 +141,9 @@ async fn kubectl_top_and_hpa_read_the_usage_annotation() {
     e2e::metrics_api::register(&client, port)
         .await
         .expect("register the APIService");
-    e2e::wait_for(T, "APIService v1beta1.metrics.k8s.io Available", || {
-        let client = client.clone();
-        async move { Ok(e2e::metrics_api::available(&client).await?.then_some(())) }
-    })
-    .await
-    .expect("metrics API available");
+    e2e::metrics_api::wait_available(&client, T)
+        .await
+        .expect("metrics API available");
 
     // Only the aggregator (a front-proxy client certificate) is let in.
     let (code, _) = e2e::process::curl_insecure(
