@@ -16,6 +16,8 @@
 //! hollow-node's --workers (0: its automatic count); BENCH_DUMP=<file> writes the per-pod ramp
 //! timeline as CSV.
 //!
+//! BENCH_APISERVER_ARGS: more kube-apiserver flags, space-separated (a diagnosis, e.g.
+//! `--etcd-compaction-interval=0`, which no cluster runs with).
 //! BENCH_CONTROL_PLANE_NICE (root only) sets the control plane's CPU weight before the pods are
 //! created. `kind`: the weights a kind cluster gives its pods from their CPU requests (cgroup
 //! shares ∝ requests: kube-apiserver 250m, kube-controller-manager 200m, kube-scheduler and etcd
@@ -302,10 +304,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let cp = e2e::ControlPlane::start(e2e::Options {
         client_qps: 1000,
-        extra_apiserver_args: vec![
-            "--max-requests-inflight=1000".into(),
-            "--max-mutating-requests-inflight=500".into(),
-        ],
+        extra_apiserver_args: [
+            "--max-requests-inflight=1000".to_string(),
+            "--max-mutating-requests-inflight=500".to_string(),
+        ]
+        .into_iter()
+        .chain(
+            std::env::var("BENCH_APISERVER_ARGS")
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string),
+        )
+        .collect(),
         extra_controller_manager_args: cm_args,
         ..Default::default()
     })
