@@ -172,6 +172,16 @@ pub enum ReviewName<'a> {
     Node(&'a str),
 }
 
+impl ReviewName<'_> {
+    /// The review's `resourceAttributes.name`.
+    fn name(&self) -> Option<&str> {
+        match self {
+            ReviewName::Every => None,
+            ReviewName::Node(n) => Some(n),
+        }
+    }
+}
+
 /// Authenticates and authorizes kubelet API requests against the apiserver.
 pub struct Gate {
     client: kube::Client,
@@ -288,16 +298,8 @@ impl Gate {
         attrs: Attributes,
         scope: ReviewName<'_>,
     ) -> Result<bool, String> {
-        let name = match scope {
-            ReviewName::Every => "",
-            ReviewName::Node(n) => n,
-        };
-        let key = (
-            user.clone(),
-            attrs.verb,
-            attrs.subresource,
-            name.to_string(),
-        );
+        let name = scope.name().unwrap_or_default().to_string();
+        let key = (user.clone(), attrs.verb, attrs.subresource, name);
         if let Some(hit) = self
             .decisions
             .lock()
@@ -328,10 +330,6 @@ impl Gate {
         scope: ReviewName<'_>,
     ) -> Result<bool, kube::Error> {
         self.reviews.inc();
-        let name = match scope {
-            ReviewName::Every => None,
-            ReviewName::Node(n) => Some(n.to_string()),
-        };
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(user.name.clone()),
@@ -344,7 +342,7 @@ impl Gate {
                     version: Some("v1".into()),
                     resource: Some("nodes".into()),
                     subresource: Some(attrs.subresource.to_string()),
-                    name,
+                    name: scope.name().map(str::to_string),
                     ..ResourceAttributes::default()
                 }),
                 ..SubjectAccessReviewSpec::default()

@@ -8,14 +8,8 @@ use http::Method;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     Healthz,
-    /// `/metrics/resource`: the node's resource metrics (Prometheus text).
-    ResourceMetrics,
-    /// `/metrics/cadvisor`: the node's cAdvisor container metrics (Prometheus text).
-    CadvisorMetrics,
-    /// `/metrics`: the kubelet's own metrics (Prometheus text).
-    KubeletMetrics,
-    /// `/stats/summary`: the node's stats summary (JSON).
-    StatsSummary,
+    /// A path that names no pod, only answerable on a node's own port.
+    NodeWide(NodeWide),
     ContainerLogs {
         namespace: String,
         pod: String,
@@ -28,6 +22,19 @@ pub enum Route {
         pod: String,
     },
     NotFound,
+}
+
+/// What a node-wide path asks for, all built from one sample of the node's pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeWide {
+    /// `/metrics/resource`: the node's resource metrics (Prometheus text).
+    ResourceMetrics,
+    /// `/metrics/cadvisor`: the node's cAdvisor container metrics (Prometheus text).
+    CadvisorMetrics,
+    /// `/metrics`: the kubelet's own metrics (Prometheus text).
+    KubeletMetrics,
+    /// `/stats/summary`: the node's stats summary (JSON).
+    StatsSummary,
 }
 
 /// The streaming requests the kubelet serves by running something in a container.
@@ -123,10 +130,10 @@ pub fn route(path: &str) -> Route {
     };
     match segs.as_slice() {
         ["healthz"] => Route::Healthz,
-        ["metrics"] => Route::KubeletMetrics,
-        ["metrics", "resource"] => Route::ResourceMetrics,
-        ["metrics", "cadvisor"] => Route::CadvisorMetrics,
-        ["stats", "summary"] => Route::StatsSummary,
+        ["metrics"] => Route::NodeWide(NodeWide::KubeletMetrics),
+        ["metrics", "resource"] => Route::NodeWide(NodeWide::ResourceMetrics),
+        ["metrics", "cadvisor"] => Route::NodeWide(NodeWide::CadvisorMetrics),
+        ["stats", "summary"] => Route::NodeWide(NodeWide::StatsSummary),
         ["containerLogs", ns, pod, container] => Route::ContainerLogs {
             namespace: ns.to_string(),
             pod: pod.to_string(),
@@ -230,15 +237,23 @@ mod tests {
             (
                 "resource metrics",
                 "/metrics/resource",
-                Route::ResourceMetrics,
+                Route::NodeWide(NodeWide::ResourceMetrics),
             ),
-            ("stats summary", "/stats/summary/", Route::StatsSummary),
+            (
+                "stats summary",
+                "/stats/summary/",
+                Route::NodeWide(NodeWide::StatsSummary),
+            ),
             (
                 "cadvisor metrics",
                 "/metrics/cadvisor",
-                Route::CadvisorMetrics,
+                Route::NodeWide(NodeWide::CadvisorMetrics),
             ),
-            ("kubelet metrics", "/metrics/", Route::KubeletMetrics),
+            (
+                "kubelet metrics",
+                "/metrics/",
+                Route::NodeWide(NodeWide::KubeletMetrics),
+            ),
             ("probe metrics", "/metrics/probes", Route::NotFound),
             ("stats of a container", "/stats/ns/p/uid/c", Route::NotFound),
             (

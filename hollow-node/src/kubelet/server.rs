@@ -19,7 +19,7 @@ use crate::kubelet::auth::{self, Decision, Gate};
 use crate::kubelet::endpoints::Scope;
 use crate::kubelet::life::PodLife;
 use crate::kubelet::logs::{self, Instance, LogOptions};
-use crate::kubelet::routes::{self, Action, Route};
+use crate::kubelet::routes::{self, Action, NodeWide, Route};
 use crate::kubelet::{cadvisor, kubelet_metrics, stats};
 
 /// `kubectl logs -f` streams open at once; one more gets 503.
@@ -104,12 +104,7 @@ async fn handle(State(Listener { api, scope }): State<Listener>, req: Request) -
         Route::ContainerLogs { namespace, pod, .. } | Route::Refused { namespace, pod, .. } => {
             Some(format!("{namespace}/{pod}"))
         }
-        Route::Healthz
-        | Route::ResourceMetrics
-        | Route::CadvisorMetrics
-        | Route::KubeletMetrics
-        | Route::StatsSummary
-        | Route::NotFound => None,
+        Route::Healthz | Route::NodeWide(_) | Route::NotFound => None,
     };
     let life = pod_key.as_deref().and_then(|k| api.shared.lives.get(k));
     // A node's own port knows only that node's pods, as a kubelet does.
@@ -148,11 +143,8 @@ async fn handle(State(Listener { api, scope }): State<Listener>, req: Request) -
     tracing::debug!(user = %user.name, %method, %path, "kubelet API request");
     match route {
         Route::Healthz => text(StatusCode::OK, "ok"),
-        Route::ResourceMetrics
-        | Route::CadvisorMetrics
-        | Route::KubeletMetrics
-        | Route::StatsSummary => match scope.node_wide() {
-            Ok(i) => node_stats(&api.shared, i, node, &route, &query),
+        Route::NodeWide(what) => match scope.node_wide() {
+            Ok(i) => node_stats(&api.shared, i, node, what, &query),
             // The shared port serves several nodes and the path names none.
             Err(why) => text(StatusCode::NOT_FOUND, why),
         },
@@ -173,37 +165,29 @@ async fn handle(State(Listener { api, scope }): State<Listener>, req: Request) -
 
 /// `/metrics/resource`, `/metrics/cadvisor`, `/metrics` or `/stats/summary` of node `i`, from
 /// one sample of its pods.
-fn node_stats(shared: &Shared, i: u32, node: &str, route: &Route, query: &str) -> Response {
+fn node_stats(shared: &Shared, i: u32, node: &str, what: NodeWide, query: &str) -> Response {
     let lives = shared.lives.node(i);
     let now = Timestamp::now();
-    if *route == Route::StatsSummary {
-        let at = Timestamp::from_second(now.as_second()).unwrap_or(now);
-        let sample = stats::sample(node, lives.boot, &lives.cpu, &lives.pods, at);
-        let body = stats::summary(&sample, shared.capacity, stats::only_cpu_and_memory(query));
-        return (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
+    // The summary is to the second; the metrics in whole milliseconds, so the counters are read
+    // at the instant their timestamps say.
+    let at = match what {
+        NodeWide::StatsSummary => Timestamp::from_second(now.as_second()),
+        _ => Timestamp::from_millisecond(now.as_millisecond()),
     }
-    // Whole milliseconds: the counters are read at the instant the timestamps say.
-    let at = Timestamp::from_millisecond(now.as_millisecond()).unwrap_or(now);
+    .unwrap_or(now);
     let sample = stats::sample(node, lives.boot, &lives.cpu, &lives.pods, at);
-    let body = match route {
-        Route::CadvisorMetrics => cadvisor::text(&sample, shared.capacity),
-        Route::KubeletMetrics => kubelet_metrics::text(&sample),
-        _ => stats::prometheus(&sample),
+    const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+    let (content_type, body) = match what {
+        NodeWide::StatsSummary => {
+            let summary =
+                stats::summary(&sample, shared.capacity, stats::only_cpu_and_memory(query));
+            ("application/json", summary.to_string())
+        }
+        NodeWide::ResourceMetrics => (PROMETHEUS, stats::prometheus(&sample)),
+        NodeWide::CadvisorMetrics => (PROMETHEUS, cadvisor::text(&sample, shared.capacity)),
+        NodeWide::KubeletMetrics => (PROMETHEUS, kubelet_metrics::text(&sample)),
     };
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 fn refuse(action: Action, pod: &str, node: &str) -> Response {
