@@ -248,7 +248,8 @@ pub fn parse_key(pem: &str, what: &str) -> Result<PrivateKeyDer<'static>> {
     })
 }
 
-fn not_after_der(der: &CertificateDer<'_>, what: &str) -> Result<SystemTime> {
+/// When the certificate `der` expires.
+pub fn not_after_der(der: &CertificateDer<'_>, what: &str) -> Result<SystemTime> {
     let (_, x509) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| Error::X509 {
         what: what.to_owned(),
         message: e.to_string(),

@@ -636,8 +636,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let clients = scrape::clients(&cp.kubeconfig(), kubelet_base, nodes)
             .await
             .map_err(|e| e.to_string())?;
-        for _ in 0..scrape_rounds {
-            scrapes.push(scrape::round(&clients).await.map_err(|e| e.to_string())?);
+        for r in 0..scrape_rounds {
+            let before = cpu_by_process(&cp);
+            let round = scrape::round(&clients).await.map_err(|e| e.to_string())?;
+            println!(
+                "cores used during scrape round {}: {}",
+                r + 1,
+                core_shares(&before, &cpu_by_process(&cp), round.0)
+            );
+            scrapes.push(round);
         }
     }
     node_watch.abort();

@@ -26,6 +26,7 @@ pub mod protowire;
 pub mod queue;
 pub mod reserved;
 pub mod retry;
+pub mod status_refresh;
 pub mod usage;
 
 use std::collections::HashMap;
@@ -410,16 +411,18 @@ pub async fn run_set(config: Config, ops: &Ops, shutdown: CancellationToken) -> 
             queue::Work::Lease(i as u32),
             shared.config.lease.first_delay(i, n),
         );
-        let spread = shared
-            .config
-            .node_status_refresh
-            .mul_f64(i as f64 / n.max(1) as f64);
-        // A node the first round could not register tries again after its backoff.
-        let first = match shared.nodes[i].state.lock() {
-            Ok(st) if !st.registered => {
-                retry::REGISTRATION.delay(st.failures.saturating_add(1), None, rand::random())
+        // A node the first round could not register tries again after its backoff; one
+        // registered is next looked at when its status is due (a scripted change, or its
+        // spread rewrite: `status_refresh`).
+        let unregistered = match shared.nodes[i].state.lock() {
+            Ok(st) if !st.registered => Some(st.failures),
+            _ => None,
+        };
+        let first = match unregistered {
+            Some(failures) => {
+                retry::REGISTRATION.delay(failures.saturating_add(1), None, rand::random())
             }
-            _ => spread,
+            None => nodes::status_due_in(&shared, i),
         };
         shared.queue().add(
             queue::Work::NodeStatus(i as u32),

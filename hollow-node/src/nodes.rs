@@ -42,7 +42,9 @@ pub struct NodeState {
     pub annotation: Option<String>,
     /// The status we last wrote, for condition transition times.
     pub last: Option<NodeStatus>,
-    pub last_write: Option<Instant>,
+    /// When an unchanged status is next rewritten (`status_refresh`); None before the first
+    /// write.
+    pub refresh_at: Option<Instant>,
     pub last_lease_ok: Instant,
     pub reported_ready: Option<bool>,
     /// A renewal failed: if the Lease went stale meanwhile, the node-lifecycle controller set
@@ -71,7 +73,7 @@ impl NodeSlot {
                 uid: None,
                 annotation: None,
                 last: None,
-                last_write: None,
+                refresh_at: None,
                 last_lease_ok: Instant::now(),
                 reported_ready: None,
                 status_suspect: false,
@@ -369,9 +371,7 @@ pub(crate) async fn write_status(shared: &Shared, i: usize, force: bool) -> Resu
     let (h, _) = health(shared, i);
     let (status, due) = {
         let st = slot.state.lock().map_err(|_| Error::Poisoned)?;
-        let stale = st
-            .last_write
-            .is_none_or(|t| t.elapsed() >= shared.config.node_status_refresh);
+        let stale = st.refresh_at.is_none_or(|t| Instant::now() >= t);
         let changed = crate::node_status::ready_differs(st.last.as_ref(), &h);
         let status = node_status(
             &shared.config.template,
@@ -393,7 +393,13 @@ pub(crate) async fn write_status(shared: &Shared, i: usize, force: bool) -> Resu
         .map_err(api_err(format!("patch status of node {}", slot.name)))?;
     let mut st = slot.state.lock().map_err(|_| Error::Poisoned)?;
     st.last = Some(status);
-    st.last_write = Some(Instant::now());
+    let next = crate::status_refresh::next_refresh(
+        st.refresh_at.is_none(),
+        i,
+        shared.nodes.len(),
+        shared.config.node_status_refresh,
+    );
+    st.refresh_at = Some(Instant::now() + next);
     let ready = h.is_ready();
     if st.reported_ready != Some(ready) {
         if ready {
@@ -462,27 +468,25 @@ pub async fn handle_status(shared: &Shared, i: u32) {
             ))
         }
     };
-    let (_, next_change) = health(shared, idx);
-    let since = shared.nodes[idx]
+    // A failure's backoff wins over an earlier refresh: retrying sooner is what it prevents.
+    let next = retry.unwrap_or_else(|| status_due_in(shared, idx));
+    shared.queue().add(Work::NodeStatus(i), next);
+}
+
+/// How long until node `idx`'s status is next due: a scripted health change, or the rewrite
+/// of an unchanged status (`status_refresh`, at least a second away).
+pub(crate) fn status_due_in(shared: &Shared, idx: usize) -> Duration {
+    let refresh = shared.nodes[idx]
         .state
         .lock()
         .ok()
-        .and_then(|s| s.last_write.map(|t| t.elapsed()))
-        .unwrap_or_default();
-    let refresh = shared
-        .config
-        .node_status_refresh
-        .saturating_sub(since)
+        .and_then(|s| s.refresh_at)
+        .map_or(shared.config.node_status_refresh, |t| {
+            t.saturating_duration_since(Instant::now())
+        })
         .max(Duration::from_secs(1));
-    // A failure's backoff wins over an earlier refresh: retrying sooner is what it prevents.
-    let next = retry.unwrap_or_else(|| {
-        [Some(refresh), next_change]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(refresh)
-    });
-    shared.queue().add(Work::NodeStatus(i), next);
+    let (_, next_change) = health(shared, idx);
+    next_change.map_or(refresh, |c| c.min(refresh))
 }
 
 /// Registers node `idx` outside the first round (adopting it if it exists).

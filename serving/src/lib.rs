@@ -21,6 +21,7 @@
 //! Prometheus) speaks it, and skipping protocol detection is what lets the header timeout cover
 //! a connection that never sends a byte.
 
+pub mod client_chains;
 mod guard;
 pub mod tls;
 

@@ -51,7 +51,9 @@ pub fn server_config(pair: &PemPair) -> Result<Arc<ServerConfig>, Error> {
 /// As [`server_config`], and asks every client for a certificate: one that chains to a CA of
 /// `client_ca_pem` (for client authentication) is verified in the handshake and reaches the
 /// handlers in axum-server's `TlsInfo`; a client without one is let in (the handler then looks
-/// for other credentials); one with a certificate that does not verify is refused.
+/// for other credentials); one with a certificate that does not verify is refused. A chain
+/// verified lately is not verified again ([`crate::client_chains`]); the key is proven at every
+/// handshake.
 pub fn server_config_with_client_ca(
     pair: &PemPair,
     client_ca_pem: &str,
@@ -81,7 +83,9 @@ fn build(
             .allow_unauthenticated()
             .build()
             .map_err(|e| Error::ClientCa(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(crate::client_chains::CachingVerifier::new(
+                verifier,
+            )))
         }
     };
     let mut config =

@@ -1,7 +1,9 @@
 //! HTTPS that asks for client certificates (`tls::server_config_with_client_ca`): a client
 //! without one is served, one whose certificate chains to the client CA is served with that
 //! certificate in axum-server's `TlsInfo`, and one with a certificate from another CA is
-//! refused in the handshake.
+//! refused in the handshake. A chain verified once is remembered (`serving::client_chains`),
+//! but the key is still proven at every handshake: the same certificate presented with
+//! another key is refused after it was served.
 
 mod common;
 
@@ -49,6 +51,25 @@ fn client(ca: &Ca, cn: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'st
     (vec![cert.der().clone()], der)
 }
 
+/// Presents a chain and signs with a key without checking that they belong together (rustls'
+/// own `with_client_auth_cert` refuses a mismatch, so a thief's client is built this way).
+#[derive(Debug)]
+struct Presents(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 async fn get_peers(
     addr: std::net::SocketAddr,
     server_cert: &CertificateDer<'static>,
@@ -58,7 +79,14 @@ async fn get_peers(
     roots.add(server_cert.clone())?;
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let config = match identity {
-        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        Some((chain, key)) => {
+            let provider = rustls::crypto::CryptoProvider::get_default()
+                .ok_or_else(|| anyhow::anyhow!("no crypto provider"))?;
+            let key = provider.key_provider.load_private_key(key)?;
+            builder.with_client_cert_resolver(Arc::new(Presents(Arc::new(
+                rustls::sign::CertifiedKey::new(chain, key),
+            ))))
+        }
         None => builder.with_no_client_auth(),
     };
     let tcp = TcpStream::connect(addr).await?;
@@ -110,17 +138,34 @@ async fn client_certificates_from_the_client_ca_reach_the_handler_and_others_are
         }
     });
     let server_cert = serving.cert.der().clone();
+    let (good_chain, good_key) = client(&cluster, "kube-apiserver-kubelet-client");
+    let (_, thief_key) = client(&cluster, "thief");
     let cases = [
         ("no certificate: served, none seen", None, Some("peers=0")),
         (
             "from the client CA: served, seen",
-            Some(client(&cluster, "kube-apiserver-kubelet-client")),
+            Some((good_chain.clone(), good_key.clone_key())),
             Some("peers=1"),
+        ),
+        (
+            "the same again (its chain remembered): served, seen",
+            Some((good_chain.clone(), good_key.clone_key())),
+            Some("peers=1"),
+        ),
+        (
+            "the same certificate with another key: refused",
+            Some((good_chain.clone(), thief_key)),
+            None,
         ),
         (
             "from another CA: refused",
             Some(client(&other, "intruder")),
             None,
+        ),
+        (
+            "the remembered one still: served, seen",
+            Some((good_chain, good_key)),
+            Some("peers=1"),
         ),
     ];
     for (name, identity, want) in cases {

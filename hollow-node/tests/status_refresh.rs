@@ -1,0 +1,123 @@
+//! Unchanged NodeStatus rewrites, as a watching client sees them: the nodes of one process
+//! register together, yet their periodic rewrites are spread over `--node-status-refresh`
+//! instead of all landing in the same seconds one period after registration (which made every
+//! node informer take thousands of updates at once, five minutes into a scale run). None
+//! waits longer than the period.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+
+const PREFIX: &str = "hn-refresh";
+const NODES: usize = 20;
+const PERIOD: Duration = Duration::from_secs(20);
+
+fn heartbeat(node: &Node) -> Option<String> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?
+        .last_heartbeat_time
+        .as_ref()
+        .map(|t| t.0.to_string())
+}
+
+/// Per node: when its first status was seen, and when a later heartbeat was first seen.
+#[derive(Default)]
+struct Seen {
+    first: Option<(Instant, String)>,
+    rewrite: Option<Instant>,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unchanged_statuses_are_rewritten_spread_over_the_period() {
+    let cp = e2e::ControlPlane::start(e2e::Options::default())
+        .await
+        .expect("control plane");
+    let client = cp.client();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let rv = nodes
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("list nodes")
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let selector = format!("mock-kind.io/hollow-node={PREFIX}");
+    let wp = WatchParams::default().labels(&selector).timeout(290);
+    let mut stream = std::pin::pin!(nodes.watch(&wp, &rv).await.expect("watch nodes"));
+
+    let mut cfg = common::config(&cp, PREFIX, NODES);
+    cfg.node_status_refresh = PERIOD;
+    let hollow = common::start(cfg).await;
+
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
+    // Every node registers, then rewrites within a period: give both a period and a margin.
+    let deadline = tokio::time::Instant::now() + PERIOD * 3;
+    while seen.len() < NODES || seen.values().any(|s| s.rewrite.is_none()) {
+        let ev = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(ev)) => ev.expect("watch event"),
+            Ok(None) => panic!("the node watch ended"),
+            Err(_) => break,
+        };
+        let node = match ev {
+            WatchEvent::Added(n) | WatchEvent::Modified(n) => n,
+            WatchEvent::Error(e) => panic!("watch failed: {e:?}"),
+            _ => continue,
+        };
+        let (Some(name), Some(beat)) = (node.metadata.name.clone(), heartbeat(&node)) else {
+            continue;
+        };
+        let s = seen.entry(name).or_default();
+        match &s.first {
+            None => s.first = Some((Instant::now(), beat)),
+            Some((_, b)) if *b != beat && s.rewrite.is_none() => s.rewrite = Some(Instant::now()),
+            Some(_) => {}
+        }
+    }
+    hollow.stop().await;
+
+    assert_eq!(seen.len(), NODES, "every node registered");
+    let mut after: Vec<(String, Duration)> = Vec::new();
+    let mut at: Vec<Instant> = Vec::new();
+    for (name, s) in &seen {
+        let (first, _) = s.first.as_ref().expect("a first status");
+        let rewrite = s
+            .rewrite
+            .unwrap_or_else(|| panic!("{name} never rewrote its status within {:?}", PERIOD * 3));
+        after.push((name.clone(), rewrite - *first));
+        at.push(rewrite);
+    }
+    // None waits longer than the period (plus a margin for a busy machine).
+    for (name, d) in &after {
+        assert!(
+            *d <= PERIOD + Duration::from_secs(5),
+            "{name} rewrote {d:?} after registering, past the {PERIOD:?} period: {after:?}"
+        );
+    }
+    // Spread: the first rewrites span at least half the period, and no 2 s holds a third of
+    // the nodes (all together, as before, would span about the registration time: a second).
+    at.sort();
+    let span = at[at.len() - 1] - at[0];
+    assert!(
+        span >= PERIOD / 2,
+        "the rewrites span only {span:?} of the {PERIOD:?} period: {after:?}"
+    );
+    for (i, t) in at.iter().enumerate() {
+        let within = at[i..]
+            .iter()
+            .take_while(|u| **u - *t <= Duration::from_secs(2))
+            .count();
+        assert!(
+            within <= NODES / 3,
+            "{within} of {NODES} nodes rewrote within 2 s: {after:?}"
+        );
+    }
+}
