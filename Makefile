@@ -54,7 +54,7 @@ cargo-deny: ## Install the pinned cargo-deny if it is missing or another version
 .PHONY: bench
 bench: ## Benchmarks: print the numbers behind the README's table
 	@dir=$$(bash e2e/scripts/kube-bins.sh); \
-	for b in "scheduler extender" "webhook admission" "webhook limit" "hollow-node scale"; do \
+	for b in "scheduler extender" "webhook admission" "webhook limit" "serving handshakes" "hollow-node scale"; do \
 	  set -- $$b; echo "== $$1 / $$2"; \
 	  KUBE_BIN_DIR="$$dir" $(CARGO) bench -p $$1 --bench $$2; \
 	done
