@@ -52,7 +52,8 @@ impl VerifiedChains {
     /// `not_after` (the soonest expiry in the chain, when known). Expired entries go first,
     /// then the oldest beyond [`CAPACITY`].
     pub fn remember(&mut self, chain: &[&[u8]], now: u64, not_after: Option<u64>) {
-        let until = not_after.map_or(now + TTL_SECS, |end| end.min(now + TTL_SECS));
+        let ttl_end = now.saturating_add(TTL_SECS);
+        let until = not_after.map_or(ttl_end, |end| end.min(ttl_end));
         self.entries
             .retain(|e| now < e.until && !same(&e.chain, chain));
         if until <= now {
@@ -68,12 +69,9 @@ impl VerifiedChains {
         });
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 
