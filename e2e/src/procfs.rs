@@ -3,7 +3,13 @@
 /// One field of /proc/<pid>/status, in kB (e.g. `VmRSS:`, `VmHWM:`).
 fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
+    parse_status_kb(&s, field)
+}
+
+/// One field of a /proc/<pid>/status text, in kB.
+fn parse_status_kb(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
         .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
@@ -50,6 +56,28 @@ fn parse_stat_cpu(stat: &str, hz: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn status_fields() {
+        let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\nVmBad:\tmany kB\n";
+        let cases = [
+            ("VmRSS:", Some(1024)),
+            ("VmHWM:", Some(2048)),
+            ("VmSwap:", None),
+            ("VmBad:", None),
+        ];
+        for (field, want) in cases {
+            assert_eq!(parse_status_kb(status, field), want, "{field}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn status_never_panics(text in "\\PC*", field in "[A-Za-z]{1,8}:") {
+            let _ = parse_status_kb(&text, &field);
+        }
+    }
 
     #[test]
     fn stat_cpu() {
@@ -75,11 +103,14 @@ mod tests {
     #[test]
     fn own_process() {
         let pid = std::process::id();
-        // RSS first: the peak, read after, can only be as high, while another test thread may
-        // grow RSS between a peak read and a later RSS read (this raced in loaded runs).
-        let rss = rss_mb(pid);
-        assert!(rss > 0.0);
-        assert!(peak_rss_mb(pid) >= rss);
+        // Both from one read: the kernel updates the peak lazily and other test threads allocate
+        // and free between two reads, so RSS read first could exceed a peak read later (CI
+        // caught that). Within one read it computes the peak as at least that read's RSS.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("own status");
+        let rss = parse_status_kb(&status, "VmRSS:").expect("VmRSS");
+        let hwm = parse_status_kb(&status, "VmHWM:").expect("VmHWM");
+        assert!(rss > 0 && hwm >= rss, "VmRSS {rss} kB, VmHWM {hwm} kB");
+        assert!(rss_mb(pid) > 0.0 && peak_rss_mb(pid) > 0.0);
         let mut x = 0u64;
         for i in 0..20_000_000u64 {
             x = x.wrapping_mul(31).wrapping_add(i);
