@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod bench_env;
 pub mod bins;
 pub mod config;
 pub mod control_plane;

@@ -18,15 +18,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use e2e::bench_env::env_or;
 use hollow_node::lease::LeaseEncoding;
 use tokio_util::sync::CancellationToken;
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Side {
     /// CPU ms per renewal: kube-apiserver, etcd.
@@ -85,10 +79,10 @@ async fn side(
 
 fn main() {
     telemetry::install_crypto_provider();
-    let nodes: usize = env("MOCK_KIND_BENCH_LEASE_NODES", 500);
-    let interval = Duration::from_secs(env("MOCK_KIND_BENCH_LEASE_INTERVAL", 5u64).max(1));
-    let window = Duration::from_secs(env("MOCK_KIND_BENCH_LEASE_WINDOW", 30u64).max(5));
-    let runs: usize = env("MOCK_KIND_BENCH_RUNS", 3usize).clamp(1, 20);
+    let nodes: usize = env_or("MOCK_KIND_BENCH_LEASE_NODES", 500);
+    let interval = Duration::from_secs(env_or("MOCK_KIND_BENCH_LEASE_INTERVAL", 5u64).max(1));
+    let window = Duration::from_secs(env_or("MOCK_KIND_BENCH_LEASE_WINDOW", 30u64).max(5));
+    let runs: usize = env_or("MOCK_KIND_BENCH_RUNS", 3usize).clamp(1, 20);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -23,10 +23,8 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-#[path = "common/env.rs"]
-mod env;
+use e2e::bench_env::env_or;
 use e2e::process::Component;
-use env::env_usize;
 
 /// How long a stopping hollow-node may take before it is killed (it deletes its Nodes first).
 const STOP_GRACE: Duration = Duration::from_secs(60);
@@ -250,8 +248,8 @@ fn row(name: &str, v: &[f64], unit: &str, target: &str) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::install_crypto_provider();
-    let nodes = env_usize("BENCH_NODES", 2000);
-    let rounds = env_usize("BENCH_ROUNDS", 3);
+    let nodes = env_or("BENCH_NODES", 2000usize);
+    let rounds = env_or("BENCH_ROUNDS", 3usize);
     println!("pool bench: {nodes} nodes, {rounds} rounds");
     let cp = e2e::ControlPlane::start(e2e::Options {
         client_qps: 1000,
@@ -281,8 +279,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bench = Bench {
         cp,
         nodes,
-        settle: Duration::from_secs(env_usize("BENCH_SETTLE_SECS", 10) as u64),
-        timeout: Duration::from_secs(env_usize("BENCH_TIMEOUT_SECS", 300) as u64),
+        settle: Duration::from_secs(env_or("BENCH_SETTLE_SECS", 10u64)),
+        timeout: Duration::from_secs(env_or("BENCH_TIMEOUT_SECS", 300u64)),
     };
     let (mut flags, mut pools) = (Vec::new(), Vec::new());
     for round in 0..rounds {

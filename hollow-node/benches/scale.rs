@@ -49,9 +49,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[path = "common/scrape.rs"]
 mod scrape;
 
-#[path = "common/env.rs"]
-mod env;
-use env::env_usize;
+use e2e::bench_env::env_or;
 
 /// Kills the child on drop (also on panic).
 struct Proc(Child);
@@ -287,16 +285,16 @@ fn deployment(name: &str, replicas: usize) -> Deployment {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     telemetry::install_crypto_provider();
-    let nodes = env_usize("BENCH_NODES", 2000);
-    let pods = env_usize("BENCH_PODS", 20000);
-    let kubemarks = env_usize("BENCH_KUBEMARK", 3);
-    let steady = Duration::from_secs(env_usize("BENCH_STEADY_SECS", 30) as u64);
+    let nodes = env_or("BENCH_NODES", 2000usize);
+    let pods = env_or("BENCH_PODS", 20000usize);
+    let kubemarks = env_or("BENCH_KUBEMARK", 3usize);
+    let steady = Duration::from_secs(env_or("BENCH_STEADY_SECS", 30u64));
     println!("scale bench: {nodes} nodes, {pods} pods, {kubemarks} kubemark nodes");
 
     // The controller-manager's client QPS paces pod creation (the ReplicaSet controller is the
     // client): latency is then the hollow node's, not a backlog in the scheduler. 0 leaves it at
     // the control plane's 1,000, i.e. a creation storm.
-    let create_qps = env_usize("BENCH_CREATE_QPS", 50);
+    let create_qps = env_or("BENCH_CREATE_QPS", 50usize);
     let mut cm_args = vec!["--concurrent-replicaset-syncs=10".to_string()];
     if create_qps > 0 {
         cm_args.push(format!("--kube-api-qps={create_qps}"));
@@ -327,7 +325,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let bin = env!("CARGO_BIN_EXE_hollow-node");
     let metrics_port = e2e::free_port();
-    let scrape_rounds = env_usize("BENCH_SCRAPE_ROUNDS", 3);
+    let scrape_rounds = env_or("BENCH_SCRAPE_ROUNDS", 3usize);
     // Node i's kubelet API on base + i when the scrape is measured, else one port.
     let kubelet_base = match scrape_rounds {
         0 => e2e::free_port(),
@@ -344,7 +342,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             format!("--max-pods={}", (pods / nodes.max(1)) * 3 + 10),
             "--kube-api-qps=3000".into(),
             "--kube-api-burst=3000".into(),
-            format!("--workers={}", env_usize("BENCH_WORKERS", 0)),
+            format!("--workers={}", env_or("BENCH_WORKERS", 0usize)),
             // Its kubelet API (kubectl logs and the scrape below), on ports of its own.
             format!("--kubelet-port={kubelet_base}"),
             // metrics.k8s.io (kubectl top below), registered once the nodes are Ready.
@@ -366,7 +364,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &client,
         "mock-kind.io/hollow-node=bench",
         nodes,
-        Duration::from_secs(env_usize("BENCH_NODES_TIMEOUT_SECS", 300) as u64),
+        Duration::from_secs(env_or("BENCH_NODES_TIMEOUT_SECS", 300u64)),
     )
     .await?;
     let t_nodes = t_start.elapsed();
@@ -545,8 +543,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Probe: with everything in place, pods arrive at a steady BENCH_PROBE_RATE per second; their
     // latency is the hollow node's own responsiveness at scale, not the ramp's queueing in the
     // control plane.
-    let probes = env_usize("BENCH_PROBES", 200);
-    let rate = env_usize("BENCH_PROBE_RATE", 20).max(1);
+    let probes = env_or("BENCH_PROBES", 200usize);
+    let rate = env_or("BENCH_PROBE_RATE", 20usize).max(1);
     let probe_api: Api<Pod> = Api::namespaced(client.clone(), "bench");
     for i in 0..probes {
         let p: Pod = serde_json::from_value(serde_json::json!({
@@ -572,7 +570,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // kubectl logs at scale: BENCH_LOG_REQUESTS reads of a probe pod's log through the
     // apiserver (which dials the hollow node's kubelet API with its client certificate), one at
     // a time, timed from request to the whole body.
-    let log_requests = env_usize("BENCH_LOG_REQUESTS", 200);
+    let log_requests = env_or("BENCH_LOG_REQUESTS", 200usize);
     let mut log_lat = Vec::with_capacity(log_requests);
     for i in 0..log_requests {
         let name = format!("probe-{}", i % probes.max(1));
@@ -609,7 +607,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     )
     .await?;
-    let top_requests = env_usize("BENCH_TOP_REQUESTS", 10);
+    let top_requests = env_or("BENCH_TOP_REQUESTS", 10usize);
     let mut top_lat = Vec::with_capacity(top_requests);
     let mut top_rows = 0;
     for _ in 0..top_requests {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use axum::body::Bytes;
+use e2e::bench_env::env_or;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,13 +29,6 @@ use scheduler::{Config, Service};
 mod cluster;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 type Http = HttpClient<HttpConnector, Full<Bytes>>;
 

@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use e2e::bench_env::env_or;
+use e2e::stats::median_and_spread;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
@@ -62,13 +64,6 @@ impl ServerCertVerifier for Insecure {
     }
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// One full handshake; the time spent in the server's calls.
 fn handshake(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) -> Result<Duration, BoxError> {
     let mut c = ClientConnection::new(client.clone(), ServerName::try_from("127.0.0.2")?)?;
@@ -107,8 +102,8 @@ fn handshake(client: &Arc<ClientConfig>, server: &Arc<ServerConfig>) -> Result<D
 }
 
 fn main() -> Result<(), BoxError> {
-    let per_run = env_usize("BENCH_HANDSHAKES", 2_000);
-    let runs = env_usize("BENCH_RUNS", 7);
+    let per_run = env_or("BENCH_HANDSHAKES", 2_000usize);
+    let runs = env_or("BENCH_RUNS", 7usize);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -172,14 +167,10 @@ fn main() -> Result<(), BoxError> {
         a.push(per_handshake(&plain)?);
         b.push(per_handshake(&cached)?);
     }
-    let mut ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| y / x).collect();
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
-    };
-    let (am, alo, ahi) = median(&mut a);
-    let (bm, blo, bhi) = median(&mut b);
-    let (rm, rlo, rhi) = median(&mut ratios);
+    let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| y / x).collect();
+    let (am, alo, ahi) = median_and_spread(a);
+    let (bm, blo, bhi) = median_and_spread(b);
+    let (rm, rlo, rhi) = median_and_spread(ratios);
     println!(
         "server CPU per full TLS handshake with a client certificate, {runs} interleaved runs of {per_run}:"
     );

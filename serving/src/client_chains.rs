@@ -142,8 +142,10 @@ impl ClientCertVerifier for CachingVerifier {
         let verified = self
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
+        // Parsed before the lock: other handshakes wait on it.
+        let expiry = soonest_expiry(&chain);
         if let Ok(mut c) = self.chains.lock() {
-            c.remember(&chain, secs, soonest_expiry(&chain));
+            c.remember(&chain, secs, expiry);
         }
         Ok(verified)
     }

@@ -28,7 +28,8 @@ use scheduler::{Config, Service};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::{env_or, row};
+use crate::row;
+use e2e::bench_env::env_or;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Side {
